@@ -1,0 +1,92 @@
+"""The one place where superv writes a file durably.
+
+Every durable write (snapshots, the registry, session specs) goes through
+:func:`write_atomic`: a temp file in the same directory, write, fsync, rename over the
+target, fsync the directory.  A reader therefore sees the old file or the new one, never
+a partial or empty one, even after a SIGKILL or a power loss mid-write.
+
+With ``keep_previous`` the file being replaced is kept as ``NAME.prev``, so that a reader
+that finds the newest copy unreadable (a bad disk block, a hand edit) can fall back to the
+last good one: see :func:`read_json_with_fallback`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def previous_path(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
+def write_atomic(path: Path, data: bytes, *, keep_previous: bool = False, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    Raises OSError (ENOSPC, EDQUOT, EFBIG...) with the old file left untouched.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    try:
+        if keep_previous and path.exists():
+            # A crash between these two renames leaves only NAME.prev (complete, old) and
+            # the temp file; readers fall back to NAME.prev, which is "the old version".
+            os.replace(path, previous_path(path))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, value: Any, *, keep_previous: bool = False) -> None:
+    data = json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
+    write_atomic(path, data, keep_previous=keep_previous)
+
+
+class Unreadable(Exception):
+    """Neither the file nor its previous copy could be read."""
+
+
+def read_json_with_fallback(path: Path) -> tuple[Any, str | None]:
+    """Read a JSON file written by :func:`write_json_atomic` with ``keep_previous``.
+
+    Returns ``(value, warning)``: ``warning`` is None when the newest copy was good, else
+    a sentence saying that the previous copy was used and why.
+    """
+    problems = []
+    for candidate in (path, previous_path(path)):
+        try:
+            return json.loads(candidate.read_bytes()), (
+                None if candidate == path else f"{path} was unreadable ({problems[0]}); "
+                f"using the previous snapshot {candidate.name}"
+            )
+        except FileNotFoundError:
+            problems.append("missing")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{type(exc).__name__}: {exc}")
+    raise Unreadable(f"{path}: {problems[0]}; previous copy: {problems[1]}")

@@ -1,0 +1,97 @@
+"""Where a session's files and sockets live, and which session names are allowed.
+
+State (logs, snapshots, the registry) lives under ``$SUPERV_HOME``; sockets live under
+``$SUPERV_RUNTIME_DIR``.  Both are resolved from the environment each time, so two
+processes with different homes never see each other's sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from pathlib import Path
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+class PathError(Exception):
+    """A name or directory that superv refuses to use; the message says why."""
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a safe session name, else raise PathError."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        shown = repr(name) if len(str(name)) <= 40 else repr(str(name)[:40]) + "..."
+        raise PathError(
+            f"invalid session name {shown}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def state_home() -> Path:
+    explicit = os.environ.get("SUPERV_HOME")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(xdg) / "superv"
+
+
+def runtime_dir() -> Path:
+    explicit = os.environ.get("SUPERV_RUNTIME_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(xdg) / "superv" if xdg else Path(f"/tmp/superv-{os.getuid()}")
+    if os.environ.get("SUPERV_HOME"):
+        # A non-default home gets its own socket directory, so that two homes on one
+        # machine never answer for each other's sessions.
+        tag = hashlib.sha256(os.fsencode(state_home().resolve())).hexdigest()[:10]
+        return base / f"home-{tag}"
+    return base
+
+
+def sessions_dir() -> Path:
+    return state_home() / "sessions"
+
+
+def session_dir(name: str) -> Path:
+    return sessions_dir() / validate_name(name)
+
+
+def session_socket(name: str) -> Path:
+    return runtime_dir() / "sessions" / f"{validate_name(name)}.sock"
+
+
+def supervisor_socket() -> Path:
+    return runtime_dir() / "supervisor.sock"
+
+
+def check_socket_path(path: Path) -> Path:
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise PathError(
+            f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes: "
+            "set SUPERV_RUNTIME_DIR to a shorter directory"
+        )
+    return path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make sure it is ours and mode 0700.
+
+    A directory owned by another user is refused rather than repaired: it may be an
+    attempt to intercept our sockets.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise PathError(f"{path} is not a directory")
+    if st.st_uid != os.getuid():
+        raise PathError(f"{path} belongs to uid {st.st_uid}, not to you: remove it or pick another")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path

@@ -1,0 +1,71 @@
+"""The ``superv`` command line: argument parsing and error reporting, nothing else.
+
+Each command lives in its own module under :mod:`supervisor.commands` (the way tmux keeps
+one file per command) and exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
+Command modules import only the standard library at import time, so that short commands
+(``ls``, ``attach``, ``send``) start fast; heavy imports (trio, asyncssh) happen inside
+``run`` of the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from supervisor.errors import CliError
+
+COMMANDS = [
+    "start", "ls", "attach", "logs", "peek", "send", "stop", "kill", "resume", "rm",
+    "prune", "export", "events", "daemon", "service", "doctor",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line, exit 2, as for every usage error.
+        sys.stderr.write(f"superv: {message} (see 'superv {self._sub_name()}--help')\n")
+        raise SystemExit(2)
+
+    def _sub_name(self) -> str:
+        parts = self.prog.split()[1:]
+        return "".join(p + " " for p in parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="superv", description="Keep long-running agents alive; lose nothing they print.")
+    parser.add_argument("--version", action="version", version=f"superv {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"supervisor.commands.{name}")
+        sub_parser = module.add_parser(sub)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("superv")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CliError as exc:
+        sys.stderr.write(f"superv: {exc}\n")
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The user's own terminal during an attach: raw mode, size, detach key, status line.
+
+Shared by the local attach (plain sockets) and the SSH attach (asyncio), so both restore
+the terminal the same way on every exit path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import struct
+import termios
+import tty
+from collections.abc import Iterator
+
+DEFAULT_DETACH_KEY = "^\\"
+
+# What a client terminal must be put back to after showing a session: leave the alternate
+# screen, show the cursor, turn off mouse reporting, bracketed paste and application
+# cursor/keypad modes, reset colours.  A TUI may have switched any of them on.
+RESET_MODES = (
+    b"\x1b[?1049l\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l"
+    b"\x1b[?2004l\x1b[?1l\x1b>\x1b[0m"
+)
+
+
+def parse_key(spec: str) -> bytes:
+    """``^\\`` / ``^A`` / ``ctrl-a`` style key names to the byte the terminal sends."""
+    text = spec.strip()
+    lowered = text.lower()
+    if lowered.startswith("ctrl-") and len(text) == 6:
+        text = "^" + text[5]
+    if len(text) == 2 and text[0] == "^":
+        char = text[1].upper()
+        if char == "?":
+            return b"\x7f"
+        code = ord(char) ^ 0x40
+        if 0 <= code < 0x20:
+            return bytes([code])
+    if len(text) == 1:
+        return text.encode()
+    raise ValueError(f"cannot read detach key {spec!r}: use a form like '^\\' or 'ctrl-a'")
+
+
+def window_size(fd: int) -> tuple[int, int]:
+    """(rows, cols) of the terminal on ``fd``; 24x80 if it is not a terminal."""
+    try:
+        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return 24, 80
+    return (rows or 24), (cols or 80)
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+@contextlib.contextmanager
+def raw_mode(fd: int) -> Iterator[None]:
+    """Put the terminal on ``fd`` in raw mode and restore it however the block ends."""
+    if not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd, termios.TCSANOW)
+        yield
+    finally:
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+
+
+def status_line(rows: int, text: str) -> bytes:
+    """Bytes that show ``text`` in reverse video on the bottom row, keeping the cursor."""
+    return b"\x1b7\x1b[%d;1H\x1b[0;7m %s \x1b[0m\x1b[K\x1b8" % (rows, text.encode())
+
+
+def clear_status_line(rows: int) -> bytes:
+    return b"\x1b7\x1b[%d;1H\x1b[0m\x1b[K\x1b8" % rows
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
