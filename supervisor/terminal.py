@@ -7,12 +7,15 @@ the terminal the same way on every exit path.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import struct
 import termios
 import tty
 from collections.abc import Iterator
+
+from agent_worker.screen_size import get_window_size as window_size
+from agent_worker.screen_size import set_window_size
+
+__all__ = ["set_window_size", "window_size"]
 
 DEFAULT_DETACH_KEY = "^\\"
 
@@ -41,19 +44,6 @@ def parse_key(spec: str) -> bytes:
     if len(text) == 1:
         return text.encode()
     raise ValueError(f"cannot read detach key {spec!r}: use a form like '^\\' or 'ctrl-a'")
-
-
-def window_size(fd: int) -> tuple[int, int]:
-    """(rows, cols) of the terminal on ``fd``; 24x80 if it is not a terminal."""
-    try:
-        rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
-    except OSError:
-        return 24, 80
-    return (rows or 24), (cols or 80)
-
-
-def set_window_size(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
 @contextlib.contextmanager

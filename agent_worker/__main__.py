@@ -1,0 +1,155 @@
+"""``python -m agent_worker NAME``: run one session's worker in the foreground.
+
+Whoever starts a worker (the supervisor, or a test) first writes the session's
+``spec.json`` into ``$SUPERV_HOME/sessions/NAME/``.  The worker binds the session socket,
+starts the agent, and then reports one JSON line on ``--ready-fd`` (default: stdout):
+``{"ok": true, "agent_pid": ..., "worker_pid": ...}`` or ``{"ok": false, "error": ...}``,
+and closes that descriptor.  Exit status 1 means the session could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from agent_worker import paths
+from agent_worker.agent import AgentStartError, ignore_terminal_signals, spawn
+from agent_worker.log import OutputLog, fsync_policy
+from agent_worker.snapshot import SNAPSHOT_NAME, snapshot_interval
+from agent_worker.spec import SessionSpec
+from agent_worker.worker import EarlySignals, Worker
+
+
+class StartError(Exception):
+    pass
+
+
+def configure_logging() -> None:
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def bind_session_socket(name: str) -> tuple[socket.socket, Path]:
+    path = paths.check_socket_path(paths.session_socket(name))
+    paths.ensure_private_dir(path.parent.parent)
+    paths.ensure_private_dir(path.parent)
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # left by a worker that died: nobody answers on it
+        else:
+            raise StartError(f"session {name} is already running (its worker answers on {path})")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock, path
+
+
+def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
+    directory = paths.session_dir(name)
+    try:
+        spec = SessionSpec.load(directory)
+    except FileNotFoundError:
+        raise StartError(f"no spec for session {name} in {directory}") from None
+    except (ValueError, TypeError) as exc:
+        raise StartError(f"unreadable spec for session {name}: {exc}") from None
+    sock, sock_path = bind_session_socket(name)
+    try:
+        output = OutputLog(directory, fsync_policy())
+        try:
+            agent = spawn(spec.argv, spec.cwd, spec.env, spec.rows, spec.cols)
+        except AgentStartError:
+            output.close()
+            raise
+        if marker:
+            output.append(marker.encode())
+        return Worker(spec, directory, sock, agent, output, snapshot_interval(), early)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            sock_path.unlink()
+        raise
+
+
+def forget_if_empty(name: str) -> None:
+    """A session whose agent never started leaves no stub behind (unless it has history)."""
+    directory = paths.session_dir(name)
+    log_file = directory / "output.log"
+    has_history = (directory / SNAPSHOT_NAME).exists() or (
+        log_file.exists() and log_file.stat().st_size > 0
+    )
+    if not has_history:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def report(fd: int, value: dict[str, object]) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, json.dumps(value).encode() + b"\n")
+        os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Before anything else: a SIGHUP from the terminal we are leaving must not kill us.
+    early = EarlySignals()
+    early.install()
+    parser = argparse.ArgumentParser(prog="python -m agent_worker", description=__doc__)
+    parser.add_argument("name")
+    parser.add_argument("--ready-fd", type=int, default=1)
+    parser.add_argument("--marker", help="a line to append to the log before the agent starts")
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        paths.validate_name(args.name)
+        worker = start(args.name, args.marker, early)
+    except (StartError, AgentStartError, paths.PathError, ValueError, OSError) as exc:
+        with contextlib.suppress(paths.PathError):
+            forget_if_empty(args.name)
+        report(args.ready_fd, {"ok": False, "error": str(exc)})
+        print(f"agent_worker: {exc}", file=sys.stderr)
+        return 1
+    ignore_terminal_signals()
+    report(args.ready_fd, {"ok": True, "agent_pid": worker.agent.pid, "worker_pid": os.getpid()})
+    if args.ready_fd in (0, 1, 2):
+        # Keep the descriptor number taken, but no longer tied to whoever started us.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, args.ready_fd)
+        os.close(devnull)
+    import trio
+
+    trio.run(worker.run)
+    worker.output.close()
+    with contextlib.suppress(OSError):
+        paths.session_socket(args.name).unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The session's durable output log: every byte the agent printed, in order.
+
+The log file ``output.log`` holds the raw bytes exactly as the PTY delivered them, so a
+byte's offset in the stream *is* its position in the file: "everything after offset N"
+is one ``pread``, as fast on a 1 GB log as on a 1 MB one, and any prefix of the file is a
+valid log (a crash can shorten it, never tear it).  One writer (the worker) appends with
+``O_APPEND``; readers (attach clients, ``superv logs``) only ``pread``.
+
+Beside it, ``output.idx`` records ``(offset, unix time)`` pairs at most once a second of
+output, so ``logs --since`` and ``export`` can put times on the stream without scanning it.
+A torn last record in the index is ignored on read.
+
+Durability of the log is a named policy (``SUPERV_LOG_FSYNC``):
+
+- ``snapshot`` (default): fsync at every snapshot (at least every
+  ``SUPERV_SNAPSHOT_INTERVAL`` s), on SIGHUP, SIGTERM and agent exit.  A crash of the
+  worker loses nothing (the kernel has every byte); a power loss loses at most the output
+  of the last interval.
+- ``always``: fsync after every batch read from the PTY.  A power loss loses at most the
+  batch being written; it costs throughput.
+- ``never``: leave it to the kernel's writeback (about 30 s on Linux).  A power loss
+  may lose that much, and the snapshot's ``log_end`` may point past the durable end.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+import time
+from pathlib import Path
+
+LOG_NAME = "output.log"
+INDEX_NAME = "output.idx"
+FSYNC_POLICIES = ("snapshot", "always", "never")
+_INDEX_RECORD = struct.Struct("!Qd")
+_INDEX_EVERY = 1.0  # seconds between index records
+
+
+def fsync_policy() -> str:
+    policy = os.environ.get("SUPERV_LOG_FSYNC", "snapshot")
+    if policy not in FSYNC_POLICIES:
+        raise ValueError(f"SUPERV_LOG_FSYNC={policy!r}: use one of {', '.join(FSYNC_POLICIES)}")
+    return policy
+
+
+class OutputLog:
+    """The worker's writing end of a session log."""
+
+    def __init__(self, directory: Path, policy: str = "snapshot") -> None:
+        self.path = directory / LOG_NAME
+        self.policy = policy
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._index_fd = os.open(
+            directory / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        self.end = os.fstat(self._fd).st_size
+        self._last_index = 0.0
+        self.last_output_at: float | None = None
+        self.reader = LogReader(directory)
+
+    def append(self, data: bytes) -> int:
+        """Append as much of ``data`` as the disk takes; return how much that was.
+
+        Raises OSError (ENOSPC, EFBIG...) only when nothing could be written; the caller
+        keeps the rest and tries again later, so nothing the agent printed is dropped.
+        """
+        now = time.time()
+        if now - self._last_index >= _INDEX_EVERY:
+            # The index record goes first: it names the offset this batch starts at.
+            os.write(self._index_fd, _INDEX_RECORD.pack(self.end, now))
+            self._last_index = now
+        written = 0
+        view = memoryview(data)
+        while written < len(data):
+            try:
+                written += os.write(self._fd, view[written:])
+            except OSError:
+                if written == 0:
+                    raise
+                break
+        self.end += written
+        self.last_output_at = now
+        if self.policy == "always":
+            os.fdatasync(self._fd)
+        return written
+
+    def sync(self) -> None:
+        """Make everything appended so far durable (unless the policy is ``never``)."""
+        if self.policy != "never":
+            os.fdatasync(self._fd)
+            os.fdatasync(self._index_fd)
+
+    def close(self) -> None:
+        for fd in (self._fd, self._index_fd):
+            os.close(fd)
+        self.reader.close()
+
+
+class LogReader:
+    """Reads a session log by offset; safe while the worker appends to it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fd = os.open(directory / LOG_NAME, os.O_RDONLY | os.O_CLOEXEC)
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+    def tail_offset(self, lines: int, end: int | None = None) -> int:
+        """Offset where the last ``lines`` lines before ``end`` begin.
+
+        Reads backwards in blocks, so its cost depends on the lines asked for, not on the
+        size of the log.
+        """
+        pos = self.size() if end is None else end
+        if lines <= 0:
+            return pos
+        # A final line without its newline counts as a line too.
+        needed = lines + 1 if pos and self.read(pos - 1, 1) == b"\n" else lines
+        block = 64 * 1024
+        while pos > 0:
+            start = max(0, pos - block)
+            chunk = self.read(start, pos - start)
+            idx = len(chunk)
+            while needed:
+                idx = chunk.rfind(b"\n", 0, idx)
+                if idx < 0:
+                    break
+                needed -= 1
+                if needed == 0:
+                    return start + idx + 1
+            pos = start
+        return 0
+
+    def index(self) -> list[tuple[int, float]]:
+        """The ``(offset, time)`` records, in order, without a torn last record."""
+        try:
+            raw = (self.directory / INDEX_NAME).read_bytes()
+        except FileNotFoundError:
+            return []
+        usable = len(raw) - len(raw) % _INDEX_RECORD.size
+        return [_INDEX_RECORD.unpack_from(raw, i) for i in range(0, usable, _INDEX_RECORD.size)]
+
+    def offset_at(self, when: float) -> int:
+        """The first offset whose output was logged at or after ``when`` (unix time)."""
+        records = self.index()
+        times = [t for _, t in records]
+        i = bisect.bisect_left(times, when)
+        if i == 0:
+            return 0
+        if i >= len(records):
+            # Every batch started before ``when``; the last one may have gone on past it.
+            last_write = os.fstat(self._fd).st_mtime
+            return records[-1][0] if last_write >= when else self.size()
+        # The batch that started before ``when`` may run past it: start from that batch.
+        return records[i - 1][0]
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,22 @@
+"""Reading and setting a terminal's window size (TIOCGWINSZ / TIOCSWINSZ)."""
+
+from __future__ import annotations
+
+import fcntl
+import struct
+import termios
+
+_WINSIZE = struct.Struct("HHHH")
+
+
+def get_window_size(fd: int) -> tuple[int, int]:
+    """(rows, cols) of the terminal on ``fd``; 24x80 if it is not a terminal or says 0."""
+    try:
+        rows, cols, _, _ = _WINSIZE.unpack(fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return 24, 80
+    return (rows or 24), (cols or 80)
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, _WINSIZE.pack(rows, cols, 0, 0))

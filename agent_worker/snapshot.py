@@ -1,0 +1,106 @@
+"""The session's state snapshot, ``state.json``: what the worker knows, made durable.
+
+Written through :mod:`agent_worker.atomic` with the previous copy kept, at least every
+``SUPERV_SNAPSHOT_INTERVAL`` seconds and at every change that matters (agent exited,
+window resized, client attached or detached).  A reader always gets a complete version:
+the newest, or the previous one with a warning if the newest is unreadable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from agent_worker.atomic import read_json_with_fallback, write_json_atomic
+
+SNAPSHOT_NAME = "state.json"
+FORMAT = 1
+
+
+def snapshot_interval() -> float:
+    raw = os.environ.get("SUPERV_SNAPSHOT_INTERVAL", "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"SUPERV_SNAPSHOT_INTERVAL={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ValueError("SUPERV_SNAPSHOT_INTERVAL must be more than 0 seconds")
+    return value
+
+
+def describe_exit(exit_code: int | None, exit_signal: int | None) -> str:
+    """``exited N`` / ``killed SIG`` as ``superv ls`` shows it."""
+    if exit_signal is not None:
+        import signal
+
+        try:
+            return f"killed {signal.Signals(exit_signal).name}"
+        except ValueError:
+            return f"killed {exit_signal}"
+    return f"exited {exit_code}"
+
+
+@attrs.frozen
+class Snapshot:
+    name: str
+    worker_pid: int
+    worker_start: int  # the worker's start time in clock ticks since boot (/proc stat field 22)
+    agent_pid: int | None
+    argv: list[str]
+    cwd: str
+    started_at: float
+    state: str  # "starting", "running", "exited N", "killed SIG"
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    ended_at: float | None = None
+    log_end: int = 0
+    last_output_at: float | None = None
+    rows: int = 24
+    cols: int = 80
+    clients: list[dict[str, Any]] = attrs.Factory(list)
+    seq: int = 0
+    written_at: float = attrs.Factory(time.time)
+    format: int = FORMAT
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Snapshot:
+        fields = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def write(self, directory: Path) -> None:
+        write_json_atomic(directory / SNAPSHOT_NAME, self.to_json(), keep_previous=True)
+
+
+def read_snapshot(directory: Path) -> tuple[Snapshot, str | None]:
+    """The newest readable snapshot and a warning if it had to fall back to the previous one.
+
+    Raises :class:`agent_worker.atomic.Unreadable` if there is none.
+    """
+    data, warning = read_json_with_fallback(directory / SNAPSHOT_NAME)
+    return Snapshot.from_json(data), warning
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot, or None if it is gone.
+
+    A pid alone can be reused by an unrelated process after a crash or reboot; pid plus
+    start time names one process for the life of the machine.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])

@@ -1,0 +1,83 @@
+"""What a session is asked to run: the spec the supervisor writes and the worker reads.
+
+``spec.json`` in the session directory is written once per start (atomically) by whoever
+starts the worker; the worker only reads it.  Restart policy and resume command live here
+too, so that ``superv resume`` after a reboot finds everything it needs on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from agent_worker.atomic import write_json_atomic
+
+SPEC_NAME = "spec.json"
+RESTART_POLICIES = ("no", "on-failure", "always")
+
+# Markers of the program that started superv, which must not leak into the agent: an
+# agent that inherits another agent's session id writes its transcript into that session
+# (or nowhere).  Terminal-multiplexer and systemd variables would point at the wrong host.
+SCRUBBED_ENV = frozenset(
+    {
+        "CLAUDECODE",
+        "CLAUDE_CODE_SESSION_ID",
+        "CLAUDE_CODE_ENTRYPOINT",
+        "CLAUDE_CODE_SSE_PORT",
+        "CODEX_SESSION_ID",
+        "TMUX",
+        "TMUX_PANE",
+        "STY",
+        "WINDOW",
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+        "WATCHDOG_PID",
+        "WATCHDOG_USEC",
+        "SUPERV_SESSION",
+    }
+)
+
+
+def agent_environment(base: dict[str, str], overrides: dict[str, str], name: str) -> dict[str, str]:
+    """The environment an agent starts with: the caller's, scrubbed, plus ``--env``."""
+    env = {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
+    env.update(overrides)
+    env.setdefault("TERM", "xterm-256color")
+    env["SUPERV_SESSION"] = name
+    return env
+
+
+@attrs.frozen
+class SessionSpec:
+    name: str
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    restart: str = attrs.field(default="no", validator=attrs.validators.in_(RESTART_POLICIES))
+    resume_cmd: str | None = None
+    rows: int = 24
+    cols: int = 80
+    created_at: float = attrs.Factory(time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SessionSpec:
+        fields = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def write(self, directory: Path) -> None:
+        write_json_atomic(directory / SPEC_NAME, self.to_json())
+
+    @classmethod
+    def load(cls, directory: Path) -> SessionSpec:
+        return cls.from_json(json.loads((directory / SPEC_NAME).read_bytes()))

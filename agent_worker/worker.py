@@ -1,0 +1,612 @@
+"""The worker's trio program: one session, from its agent's start to the worker's exit.
+
+Data path, in one direction only: the PTY reader appends what the agent printed to the
+log, then wakes the clients; each client's sender reads the log from its own offset and
+sends it.  So the reader never waits on a client, a slow client costs one chunk of memory
+and is simply served from further back in the log, and replay after a reconnect, replay
+after a restart and a new attach are the same code.
+
+The terminal model behind "attach shows the current screen" is fed from the log too, but
+only when the output has gone quiet (it parses ~40x slower than the PTY delivers), and is
+caught up just-in-time when a client asks for the screen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from agent_worker import protocol as p
+from agent_worker.agent import Agent, wait_status
+from agent_worker.log import OutputLog
+from agent_worker.peer import refusal
+from agent_worker.snapshot import Snapshot, describe_exit, process_start_time
+from agent_worker.spec import SessionSpec
+
+log = structlog.get_logger("agent_worker")
+
+READ_BATCH = 1 << 20  # most bytes taken from the PTY before they are logged and shown
+SEND_CHUNK = 256 * 1024  # most bytes in one Output frame to a client
+HELLO_TIMEOUT = 10.0
+SCREEN_IDLE = 0.05  # quiet time before the terminal model catches up in the background
+SCREEN_STEP = 4096  # bytes fed to the model between checkpoints (~10 ms of parsing)
+SCREEN_BACKLOG = 512 * 1024  # beyond this the model restarts from recent output
+SCREEN_RESTART_WINDOW = 64 * 1024
+EXIT_DRAIN = 2.0  # after the agent exits, wait this long for the PTY to report its end
+LINGER_MIN = 2.0  # an ended session keeps serving at least this long...
+LINGER_MAX = 60.0  # ...and at most this long while clients are still reading
+DISK_RETRY = 1.0
+
+# Anchors after which a restarted terminal model is exact: full resets and clears.
+_SCREEN_ANCHORS = (b"\x1bc", b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[2J", b"\x1b[H\x1b[J")
+
+# Terminal queries a TUI sends at start; with no client attached nobody would answer them,
+# and some programs wait for the answer.  (query, answer or None for cursor position)
+_QUERIES: tuple[tuple[bytes, bytes | None], ...] = (
+    (b"\x1b[6n", None),
+    (b"\x1b[c", b"\x1b[?62;22c"),
+    (b"\x1b[0c", b"\x1b[?62;22c"),
+    (b"\x1b[>c", b"\x1b[>0;10;1c"),
+    (b"\x1b[>0c", b"\x1b[>0;10;1c"),
+    (b"\x1b]10;?\x07", b"\x1b]10;rgb:ffff/ffff/ffff\x07"),
+    (b"\x1b]11;?\x07", b"\x1b]11;rgb:0000/0000/0000\x07"),
+    (b"\x1b]10;?\x1b\\", b"\x1b]10;rgb:ffff/ffff/ffff\x1b\\"),
+    (b"\x1b]11;?\x1b\\", b"\x1b]11;rgb:0000/0000/0000\x1b\\"),
+)
+
+
+@attrs.define
+class Client:
+    id: int
+    read_only: bool
+    since: float
+    mode: str
+
+
+@attrs.define
+class EarlySignals:
+    """Signals that arrived before trio took over signal handling."""
+
+    hup: bool = False
+    term: bool = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGHUP, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            self.hup = True
+        else:
+            self.term = True
+
+
+class Worker:
+    def __init__(
+        self,
+        spec: SessionSpec,
+        directory: Path,
+        listen_sock: socket.socket,
+        agent: Agent,
+        output: OutputLog,
+        snapshot_interval: float,
+        early: EarlySignals,
+    ) -> None:
+        self.spec = spec
+        self.directory = directory
+        self.listen_sock = listen_sock
+        self.agent = agent
+        self.output = output
+        self.snapshot_interval = snapshot_interval
+        self.early = early
+        self.rows, self.cols = spec.rows, spec.cols
+        self.started_at = time.time()
+        self.worker_start = process_start_time(os.getpid()) or 0
+        self.clients: dict[int, Client] = {}
+        self.watchers: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._next_client = 1
+        self.output_lot = trio.lowlevel.ParkingLot()
+        self.pty_eof = trio.Event()
+        self.ended = trio.Event()
+        self.exit_code: int | None = None
+        self.exit_signal: int | None = None
+        self.ended_at: float | None = None
+        self.stopping = False
+        self._seq = 0
+        self._persist_lock = trio.Lock()
+        self._screen: Any = None  # agent_worker.screen.ScreenModel, made on first use
+        self._screen_offset = output.end
+        self._screen_exact = True
+        self._screen_broken = False
+
+    # ---- state -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        if not self.ended.is_set():
+            return "running"
+        return describe_exit(self.exit_code, self.exit_signal)
+
+    def snapshot(self) -> Snapshot:
+        self._seq += 1
+        return Snapshot(
+            name=self.spec.name,
+            worker_pid=os.getpid(),
+            worker_start=self.worker_start,
+            agent_pid=self.agent.pid,
+            argv=list(self.spec.argv),
+            cwd=self.spec.cwd,
+            started_at=self.started_at,
+            state=self.state,
+            exit_code=self.exit_code,
+            exit_signal=self.exit_signal,
+            ended_at=self.ended_at,
+            log_end=self.output.end,
+            last_output_at=self.output.last_output_at,
+            rows=self.rows,
+            cols=self.cols,
+            clients=[attrs.asdict(c) for c in self.clients.values()],
+            seq=self._seq,
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "state": self.state,
+            "agent_pid": self.agent.pid,
+            "worker_pid": os.getpid(),
+            "log_end": self.output.end,
+            "rows": self.rows,
+            "cols": self.cols,
+            "started_at": self.started_at,
+            "dir": str(self.directory),
+        }
+
+    async def persist(self, reason: str) -> None:
+        """Make the log durable and write a snapshot, off the trio thread.
+
+        The snapshot is taken here, in the trio thread, so it is one consistent state;
+        only the file work runs in a thread, so a slow disk never stalls the PTY reader.
+        """
+        snap = self.snapshot()
+        async with self._persist_lock:
+            try:
+                await trio.to_thread.run_sync(self._persist_sync, snap)
+            except OSError as exc:
+                log.error("snapshot_failed", reason=reason, error=str(exc))
+                self.broadcast({"event": "snapshot_failed", "error": str(exc)})
+            else:
+                log.debug("persisted", reason=reason, seq=snap.seq, log_end=snap.log_end)
+
+    def _persist_sync(self, snap: Snapshot) -> None:
+        self.output.sync()
+        snap.write(self.directory)
+
+    def broadcast(self, event: dict[str, Any]) -> None:
+        body = {"session": self.spec.name, "time": time.time(), **event}
+        for channel in list(self.watchers.values()):
+            try:
+                channel.send_nowait(body)
+            except trio.WouldBlock:
+                pass  # a watcher that does not read loses events, never stalls the worker
+            except trio.BrokenResourceError:
+                pass
+
+    # ---- main ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._handle_signals, signals)
+                if self.early.hup:
+                    nursery.start_soon(self.persist, "sighup")
+                if self.early.term:
+                    nursery.start_soon(self._terminate)
+                nursery.start_soon(self._read_pty)
+                nursery.start_soon(self._wait_agent)
+                nursery.start_soon(self._snapshot_loop)
+                nursery.start_soon(self._screen_catch_up_loop)
+                listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.listen_sock))
+                nursery.start_soon(trio.serve_listeners, self._serve_client, [listener])
+                await self.ended.wait()
+                await self._linger()
+                nursery.cancel_scope.cancel()
+        self.broadcast({"event": "worker_exit"})
+
+    async def _linger(self) -> None:
+        if self.stopping and not self.clients:
+            return
+        deadline = trio.current_time() + LINGER_MAX
+        await trio.sleep(0 if self.stopping else LINGER_MIN)
+        while self.clients and trio.current_time() < deadline:
+            await trio.sleep(0.1)
+
+    async def _handle_signals(self, signals: Any) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                # The terminal's hangup is not ours to obey: persist and keep working.
+                log.info("sighup")
+                await self.persist("sighup")
+            elif signum == signal.SIGTERM and not self.stopping:
+                self._nursery.start_soon(self._terminate)
+
+    async def _terminate(self) -> None:
+        log.info("sigterm")
+        self.stopping = True
+        await self.persist("sigterm")
+        await self.stop_agent(grace=10.0)
+
+    async def stop_agent(self, grace: float) -> None:
+        if self.ended.is_set():
+            return
+        self.agent.signal_group(signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await self.ended.wait()
+            return
+        log.warning("agent_kill_after_grace", grace=grace)
+        self.agent.signal_group(signal.SIGKILL)
+
+    async def _snapshot_loop(self) -> None:
+        await self.persist("start")
+        while True:
+            await trio.sleep(self.snapshot_interval)
+            await self.persist("interval")
+
+    async def _wait_agent(self) -> None:
+        await trio.lowlevel.wait_readable(self.agent.pidfd)
+        self.exit_code, self.exit_signal = wait_status(self.agent.pid)
+        # A background process may hold the PTY open; do not wait for it forever.
+        with trio.move_on_after(EXIT_DRAIN):
+            await self.pty_eof.wait()
+        self.ended_at = time.time()
+        self.ended.set()
+        self.output_lot.unpark_all()
+        log.info("agent_exited", state=self.state)
+        await self.persist("exited")
+        self.broadcast({"event": "exited", "state": self.state, "exit_code": self.exit_code,
+                        "exit_signal": self.exit_signal})
+
+    # ---- the PTY reader: the hot path -------------------------------------------------------
+
+    async def _read_pty(self) -> None:
+        fd = self.agent.master_fd
+        pending = b""
+        eof = False
+        while not eof:
+            if not pending:
+                await trio.lowlevel.wait_readable(fd)
+            chunks = [pending] if pending else []
+            total = len(pending)
+            while total < READ_BATCH:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EIO:  # EIO: every slave fd is closed
+                        raise
+                    eof = True
+                    break
+                if not data:
+                    eof = True
+                    break
+                chunks.append(data)
+                total += len(data)
+            batch = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+            pending = b""
+            if batch:
+                pending = await self._log_batch(batch)
+        self.pty_eof.set()
+        self.output_lot.unpark_all()
+
+    async def _log_batch(self, batch: bytes) -> bytes:
+        """Log ``batch``, wake the clients, and return what the disk refused (to retry)."""
+        try:
+            written = self.output.append(batch)
+        except OSError as exc:
+            # Disk full or file too big: keep the bytes and stop reading, so the agent
+            # blocks on its own writes instead of losing output.  Other sessions are
+            # untouched.
+            log.error("log_write_failed", error=str(exc))
+            self.broadcast({"event": "log_write_failed", "error": str(exc)})
+            await trio.sleep(DISK_RETRY)
+            return batch
+        self.output_lot.unpark_all()
+        if self._no_interactive_client() and (b"\x1b[" in batch or b"\x1b]" in batch):
+            self._answer_queries(batch)
+        return batch[written:]
+
+    def _no_interactive_client(self) -> bool:
+        return not any(c.mode != "watch" and not c.read_only for c in self.clients.values())
+
+    def _answer_queries(self, batch: bytes) -> None:
+        answers = b""
+        for query, answer in _QUERIES:
+            if query in batch:
+                if answer is None:
+                    try:
+                        self._catch_up_screen(self.output.end)
+                        row, col = self._screen.cursor()
+                    except Exception:
+                        log.exception("screen_model_failed")
+                        continue
+                    answer = b"\x1b[%d;%dR" % (row + 1, col + 1)
+                answers += answer
+        if answers:
+            self._write_input_nowait(answers)
+
+    def _write_input_nowait(self, data: bytes) -> None:
+        # If the agent is not reading its input, a query answer is not worth waiting for.
+        with contextlib.suppress(OSError):
+            os.write(self.agent.master_fd, data)
+
+    async def write_input(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.agent.master_fd, view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.agent.master_fd)
+            except OSError:
+                return  # the agent has gone; its exit is reported elsewhere
+
+    # ---- terminal model ------------------------------------------------------------------
+
+    def _new_screen(self) -> Any:
+        from agent_worker.screen import ScreenModel
+
+        return ScreenModel(self.rows, self.cols)
+
+    def _catch_up_screen(self, until: int, step: int | None = None) -> bool:
+        """Feed the model up to ``until`` (or ``step`` bytes of it); True when caught up."""
+        if self._screen is None:
+            self._screen = self._new_screen()
+        if until - self._screen_offset > SCREEN_BACKLOG:
+            self._restart_screen(until)
+        end = until if step is None else min(until, self._screen_offset + step)
+        while self._screen_offset < end:
+            want = min(end - self._screen_offset, 65536)
+            data = self.output.reader.read(self._screen_offset, want)
+            if not data:
+                break
+            self._screen.feed(data)
+            self._screen_offset += len(data)
+        return self._screen_offset >= until
+
+    def _restart_screen(self, until: int) -> None:
+        """Start the model afresh from recent output: feeding a huge backlog would take long."""
+        start = max(0, until - SCREEN_RESTART_WINDOW)
+        window = self.output.reader.read(start, until - start)
+        anchor = max((window.rfind(a) for a in _SCREEN_ANCHORS), default=-1)
+        if anchor >= 0:
+            start += anchor
+            self._screen_exact = True
+        else:
+            newline = window.find(b"\n")
+            start += newline + 1 if newline >= 0 else 0
+            self._screen_exact = False
+        self._screen = self._new_screen()
+        self._screen_offset = start
+
+    async def _screen_catch_up_loop(self) -> None:
+        try:
+            await self._screen_catch_up_forever()
+        except Exception:
+            # The model only serves attach and peek; its failure must not end the session.
+            log.exception("screen_model_failed")
+            self._screen = None
+            self._screen_broken = True
+
+    async def _screen_catch_up_forever(self) -> None:
+        while True:
+            if self._screen_offset >= self.output.end:
+                await self.output_lot.park()
+                continue
+            seen = self.output.end
+            await trio.sleep(SCREEN_IDLE)
+            if self.output.end != seen:
+                continue  # still busy: parsing now would only compete with the reader
+            while not self._catch_up_screen(self.output.end, SCREEN_STEP):
+                await trio.sleep(0)
+                if self.output.end != seen:
+                    break
+
+    def set_size(self, rows: int, cols: int) -> None:
+        if (rows, cols) == (self.rows, self.cols) or not rows or not cols:
+            return
+        # The model must see everything printed at the old size before it changes size.
+        if self._screen is not None:
+            self._catch_up_screen(self.output.end)
+            self._screen.resize(rows, cols)
+        self.rows, self.cols = rows, cols
+        self.agent.resize(rows, cols)
+
+    def _force_redraw(self) -> None:
+        """Make the agent repaint: the kernel signals SIGWINCH only on a real size change."""
+        self.agent.resize(self.rows, max(1, self.cols - 1))
+        self.agent.resize(self.rows, self.cols)
+
+    # ---- clients -----------------------------------------------------------------------
+
+    async def _serve_client(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._serve_client_inner(stream)
+        except Exception:
+            # A bug met while serving one client drops that client, never the session.
+            log.exception("client_failed")
+
+    async def _serve_client_inner(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            refused = refusal(stream.socket)  # type: ignore[arg-type]
+            if refused:
+                log.warning("client_refused", reason=refused)
+                await _send_quietly(stream, p.Error(refused))
+                return
+            decoder = p.Decoder()
+            try:
+                with trio.fail_after(HELLO_TIMEOUT):
+                    hello = await _receive_message(stream, decoder)
+                if not isinstance(hello, p.Hello):
+                    raise p.ProtocolError("expected a hello frame first")
+                if hello.version != p.VERSION:
+                    raise p.ProtocolError(
+                        f"protocol version {hello.version} is not {p.VERSION}: "
+                        "the client and the worker come from different superv versions"
+                    )
+            except (p.ProtocolError, trio.TooSlowError) as exc:
+                message = str(exc) if isinstance(exc, p.ProtocolError) else "no hello in time"
+                log.warning("client_protocol_error", error=message)
+                await _send_quietly(stream, p.Error(message))
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError):
+                return
+            await self._attach(stream, decoder, hello)
+
+    async def _attach(self, stream: trio.SocketStream, decoder: p.Decoder, hello: p.Hello) -> None:
+        client_id = self._next_client
+        self._next_client += 1
+        watch = hello.start == p.Start.WATCH
+        client = Client(client_id, hello.read_only, time.time(), "watch" if watch else "attach")
+        events_in: trio.MemoryReceiveChannel[dict[str, Any]] | None = None
+        if watch:
+            events_out, events_in = trio.open_memory_channel[dict[str, Any]](256)
+            self.watchers[client_id] = events_out
+        else:
+            self.clients[client_id] = client
+            if not hello.read_only:
+                self.set_size(hello.rows, hello.cols)
+        try:
+            async with trio.open_nursery() as nursery:
+                await stream.send_all(p.encode(p.Welcome(self.info())))
+                if watch:
+                    assert events_in is not None
+                    nursery.start_soon(self._send_events, stream, events_in)
+                else:
+                    start = await self._start_offset(stream, hello)
+                    nursery.start_soon(self._send_output, stream, start, nursery.cancel_scope)
+                    self.broadcast({"event": "attached", "client": client_id,
+                                    "read_only": hello.read_only})
+                    nursery.start_soon(self.persist, "attached")
+                await self._receive_from_client(stream, decoder, client)
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except p.ProtocolError as exc:
+            log.warning("client_protocol_error", error=str(exc), client=client_id)
+            await _send_quietly(stream, p.Error(str(exc)))
+        finally:
+            if watch:
+                self.watchers.pop(client_id, None)
+            elif self.clients.pop(client_id, None) is not None:
+                self.broadcast({"event": "detached", "client": client_id})
+                if not self.ended.is_set() or not self.stopping:
+                    self._nursery.start_soon(self.persist, "detached")
+
+    async def _start_offset(self, stream: trio.SocketStream, hello: p.Hello) -> int:
+        end = self.output.end
+        if hello.start == p.Start.OFFSET:
+            return min(hello.value, end)
+        if hello.start == p.Start.TAIL:
+            return self.output.reader.tail_offset(hello.value, end)
+        if self._screen_broken:
+            return self.output.reader.tail_offset(hello.rows, end)
+        # Start.SCREEN: paint the model as of ``end``, then stream from ``end``.
+        self._catch_up_screen(end)
+        await stream.send_all(p.encode(p.Screen(end, self._screen.render())))
+        if not self._screen_exact and not hello.read_only:
+            self._force_redraw()
+        return end
+
+    async def _send_output(
+        self, stream: trio.SocketStream, pos: int, scope: trio.CancelScope
+    ) -> None:
+        reader = self.output.reader
+        while True:
+            end = self.output.end
+            if pos < end:
+                data = reader.read(pos, min(end - pos, SEND_CHUNK))
+                await stream.send_all(p.encode_output(pos, data))
+                pos += len(data)
+            elif self.ended.is_set():
+                await stream.send_all(p.encode(p.Event(
+                    {"event": "exited", "state": self.state, "exit_code": self.exit_code,
+                     "exit_signal": self.exit_signal, "log_end": pos})))
+                scope.cancel()
+                return
+            else:
+                await self.output_lot.park()
+
+    async def _send_events(
+        self, stream: trio.SocketStream, events: trio.MemoryReceiveChannel[dict[str, Any]]
+    ) -> None:
+        async for event in events:
+            await stream.send_all(p.encode(p.Event(event)))
+
+    async def _receive_from_client(
+        self, stream: trio.SocketStream, decoder: p.Decoder, client: Client
+    ) -> None:
+        warned = False
+        while True:
+            for msg in decoder:
+                if isinstance(msg, p.Detach):
+                    return
+                if client.read_only and isinstance(msg, p.Input | p.Resize | p.Signal | p.Stop):
+                    if not warned:
+                        warned = True
+                        await stream.send_all(p.encode(p.Event(
+                            {"event": "refused", "reason": "read-only attach: input ignored"})))
+                    continue
+                await self._handle(msg)
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            decoder.feed(data)
+
+    async def _handle(self, msg: p.Message) -> None:
+        match msg:
+            case p.Input(data):
+                await self.write_input(data)
+            case p.Resize(rows, cols):
+                self.set_size(rows, cols)
+                self._nursery.start_soon(self.persist, "resized")
+            case p.Signal(signum):
+                try:
+                    self.agent.signal(signal.Signals(signum))
+                except ValueError:
+                    raise p.ProtocolError(f"no such signal number {signum}") from None
+            case p.Stop(grace_ms):
+                self.stopping = True
+                self._nursery.start_soon(self.stop_agent, grace_ms / 1000)
+            case _:
+                raise p.ProtocolError(f"a client may not send {type(msg).__name__}")
+
+
+async def _receive_message(stream: trio.SocketStream, decoder: p.Decoder) -> p.Message:
+    while True:
+        msg = decoder.next_message()
+        if msg is not None:
+            return msg
+        data = await stream.receive_some(65536)
+        if not data:
+            raise EOFError
+        decoder.feed(data)
+
+
+async def _send_quietly(stream: trio.SocketStream, msg: p.Message) -> None:
+    try:
+        with trio.move_on_after(1):
+            await stream.send_all(p.encode(msg))
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+

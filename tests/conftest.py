@@ -1,0 +1,128 @@
+"""Fixtures every test shares: an isolated superv home, and cleanup of what it started.
+
+Every test gets its own ``SUPERV_HOME`` and ``SUPERV_RUNTIME_DIR`` in a short directory
+under /tmp (Unix socket paths must stay under 108 bytes), so the suite never touches a
+user's real sessions and can run twice at once.  Workers and supervisors are detached from
+the test process on purpose, so teardown finds them by the home in their environment and
+kills them: a test leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@attrs.define
+class SupervEnv:
+    root: Path
+    home: Path
+    run: Path
+    env: dict[str, str]
+
+    def superv(
+        self, *args: str, timeout: float = 30, input: bytes | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the ``superv`` CLI in this home and capture its output."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "supervisor", *args],
+            env=self.env,
+            input=input.decode() if input is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"superv {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}"
+            )
+        return proc
+
+    def session_dir(self, name: str) -> Path:
+        return self.home / "sessions" / name
+
+    def pids(self) -> list[int]:
+        return processes_with_env("SUPERV_HOME", str(self.home))
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Pids of processes whose environment has ``key=value`` (workers, agents, daemons)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = ""):
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout``.
+
+    For conditions in other processes that offer no event to wait on (a file appearing,
+    a process ending); the poll interval is short and the timeout generous.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+        time.sleep(interval)
+
+
+def make_env(root: Path) -> SupervEnv:
+    home = root / "home"
+    run = root / "run"
+    env = dict(os.environ)
+    for key in list(env):
+        if key.startswith("SUPERV_") or key in ("NOTIFY_SOCKET", "TMUX", "TMUX_PANE"):
+            del env[key]
+    env.update(
+        SUPERV_HOME=str(home),
+        SUPERV_RUNTIME_DIR=str(run),
+        SUPERV_SNAPSHOT_INTERVAL="30",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        TERM="xterm-256color",
+    )
+    return SupervEnv(root=root, home=home, run=run, env=env)
+
+
+@pytest.fixture
+def superv_env() -> Iterator[SupervEnv]:
+    root = Path(tempfile.mkdtemp(prefix="sv-", dir="/tmp"))
+    senv = make_env(root)
+    try:
+        yield senv
+    finally:
+        # Twice: a supervisor killed mid-restart may have started one more worker.
+        for _ in range(2):
+            kill_all(senv.pids())
+            time.sleep(0.05)
+        shutil.rmtree(root, ignore_errors=True)
