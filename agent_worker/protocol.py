@@ -148,7 +148,10 @@ class Request:
 
 @attrs.frozen
 class Reply:
-    """The supervisor's answer to a Request: ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``."""
+    """The supervisor's answer to a Request.
+
+    ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+    """
 
     KIND: ClassVar[int] = 13
     body: dict[str, Any]
@@ -170,7 +173,9 @@ _U16 = 0xFFFF
 
 def _frame(kind: int, body: bytes) -> bytes:
     if 1 + len(body) > MAX_FRAME:
-        raise ProtocolError(f"message of {len(body)} bytes is over the {MAX_FRAME}-byte frame limit")
+        raise ProtocolError(
+            f"message of {len(body)} bytes is over the {MAX_FRAME}-byte frame limit"
+        )
     return _HEADER.pack(1 + len(body), kind) + body
 
 
@@ -178,10 +183,14 @@ def _json(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def _check_u16(**values: int) -> None:
+def _check_uint(bits: int, **values: int) -> None:
     for name, value in values.items():
-        if not 0 <= value <= _U16:
-            raise ProtocolError(f"{name}={value} does not fit the protocol (0..{_U16})")
+        if not 0 <= value < 1 << bits:
+            raise ProtocolError(f"{name}={value} does not fit the protocol (0..{(1 << bits) - 1})")
+
+
+def _check_u16(**values: int) -> None:
+    _check_uint(16, **values)
 
 
 def encode(msg: Message) -> bytes:
@@ -191,6 +200,10 @@ def encode(msg: Message) -> bytes:
             _check_u16(version=msg.version, rows=msg.rows, cols=msg.cols)
             if not 0 <= msg.value < 1 << 64:
                 raise ProtocolError(f"start value {msg.value} out of range")
+            try:
+                Start(msg.start)
+            except ValueError:
+                raise ProtocolError(f"hello asks for unknown start mode {msg.start}") from None
             body = _HELLO.pack(msg.version, msg.start, msg.value, msg.rows, msg.cols, msg.read_only)
         case Input():
             body = bytes(msg.data)
@@ -203,11 +216,13 @@ def encode(msg: Message) -> bytes:
             _check_u16(signum=msg.signum)
             body = _SIGNAL.pack(msg.signum)
         case Stop():
+            _check_uint(32, grace_ms=msg.grace_ms)
             body = _STOP.pack(msg.grace_ms)
         case Welcome():
             _check_u16(version=msg.version)
             body = _VERSION.pack(msg.version) + _json(msg.info)
         case Output() | Screen():
+            _check_uint(64, offset=msg.offset)
             body = _OFFSET.pack(msg.offset) + bytes(msg.data)
         case Event() | Request() | Reply():
             body = _json(msg.body)
@@ -219,7 +234,17 @@ def encode(msg: Message) -> bytes:
 
 
 def encode_output(offset: int, data: bytes | memoryview) -> bytes:
-    """Fast path for the hot loop: one Output frame without building a message object."""
+    """Fast path for the hot loop: one Output frame without building a message object.
+
+    Refuses what :func:`encode` refuses: a chunk over :data:`MAX_OUTPUT_CHUNK` or an offset
+    that does not fit in 64 bits.
+    """
+    if len(data) > MAX_OUTPUT_CHUNK:
+        raise ProtocolError(
+            f"message of {8 + len(data)} bytes is over the {MAX_FRAME}-byte frame limit"
+        )
+    if not 0 <= offset < 1 << 64:
+        raise ProtocolError(f"offset={offset} does not fit the protocol (0..{(1 << 64) - 1})")
     return _HEADER.pack(9 + len(data), Output.KIND) + _OFFSET.pack(offset) + data
 
 
@@ -234,6 +259,8 @@ def _load_json(body: bytes, what: str) -> dict[str, Any]:
         value = json.loads(body)
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         raise ProtocolError(f"{what} frame does not hold valid JSON: {exc}") from None
+    except RecursionError:  # '[[[[...' a megabyte deep
+        raise ProtocolError(f"{what} frame holds JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} frame holds JSON that is not an object")
     return value
