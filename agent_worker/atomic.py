@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,16 @@ def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
-def write_atomic(path: Path, data: bytes, *, keep_previous: bool = False, mode: int = 0o600) -> None:
+def write_atomic(
+    path: Path, data: bytes, *, keep_previous: bool = False, mode: int = 0o600
+) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
     Raises OSError (ENOSPC, EDQUOT, EFBIG...) with the old file left untouched.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    # Unique per call, so that two threads writing the same file never share a temp file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
@@ -51,10 +55,12 @@ def write_atomic(path: Path, data: bytes, *, keep_previous: bool = False, mode: 
         raise
     os.close(fd)
     try:
-        if keep_previous and path.exists():
+        if keep_previous:
             # A crash between these two renames leaves only NAME.prev (complete, old) and
             # the temp file; readers fall back to NAME.prev, which is "the old version".
-            os.replace(path, previous_path(path))
+            # No NAME yet (first write, or a concurrent writer just moved it): nothing to keep.
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -87,6 +93,6 @@ def read_json_with_fallback(path: Path) -> tuple[Any, str | None]:
             )
         except FileNotFoundError:
             problems.append("missing")
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             problems.append(f"{type(exc).__name__}: {exc}")
     raise Unreadable(f"{path}: {problems[0]}; previous copy: {problems[1]}")
