@@ -41,16 +41,22 @@ def state_home() -> Path:
     return Path(xdg) / "superv"
 
 
+def _default_home() -> Path:
+    return Path(os.path.expanduser("~/.local/state")) / "superv"
+
+
 def runtime_dir() -> Path:
     explicit = os.environ.get("SUPERV_RUNTIME_DIR")
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(xdg) / "superv" if xdg else Path(f"/tmp/superv-{os.getuid()}")
-    if os.environ.get("SUPERV_HOME"):
-        # A non-default home gets its own socket directory, so that two homes on one
-        # machine never answer for each other's sessions.
-        tag = hashlib.sha256(os.fsencode(state_home().resolve())).hexdigest()[:10]
+    home = state_home().resolve()
+    if home != _default_home().resolve():
+        # A non-default home (SUPERV_HOME or XDG_STATE_HOME) gets its own socket directory,
+        # so that two homes on one machine never answer for each other's sessions, while
+        # SUPERV_HOME set to the default home still finds the default sockets.
+        tag = hashlib.sha256(os.fsencode(home)).hexdigest()[:10]
         return base / f"home-{tag}"
     return base
 
@@ -86,7 +92,10 @@ def ensure_private_dir(path: Path) -> Path:
     A directory owned by another user is refused rather than repaired: it may be an
     attempt to intercept our sockets.
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:  # a file, or a symlink to one
+        raise PathError(f"{path} exists and is not a directory") from None
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode):
         raise PathError(f"{path} is not a directory")
