@@ -1,0 +1,156 @@
+"""``superv attach [-r] [--tail N|--from-start] [USER@]HOST:NAME | NAME``
+
+Local attach talks to the session's worker directly (plain sockets and ``selectors``, so
+it starts fast and works while the supervisor is down).  ``HOST:NAME`` goes over SSH
+(:mod:`supervisor.remote_attach`); ``--stdio`` is the far end of that: a byte bridge
+between the SSH channel and the worker's socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import selectors
+import signal
+import sys
+
+from agent_worker import protocol as p
+from agent_worker.client import ConnectionClosed
+from supervisor import terminal
+from supervisor.errors import CliError
+from supervisor.sessions import checked_name, open_worker
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser("attach", help="attach this terminal to a session")
+    parser.add_argument("-r", "--read-only", action="store_true", help="watch without typing")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--tail", type=int, metavar="N", help="replay the last N lines first")
+    where.add_argument("--from-start", action="store_true", help="replay everything it printed")
+    parser.add_argument("--detach-key", default=os.environ.get("SUPERV_DETACH_KEY", "^\\"),
+                        help="key that detaches (default ^\\, or $SUPERV_DETACH_KEY)")
+    parser.add_argument("--remote-command", metavar="CMD",
+                        help="how to run superv on the remote box (HOST:NAME form)")
+    parser.add_argument("--stdio", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("target", metavar="[USER@]HOST:NAME | NAME")
+    return parser
+
+
+def start_mode(args: argparse.Namespace) -> tuple[p.Start, int]:
+    if args.tail is not None:
+        if args.tail < 0:
+            raise CliError("--tail takes a number of lines, 0 or more", 2)
+        return p.Start.TAIL, args.tail
+    if args.from_start:
+        return p.Start.OFFSET, 0
+    return p.Start.SCREEN, 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        detach_key = terminal.parse_key(args.detach_key)
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from None
+    start, value = start_mode(args)
+    if args.stdio:
+        from supervisor.stdio_bridge import run_bridge
+
+        return run_bridge(checked_name(args.target))
+    if ":" in args.target:
+        from supervisor.remote_attach import run_remote_attach
+
+        return run_remote_attach(
+            args.target, read_only=args.read_only, start=start, value=value,
+            detach_key=detach_key, remote_command=args.remote_command,
+        )
+    return attach_local(checked_name(args.target), read_only=args.read_only, start=start,
+                        value=value, detach_key=detach_key)
+
+
+def attach_local(
+    name: str,
+    *,
+    read_only: bool = False,
+    start: p.Start = p.Start.SCREEN,
+    value: int = 0,
+    detach_key: bytes = b"\x1c",
+) -> int:
+    if not os.isatty(0) and not read_only:
+        raise CliError("attach needs a terminal on stdin; use 'superv attach -r' to only watch", 2)
+    rows, cols = terminal.window_size(0)
+    conn, _ = open_worker(name, p.Hello(start, value, rows, cols, read_only))
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    previous = {}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(wake_w, bytes([signum]))
+
+    for signum in (signal.SIGWINCH, signal.SIGHUP, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, on_signal)
+    out = sys.stdout.fileno()
+    outcome = f"[detached from {name}]"
+    status = 0
+    try:
+        with conn, terminal.raw_mode(0):
+            outcome = _pump(conn, name, wake_r, out, detach_key, read_only) or outcome
+    except (ConnectionClosed, ConnectionResetError):
+        outcome = f"[lost connection to {name}: its worker ended]"
+        status = 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+        with contextlib.suppress(OSError):
+            terminal.write_all(out, terminal.RESET_MODES + b"\r\n")
+    print(outcome, file=sys.stderr)
+    return status
+
+
+def _pump(conn, name: str, wake: int, out: int, detach_key: bytes, read_only: bool) -> str | None:
+    """Move bytes until detach or the session's end; return the line to print then."""
+    sel = selectors.DefaultSelector()
+    sel.register(conn.sock, selectors.EVENT_READ, "worker")
+    sel.register(wake, selectors.EVENT_READ, "signal")
+    if os.isatty(0):
+        sel.register(0, selectors.EVENT_READ, "stdin")
+    conn.sock.settimeout(None)
+    while True:
+        for key, _ in sel.select():
+            if key.data == "stdin":
+                data = os.read(0, 65536)
+                if not data:
+                    sel.unregister(0)
+                    continue
+                cut = data.find(detach_key)
+                if cut >= 0:
+                    if cut and not read_only:
+                        conn.send(p.Input(data[:cut]))
+                    conn.send(p.Detach())
+                    return None
+                if not read_only:
+                    conn.send(p.Input(data))
+            elif key.data == "signal":
+                for signum in os.read(wake, 64):
+                    if signum == signal.SIGWINCH and not read_only:
+                        conn.send(p.Resize(*terminal.window_size(0)))
+                    elif signum in (signal.SIGHUP, signal.SIGTERM):
+                        return f"[detached from {name}: signal {signal.Signals(signum).name}]"
+            else:
+                data = conn.sock.recv(1 << 20)
+                if not data:
+                    raise ConnectionClosed("worker closed the connection")
+                conn.decoder.feed(data)
+                for msg in conn.decoder:
+                    if isinstance(msg, p.Output | p.Screen):
+                        terminal.write_all(out, msg.data)
+                    elif isinstance(msg, p.Event) and msg.body.get("event") == "exited":
+                        return f"[{name} {msg.body.get('state', 'ended')}]"
+                    elif isinstance(msg, p.Event) and msg.body.get("event") == "refused":
+                        rows, _ = terminal.window_size(0)
+                        terminal.write_all(out, terminal.status_line(rows, "read-only: input ignored"))
+                    elif isinstance(msg, p.Error):
+                        raise CliError(f"session {name}: {msg.message}")

@@ -1,0 +1,51 @@
+"""``superv ls [--json]``: every session with its state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from typing import Any
+
+from supervisor import control
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser("ls", help="list sessions")
+    parser.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    return parser
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    sessions: list[dict[str, Any]] = control.request("ls")["sessions"]
+    if args.json:
+        print(json.dumps(sessions, indent=1))
+        return 0
+    if not sessions:
+        print("no sessions: superv start NAME -- CMD")
+        return 0
+    now = time.time()
+    rows = [("NAME", "STATE", "PID", "AGE", "CLIENTS", "IDLE", "COMMAND")]
+    for s in sorted(sessions, key=lambda s: s["created"] or 0):
+        rows.append((
+            s["name"], s["state"], str(s["agent_pid"] or "-"),
+            human_duration(now - s["created"] if s["created"] else None),
+            str(s["clients"]),
+            human_duration(now - s["last_output"] if s["last_output"] else None),
+            shlex.join(s["command"]),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return 0

@@ -1,0 +1,26 @@
+"""``superv resume NAME``: run an ended or interrupted session again in the same place."""
+
+from __future__ import annotations
+
+import argparse
+
+from supervisor import control
+from supervisor.sessions import checked_name
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser("resume", help="start an ended session again (with its --resume-cmd)")
+    parser.add_argument("-a", "--attach", action="store_true", help="attach at once")
+    parser.add_argument("name")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    name = checked_name(args.name)
+    control.request("resume", name=name)
+    if args.attach:
+        from supervisor.commands.attach import attach_local
+
+        return attach_local(name)
+    print(f"resumed {name}: superv attach {name}")
+    return 0

@@ -1,0 +1,34 @@
+"""``superv send [--enter] NAME TEXT...``: type input into a session."""
+
+from __future__ import annotations
+
+import argparse
+
+from agent_worker import protocol as p
+from supervisor.errors import CliError
+from supervisor.sessions import checked_name, open_worker
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser("send", help="type text into a session")
+    parser.add_argument("--enter", action="store_true", help="press Enter after the text")
+    parser.add_argument("name")
+    parser.add_argument("text", nargs="*", help="words, joined by spaces")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    data = " ".join(args.text).encode()
+    if args.enter:
+        data += b"\r"  # what a terminal sends for the Enter key
+    if not data:
+        raise CliError("nothing to send: give TEXT or --enter", 2)
+    conn, _ = open_worker(checked_name(args.name), p.Hello(p.Start.WATCH))
+    with conn:
+        try:
+            for start in range(0, len(data), p.MAX_OUTPUT_CHUNK):
+                conn.send(p.Input(data[start : start + p.MAX_OUTPUT_CHUNK]))
+            conn.send(p.Detach())
+        except OSError as exc:
+            raise CliError(f"cannot send to {args.name}: {exc}") from None
+    return 0

@@ -1,0 +1,53 @@
+"""``superv start [-a] [--cwd DIR] [--env K=V]... [--restart P] [--resume-cmd CMD] NAME -- CMD``"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from agent_worker.screen_size import get_window_size
+from supervisor import control
+from supervisor.errors import CliError
+from supervisor.sessions import checked_name
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = sub.add_parser("start", help="start a session")
+    parser.add_argument("-a", "--attach", action="store_true", help="attach at once")
+    parser.add_argument("--cwd", help="working directory (default: this one)")
+    parser.add_argument("--env", action="append", default=[], metavar="K=V",
+                        help="set an environment variable for the agent (repeatable)")
+    parser.add_argument("--restart", choices=["no", "on-failure", "always"], default="no")
+    parser.add_argument("--resume-cmd", metavar="CMD",
+                        help="what 'superv resume' runs instead, e.g. 'claude --continue'")
+    parser.add_argument("name")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    name = checked_name(args.name)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise CliError("no command given: superv start NAME -- CMD [ARG...]", 2)
+    overrides = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"--env {item!r}: use --env KEY=VALUE", 2)
+        overrides[key] = value
+    cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()
+    if not os.path.isdir(cwd):
+        raise CliError(f"working directory {cwd} does not exist", 2)
+    rows, cols = get_window_size(0) if os.isatty(0) else (24, 80)
+    reply = control.request(
+        "start", name=name, argv=command, cwd=cwd, env=dict(os.environ),
+        env_overrides=overrides, restart=args.restart, resume_cmd=args.resume_cmd,
+        rows=rows, cols=cols,
+    )
+    if args.attach:
+        from supervisor.commands.attach import attach_local
+
+        return attach_local(name)
+    print(f"started {name} (agent pid {reply['agent_pid']}): superv attach {name}")
+    return 0

@@ -1,0 +1,88 @@
+"""The CLI's side of the supervisor's control socket, and starting it on demand.
+
+The first command that needs the supervisor starts it if nobody answers.  Two commands
+doing this at once each start one, but only one can take the home's lock; the other
+exits at once, and both commands then talk to the winner.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Any
+
+from agent_worker import paths
+from agent_worker import protocol as p
+from agent_worker.client import Connection, ConnectionClosed
+from supervisor.errors import CliError
+
+START_TIMEOUT = 15.0
+
+
+def connect(autostart: bool = True) -> Connection:
+    path = paths.supervisor_socket()
+    try:
+        return Connection.open(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        if not autostart:
+            raise CliError(
+                f"the supervisor is not running for {paths.state_home()}: "
+                "any superv command that needs it starts it, or run 'superv daemon'"
+            ) from None
+    except OSError as exc:
+        raise CliError(f"cannot reach the supervisor at {path}: {exc}") from None
+    start_daemon()
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            return Connection.open(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() > deadline:
+                raise CliError(
+                    f"the supervisor did not start; see {paths.state_home() / 'supervisor.log'}"
+                ) from None
+            time.sleep(0.02)
+
+
+def start_daemon() -> None:
+    """Start ``superv daemon`` detached, and wait until it serves or loses the race."""
+    home = paths.state_home()
+    paths.ensure_private_dir(home)
+    read_end, write_end = os.pipe()
+    with open(home / "supervisor.log", "ab") as daemon_log:
+        subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "daemon", "--ready-fd", str(write_end)],
+            stdin=subprocess.DEVNULL,
+            stdout=daemon_log,
+            stderr=daemon_log,
+            pass_fds=(write_end,),
+            start_new_session=True,
+            cwd="/",
+        )
+    os.close(write_end)
+    try:
+        # "ready", or end of file if this daemon lost the race to another one.
+        select.select([read_end], [], [], START_TIMEOUT)
+    finally:
+        os.close(read_end)
+
+
+def request(op: str, autostart: bool = True, **fields: Any) -> dict[str, Any]:
+    """Send one request; return the reply's body, or raise CliError with its error."""
+    with connect(autostart) as conn:
+        try:
+            conn.sock.settimeout(None if op in ("stop",) else 60)
+            conn.send(p.Request({"op": op, **fields}))
+            reply = conn.receive()
+        except (ConnectionClosed, OSError) as exc:
+            raise CliError(f"the supervisor closed the connection: {exc}") from None
+    if isinstance(reply, p.Error):
+        raise CliError(reply.message)
+    if not isinstance(reply, p.Reply):
+        raise CliError(f"unexpected answer from the supervisor: {type(reply).__name__}")
+    if not reply.body.get("ok"):
+        raise CliError(str(reply.body.get("error", "request failed")), 2 if reply.body.get("usage") else 1)
+    return reply.body

@@ -1,0 +1,65 @@
+"""Reaching one session from the CLI: its worker's socket when it runs, its files always.
+
+Commands that show or drive a session (attach, peek, send, kill, logs) talk to the
+worker directly, so they work while the supervisor is down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent_worker import paths
+from agent_worker import protocol as p
+from agent_worker.atomic import Unreadable
+from agent_worker.client import Connection
+from agent_worker.snapshot import read_snapshot
+from supervisor.errors import CliError
+
+
+def checked_name(name: str) -> str:
+    try:
+        return paths.validate_name(name)
+    except paths.PathError as exc:
+        raise CliError(str(exc), 2) from None
+
+
+def session_directory(name: str) -> Path:
+    directory = paths.session_dir(checked_name(name))
+    if not (directory / "spec.json").exists():
+        raise CliError(f"no session named {name}: 'superv ls' lists them")
+    return directory
+
+
+def ended_state(name: str) -> str:
+    try:
+        snap, _ = read_snapshot(session_directory(name))
+    except (Unreadable, TypeError):
+        return "ended"
+    return snap.state if snap.state != "running" else "interrupted"
+
+
+def open_worker(name: str, hello: p.Hello) -> tuple[Connection, p.Welcome]:
+    """Connect to ``name``'s worker and say hello; CliError if it is not running."""
+    session_directory(name)
+    try:
+        conn = Connection.open(paths.session_socket(name))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise CliError(
+            f"session {name} is not running ({ended_state(name)}): "
+            f"'superv logs {name}' shows its output, 'superv resume {name}' runs it again"
+        ) from None
+    except OSError as exc:
+        raise CliError(f"cannot reach session {name}: {exc}") from None
+    try:
+        return conn, conn.hello(hello)
+    except ConnectionRefusedError as exc:
+        conn.close()
+        raise CliError(f"session {name} refused: {exc}") from None
+    except Exception:
+        conn.close()
+        raise
+
+
+def log_path(name: str) -> Path:
+    return session_directory(name) / "output.log"
+
