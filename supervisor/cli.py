@@ -32,9 +32,20 @@ class _Parser(argparse.ArgumentParser):
         return "".join(p + " " for p in parts)
 
 
+class _VersionAction(argparse.Action):
+    """Prints the version; looked up only when asked, as importlib.metadata is slow to load."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"superv {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="superv", description="Keep long-running agents alive; lose nothing they print.")
-    parser.add_argument("--version", action="version", version=f"superv {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
