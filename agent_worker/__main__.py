@@ -24,7 +24,7 @@ from agent_worker.agent import AgentStartError, ignore_terminal_signals, spawn
 from agent_worker.log import OutputLog, fsync_policy
 from agent_worker.snapshot import SNAPSHOT_NAME, snapshot_interval
 from agent_worker.spec import SessionSpec
-from agent_worker.worker import EarlySignals, Worker
+from agent_worker.worker import EarlySignals, Worker, stop_grace
 
 
 class StartError(Exception):
@@ -81,6 +81,8 @@ def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
         raise StartError(f"no spec for session {name} in {directory}") from None
     except (ValueError, TypeError) as exc:
         raise StartError(f"unreadable spec for session {name}: {exc}") from None
+    # Settings are checked before the agent starts: a bad one must not leave it orphaned.
+    interval, grace = snapshot_interval(), stop_grace()
     sock, sock_path = bind_session_socket(name)
     try:
         output = OutputLog(directory, fsync_policy())
@@ -91,7 +93,7 @@ def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
             raise
         if marker:
             output.append(marker.encode())
-        return Worker(spec, directory, sock, agent, output, snapshot_interval(), early)
+        return Worker(spec, directory, sock, agent, output, interval, early, grace)
     except BaseException:
         sock.close()
         with contextlib.suppress(OSError):

@@ -46,6 +46,19 @@ EXIT_DRAIN = 2.0  # after the agent exits, wait this long for the PTY to report 
 LINGER_MIN = 2.0  # an ended session keeps serving at least this long...
 LINGER_MAX = 60.0  # ...and at most this long while clients are still reading
 DISK_RETRY = 1.0
+STOP_GRACE = 10.0  # SIGTERM to SIGKILL of the agent on the worker's own SIGTERM
+
+
+def stop_grace() -> float:
+    """``SUPERV_STOP_GRACE`` (seconds), so that tests need not wait 10 s for a stubborn agent."""
+    raw = os.environ.get("SUPERV_STOP_GRACE", str(STOP_GRACE))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"SUPERV_STOP_GRACE={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise ValueError("SUPERV_STOP_GRACE must not be negative")
+    return value
 
 # Anchors after which a restarted terminal model is exact: full resets and clears.
 _SCREEN_ANCHORS = (b"\x1bc", b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[2J", b"\x1b[H\x1b[J")
@@ -101,6 +114,7 @@ class Worker:
         output: OutputLog,
         snapshot_interval: float,
         early: EarlySignals,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.spec = spec
         self.directory = directory
@@ -109,6 +123,7 @@ class Worker:
         self.output = output
         self.snapshot_interval = snapshot_interval
         self.early = early
+        self.stop_grace = stop_grace
         self.rows, self.cols = spec.rows, spec.cols
         self.started_at = time.time()
         self.worker_start = process_start_time(os.getpid()) or 0
@@ -118,6 +133,7 @@ class Worker:
         self.output_lot = trio.lowlevel.ParkingLot()
         self.pty_eof = trio.Event()
         self.ended = trio.Event()
+        self.final_persisted = trio.Event()
         self.exit_code: int | None = None
         self.exit_signal: int | None = None
         self.ended_at: float | None = None
@@ -219,7 +235,8 @@ class Worker:
                 nursery.start_soon(self._screen_catch_up_loop)
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.listen_sock))
                 nursery.start_soon(trio.serve_listeners, self._serve_client, [listener])
-                await self.ended.wait()
+                # Not just ``ended``: the exit must be on disk before shutdown cancels anything.
+                await self.final_persisted.wait()
                 await self._linger()
                 nursery.cancel_scope.cancel()
         self.broadcast({"event": "worker_exit"})
@@ -245,7 +262,7 @@ class Worker:
         log.info("sigterm")
         self.stopping = True
         await self.persist("sigterm")
-        await self.stop_agent(grace=10.0)
+        await self.stop_agent(grace=self.stop_grace)
 
     async def stop_agent(self, grace: float) -> None:
         if self.ended.is_set():
@@ -276,6 +293,7 @@ class Worker:
         await self.persist("exited")
         self.broadcast({"event": "exited", "state": self.state, "exit_code": self.exit_code,
                         "exit_signal": self.exit_signal})
+        self.final_persisted.set()
 
     # ---- the PTY reader: the hot path -------------------------------------------------------
 

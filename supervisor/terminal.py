@@ -23,9 +23,34 @@ DEFAULT_DETACH_KEY = "^\\"
 # screen, show the cursor, turn off mouse reporting, bracketed paste and application
 # cursor/keypad modes, reset colours.  A TUI may have switched any of them on.
 RESET_MODES = (
-    b"\x1b[?1049l\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l"
+    b"\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l"
     b"\x1b[?2004l\x1b[?1l\x1b>\x1b[0m"
 )
+LEAVE_ALT_SCREEN = b"\x1b[?1049l"
+_ALT_ENTER = (b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[?47h")
+_ALT_LEAVE = (b"\x1b[?1049l", b"\x1b[?1047l", b"\x1b[?47l")
+
+
+class AltScreen:
+    """Whether the stream shown so far left the terminal in the alternate screen.
+
+    Leaving it on detach restores the user's own screen; sending "leave" when it was never
+    entered would move the cursor to a stale saved position instead.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def feed(self, data: bytes) -> None:
+        if b"\x1b[?" not in data:
+            return
+        enter = max(data.rfind(seq) for seq in _ALT_ENTER)
+        leave = max(data.rfind(seq) for seq in _ALT_LEAVE)
+        if enter != leave:
+            self.active = enter > leave
+
+    def reset_bytes(self) -> bytes:
+        return (LEAVE_ALT_SCREEN if self.active else b"") + RESET_MODES
 
 
 def parse_key(spec: str) -> bytes:

@@ -16,7 +16,7 @@ import signal
 import sys
 
 from agent_worker import protocol as p
-from agent_worker.client import ConnectionClosed
+from agent_worker.client import Connection, ConnectionClosed
 from supervisor import terminal
 from supervisor.errors import CliError
 from supervisor.sessions import checked_name, open_worker
@@ -93,9 +93,10 @@ def attach_local(
     out = sys.stdout.fileno()
     outcome = f"[detached from {name}]"
     status = 0
+    alt = terminal.AltScreen()
     try:
         with conn, terminal.raw_mode(0):
-            outcome = _pump(conn, name, wake_r, out, detach_key, read_only) or outcome
+            outcome = _pump(conn, name, wake_r, out, detach_key, read_only, alt) or outcome
     except (ConnectionClosed, ConnectionResetError):
         outcome = f"[lost connection to {name}: its worker ended]"
         status = 1
@@ -105,12 +106,15 @@ def attach_local(
         os.close(wake_r)
         os.close(wake_w)
         with contextlib.suppress(OSError):
-            terminal.write_all(out, terminal.RESET_MODES + b"\r\n")
+            terminal.write_all(out, alt.reset_bytes() + b"\r\n")
     print(outcome, file=sys.stderr)
     return status
 
 
-def _pump(conn, name: str, wake: int, out: int, detach_key: bytes, read_only: bool) -> str | None:
+def _pump(
+    conn: Connection, name: str, wake: int, out: int, detach_key: bytes, read_only: bool,
+    alt: terminal.AltScreen,
+) -> str | None:
     """Move bytes until detach or the session's end; return the line to print then."""
     sel = selectors.DefaultSelector()
     sel.register(conn.sock, selectors.EVENT_READ, "worker")
@@ -146,6 +150,7 @@ def _pump(conn, name: str, wake: int, out: int, detach_key: bytes, read_only: bo
                 conn.decoder.feed(data)
                 for msg in conn.decoder:
                     if isinstance(msg, p.Output | p.Screen):
+                        alt.feed(msg.data)
                         terminal.write_all(out, msg.data)
                     elif isinstance(msg, p.Event) and msg.body.get("event") == "exited":
                         return f"[{name} {msg.body.get('state', 'ended')}]"
