@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps({"mode": mode_name, "results": [asdict(r) for r in results]}, indent=1)
-    )
+    args.json.write_text(json.dumps({"mode": mode_name, "results": [asdict(r) for r in results]}, indent=1))
     failed = [r for r in results if not r.ok]
     if failed:
         print(f"\n{len(failed)} measurement(s) failed", file=sys.stderr)

@@ -74,9 +74,7 @@ def tagged_env(tag: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         if not k.startswith(("SUPERV_", "TMUX", "STY", "WINDOW")) and k != "NOTIFY_SOCKET"
     }
     env.update(TERM="xterm-256color", LANG="C.UTF-8", BENCH_RUN=RUN_TAG, BENCH_TAG=tag)
-    env["PYTHONPATH"] = str(REPO) + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if extra:
         env.update(extra)
     return env
@@ -331,9 +329,7 @@ class Terminal:
 
 # Escape sequences a re-rendering client (tmux, screen) wraps around text: CSI, OSC, and
 # the two- and three-byte ESC forms.  Stripping them leaves the characters drawn.
-ESCAPES = re.compile(
-    rb"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()*+][0-~]|[@-Z\\-_=>78])"
-)
+ESCAPES = re.compile(rb"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()*+][0-~]|[@-Z\\-_=>78])")
 
 
 def visible_text(data: bytes) -> bytes:
@@ -371,8 +367,7 @@ def lines_file(cfg: Config, size: int) -> tuple[Path, int]:
             for first in range(0, count, step):
                 out.write(
                     b"".join(
-                        b"%09d " % i + tails[i % len(tails)]
-                        for i in range(first, min(count, first + step))
+                        b"%09d " % i + tails[i % len(tails)] for i in range(first, min(count, first + step))
                     )
                 )
         cfg.cache[key] = path

@@ -65,9 +65,7 @@ class Host:
             cwd=self.dir,
         )
         if proc.returncode != 0:
-            raise BenchError(
-                f"{' '.join(argv[:4])}... exited {proc.returncode}: {proc.stderr.strip()}"
-            )
+            raise BenchError(f"{' '.join(argv[:4])}... exited {proc.returncode}: {proc.stderr.strip()}")
         return proc
 
     def start(self, sid: str, argv: list[str]) -> None:
@@ -138,9 +136,7 @@ class Tmux(Host):
 
     def start(self, sid: str, argv: list[str]) -> None:
         # With more than one argument tmux executes the command directly, without a shell.
-        self.run(
-            [*self.tmux(), "new-session", "-d", "-s", sid, "-x", str(COLS), "-y", str(ROWS), *argv]
-        )
+        self.run([*self.tmux(), "new-session", "-d", "-s", sid, "-x", str(COLS), "-y", str(ROWS), *argv])
         self.sessions.append(sid)
 
     def attach_argv(self, sid: str) -> list[str]:
@@ -148,9 +144,7 @@ class Tmux(Host):
 
     def stop_politely(self) -> None:
         if self.sessions:
-            subprocess.run(
-                [*self.tmux(), "kill-server"], env=self.env, capture_output=True, timeout=10
-            )
+            subprocess.run([*self.tmux(), "kill-server"], env=self.env, capture_output=True, timeout=10)
 
 
 class Screen(Host):
@@ -174,9 +168,7 @@ class Screen(Host):
     def start(self, sid: str, argv: list[str]) -> None:
         self.run([*self.screen(), "-dmS", sid, *argv])
         screens = self.dir / "screens"
-        wait_for(
-            lambda: any(p.name.endswith(f".{sid}") for p in screens.iterdir()), 10, f"screen {sid}"
-        )
+        wait_for(lambda: any(p.name.endswith(f".{sid}") for p in screens.iterdir()), 10, f"screen {sid}")
         self.sessions.append(sid)
 
     def attach_argv(self, sid: str) -> list[str]:
@@ -260,9 +252,9 @@ class Superv(Host):
 
         directory = self.session_dir(sid)
         directory.mkdir(parents=True, exist_ok=True)
-        SessionSpec(
-            name=sid, argv=argv, cwd=str(self.dir), env=dict(self.env), rows=ROWS, cols=COLS
-        ).write(directory)
+        SessionSpec(name=sid, argv=argv, cwd=str(self.dir), env=dict(self.env), rows=ROWS, cols=COLS).write(
+            directory
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent_worker", sid],
             env=self.env,

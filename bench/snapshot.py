@@ -42,9 +42,7 @@ def persist_times(directory) -> tuple[float, list[float], str]:
     back, _ = read_snapshot(directory)
     log_size = (directory / "output.log").stat().st_size
     if back.seq != snap.seq or back.log_end < log_size:
-        raise BenchError(
-            f"snapshot read back has seq {back.seq}, log_end {back.log_end} (log {log_size})"
-        )
+        raise BenchError(f"snapshot read back has seq {back.seq}, log_end {back.log_end} (log {log_size})")
     return times[0], times[1:], f"read back: seq and log_end {fmt_bytes(back.log_end)} match"
 
 
@@ -76,8 +74,6 @@ def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
             result.ok, result.note = False, str(exc)[:300]
             continue
         result.value = statistics.median(steady)
-        result.detail = (
-            f"first after the burst {first * 1000:.1f} ms; max {max(steady) * 1000:.1f} ms"
-        )
+        result.detail = f"first after the burst {first * 1000:.1f} ms; max {max(steady) * 1000:.1f} ms"
         result.verified = verified
     return results

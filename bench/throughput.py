@@ -82,9 +82,7 @@ def measure(
             raise BenchError("start marker missing from a pass-through stream")
         body = stream[first + len(start_marker) : len(stream) - len(f"BENCH-END-{nonce}")]
         if body != expected:
-            at = next(
-                (i for i, (a, b) in enumerate(zip(body, expected, strict=False)) if a != b), None
-            )
+            at = next((i for i, (a, b) in enumerate(zip(body, expected, strict=False)) if a != b), None)
             raise BenchError(
                 f"wrong bytes: {len(body)} arrived, {len(expected)} sent; first difference at "
                 f"{at if at is not None else min(len(body), len(expected))}"
@@ -93,8 +91,7 @@ def measure(
     if lines is None:
         return (
             elapsed,
-            f"end marker shown ({fmt_bytes(len(stream))} of redraw; "
-            "identical lines cannot be counted)",
+            f"end marker shown ({fmt_bytes(len(stream))} of redraw; identical lines cannot be counted)",
         )
     text = visible_text(stream)
     seen = {int(m.group(1)) for m in LINE_NUMBER.finditer(text)}
@@ -144,16 +141,12 @@ def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
             try:
                 if host_cls is None:
                     with raw_session(argv, cfg.scratch) as term:
-                        elapsed, verified = measure(
-                            term, host_name, nonce, expected, lines, timeout
-                        )
+                        elapsed, verified = measure(term, host_name, nonce, expected, lines, timeout)
                 else:
                     with host_cls(cfg.scratch) as host:
                         host.start("tp", argv)
                         with host.attach("tp") as term:
-                            elapsed, verified = measure(
-                                term, host_name, nonce, expected, lines, timeout
-                            )
+                            elapsed, verified = measure(term, host_name, nonce, expected, lines, timeout)
             except (BenchError, OSError) as exc:
                 result.ok, result.note = False, str(exc)[:300]
                 continue
