@@ -504,19 +504,20 @@ class Worker:
             self.clients[client_id] = client
             if not hello.read_only:
                 self.set_size(hello.rows, hello.cols)
+        shared = _SharedStream(stream)
         try:
             async with trio.open_nursery() as nursery:
-                await stream.send_all(p.encode(p.Welcome(self.info())))
+                await shared.send_all(p.encode(p.Welcome(self.info())))
                 if watch:
                     assert events_in is not None
-                    nursery.start_soon(self._send_events, stream, events_in)
+                    nursery.start_soon(self._send_events, shared, events_in)
                 else:
-                    start = await self._start_offset(stream, hello)
-                    nursery.start_soon(self._send_output, stream, start, nursery.cancel_scope)
+                    start = await self._start_offset(shared, hello)
+                    nursery.start_soon(self._send_output, shared, start, nursery.cancel_scope)
                     self.broadcast({"event": "attached", "client": client_id,
                                     "read_only": hello.read_only})
                     nursery.start_soon(self.persist, "attached")
-                await self._receive_from_client(stream, decoder, client)
+                await self._receive_from_client(shared, decoder, client)
                 nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -531,7 +532,7 @@ class Worker:
                 if not self.ended.is_set() or not self.stopping:
                     self._nursery.start_soon(self.persist, "detached")
 
-    async def _start_offset(self, stream: trio.SocketStream, hello: p.Hello) -> int:
+    async def _start_offset(self, stream: _SharedStream, hello: p.Hello) -> int:
         end = self.output.end
         if hello.start == p.Start.OFFSET:
             return min(hello.value, end)
@@ -547,7 +548,7 @@ class Worker:
         return end
 
     async def _send_output(
-        self, stream: trio.SocketStream, pos: int, scope: trio.CancelScope
+        self, stream: _SharedStream, pos: int, scope: trio.CancelScope
     ) -> None:
         reader = self.output.reader
         while True:
@@ -566,13 +567,13 @@ class Worker:
                 await self.output_lot.park()
 
     async def _send_events(
-        self, stream: trio.SocketStream, events: trio.MemoryReceiveChannel[dict[str, Any]]
+        self, stream: _SharedStream, events: trio.MemoryReceiveChannel[dict[str, Any]]
     ) -> None:
         async for event in events:
             await stream.send_all(p.encode(p.Event(event)))
 
     async def _receive_from_client(
-        self, stream: trio.SocketStream, decoder: p.Decoder, client: Client
+        self, stream: _SharedStream, decoder: p.Decoder, client: Client
     ) -> None:
         warned = False
         while True:
@@ -608,6 +609,25 @@ class Worker:
                 self._nursery.start_soon(self.stop_agent, grace_ms / 1000)
             case _:
                 raise p.ProtocolError(f"a client may not send {type(msg).__name__}")
+
+
+class _SharedStream:
+    """One client's stream, shared by its tasks: whole frames, one sender at a time.
+
+    trio refuses a second ``send_all`` while one is in progress (BusyResourceError), and
+    the output sender and the receiver's "refused" notice do meet on a busy client.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self._send_lock = trio.StrictFIFOLock()
+
+    async def send_all(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return await self.stream.receive_some(max_bytes)
 
 
 async def _receive_message(stream: trio.SocketStream, decoder: p.Decoder) -> p.Message:
