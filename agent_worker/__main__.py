@@ -9,6 +9,14 @@ and closes that descriptor.  Exit status 1 means the session could not start.
 
 from __future__ import annotations
 
+import signal
+
+if __name__ == "__main__":
+    # First thing: a SIGHUP that reaches the worker while it is still importing (trio
+    # alone takes ~0.2 s) must not take the default action and kill it.  main() hands
+    # SIGHUP to EarlySignals before it starts the agent, which then gets the default.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
 import argparse
 import contextlib
 import json
