@@ -31,7 +31,7 @@ from agent_worker.peer import refusal
 from agent_worker.snapshot import read_snapshot, snapshot_interval
 from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
 from supervisor import sd_notify
-from supervisor.launch import LaunchError, launch_worker
+from supervisor.launch import LaunchError, WorkerFactory, launch_worker
 from supervisor.registry import Entry, load_entries, load_spec, save_entries
 
 log = structlog.get_logger("supervisor")
@@ -105,6 +105,7 @@ class Supervisor:
         self._stalled: set[str] = set()
         self._exit_reported: set[str] = set()  # sessions whose end was already announced
         self.started_at = time.time()
+        self.factory = WorkerFactory()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -128,6 +129,7 @@ class Supervisor:
                     nursery.start_soon(self._stall_loop)
                     nursery.start_soon(self._watchdog_loop)
                     self._announce_ready()
+                    nursery.start_soon(trio.to_thread.run_sync, self.factory.warm)
                     async for signum in signals:
                         await self.save()
                         if signum == signal.SIGHUP:
@@ -138,6 +140,7 @@ class Supervisor:
                         nursery.cancel_scope.cancel()
                         break
             finally:
+                self.factory.close()
                 with contextlib.suppress(OSError):
                     paths.supervisor_socket().unlink()
                 os.close(lock_fd)
@@ -339,7 +342,9 @@ class Supervisor:
         entry.state = "starting"
         self._exit_reported.discard(entry.name)
         try:
-            pid, start, agent_pid = await trio.to_thread.run_sync(launch_worker, entry.name, marker)
+            pid, start, agent_pid = await trio.to_thread.run_sync(
+                launch_worker, entry.name, marker, self.factory
+            )
         except LaunchError as exc:
             entry.state = "failed" if entry.started_at else entry.state
             raise RequestError(str(exc)) from None

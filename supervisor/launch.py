@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from agent_worker import paths
 from agent_worker.snapshot import process_start_time
@@ -37,37 +40,90 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def launch_worker(name: str, marker: str | None = None) -> tuple[int, int, int]:
+class WorkerFactory:
+    """The supervisor's handle on :mod:`agent_worker.factory`, which forks workers.
+
+    Forked workers share the factory's loaded interpreter and cost ~4 MB each instead of
+    ~25 MB.  If the factory cannot be reached, one is started afresh; if that fails too,
+    the worker is started as a fresh interpreter: a start never fails for its sake.
+    """
+
+    def __init__(self) -> None:
+        self._conn: socket.socket | None = None
+        self._lock = threading.Lock()  # launches come from trio's worker threads
+
+    def _start(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            subprocess.Popen(
+                [sys.executable, "-m", "agent_worker.factory", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=worker_environment(),
+                cwd="/",
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            ).returncode = 0  # it reaps itself away when we close our end
+        return ours
+
+    def warm(self) -> None:
+        """Start the factory ahead of the first session, so that start pays no import time."""
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._start()
+
+    def fork(self, name: str, marker: str | None, ready_fd: int, log_fd: int) -> int:
+        request = json.dumps({"name": name, "marker": marker}).encode()
+        with self._lock:
+            for attempt in range(2):
+                if self._conn is None:
+                    self._conn = self._start()
+                try:
+                    socket.send_fds(self._conn, [request], [ready_fd, log_fd])
+                    self._conn.settimeout(READY_TIMEOUT)
+                    reply = json.loads(self._conn.recv(4096) or b"{}")
+                except (OSError, ValueError):
+                    self.close()
+                    if attempt:
+                        raise
+                    continue
+                if "pid" not in reply:
+                    raise OSError(reply.get("error", "the worker factory did not fork"))
+                return int(reply["pid"])
+        raise OSError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def launch_worker(name: str, marker: str | None = None, factory: WorkerFactory | None = None
+                  ) -> tuple[int, int, int]:
     """Start the worker for ``name`` (its spec.json is written) and wait until it is ready.
 
     Returns ``(worker_pid, worker_start_ticks, agent_pid)``; raises LaunchError.  Blocking:
     call it from a thread in async code.
     """
     directory = paths.session_dir(name)
-    argv = [sys.executable, "-m", "agent_worker", name]
-    if marker:
-        argv += ["--marker", marker]
     read_end, write_end = os.pipe()
-    with open(directory / "worker.log", "ab") as worker_log:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=write_end,
-                stderr=worker_log,
-                env=worker_environment(),
-                cwd="/",
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            os.close(write_end)
     try:
+        with open(directory / "worker.log", "ab") as worker_log:
+            pid = None
+            if factory is not None:
+                try:
+                    pid = factory.fork(name, marker, write_end, worker_log.fileno())
+                except OSError:
+                    pid = None
+            if pid is None:
+                pid = _exec_worker(name, marker, write_end, worker_log)
+        os.close(write_end)
+        write_end = -1
         line = _read_line(read_end, READY_TIMEOUT)
     finally:
         os.close(read_end)
-    # The worker is ours until we stop caring: the caller reaps it via its pidfd watcher.
-    proc.returncode = 0
+        if write_end >= 0:
+            os.close(write_end)
     try:
         ready = json.loads(line) if line else {}
     except ValueError:
@@ -75,8 +131,27 @@ def launch_worker(name: str, marker: str | None = None) -> tuple[int, int, int]:
     if not ready.get("ok"):
         error = ready.get("error") or _last_line(directory / "worker.log") or "worker did not start"
         raise LaunchError(error)
-    start = process_start_time(proc.pid) or 0
-    return proc.pid, start, int(ready["agent_pid"])
+    start = process_start_time(pid) or 0
+    return pid, start, int(ready["agent_pid"])
+
+
+def _exec_worker(name: str, marker: str | None, ready_fd: int, worker_log: BinaryIO) -> int:
+    argv = [sys.executable, "-m", "agent_worker", name, "--ready-fd", str(ready_fd)]
+    if marker:
+        argv += ["--marker", marker]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=worker_log,
+        env=worker_environment(),
+        cwd="/",
+        pass_fds=(ready_fd,),
+        start_new_session=True,
+    )
+    # The supervisor reaps it through its pidfd watcher; Popen must not do it behind us.
+    proc.returncode = 0
+    return proc.pid
 
 
 def _read_line(fd: int, timeout: float) -> bytes:
