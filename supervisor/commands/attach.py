@@ -122,6 +122,26 @@ def _pump(
     if os.isatty(0):
         sel.register(0, selectors.EVENT_READ, "stdin")
     conn.sock.settimeout(None)
+
+    def show_decoded() -> str | None:
+        for msg in conn.decoder:
+            if isinstance(msg, p.Output | p.Screen):
+                alt.feed(msg.data)
+                terminal.write_all(out, msg.data)
+            elif isinstance(msg, p.Event) and msg.body.get("event") == "exited":
+                return f"[{name} {msg.body.get('state', 'ended')}]"
+            elif isinstance(msg, p.Event) and msg.body.get("event") == "refused":
+                rows, _ = terminal.window_size(0)
+                terminal.write_all(out, terminal.status_line(rows, "read-only: input ignored"))
+            elif isinstance(msg, p.Error):
+                raise CliError(f"session {name}: {msg.message}")
+        return None
+
+    # The read that brought the Welcome may have brought the screen too: show it now,
+    # the socket will not become readable for it again.
+    ended = show_decoded()
+    if ended:
+        return ended
     while True:
         for key, _ in sel.select():
             if key.data == "stdin":
@@ -148,14 +168,6 @@ def _pump(
                 if not data:
                     raise ConnectionClosed("worker closed the connection")
                 conn.decoder.feed(data)
-                for msg in conn.decoder:
-                    if isinstance(msg, p.Output | p.Screen):
-                        alt.feed(msg.data)
-                        terminal.write_all(out, msg.data)
-                    elif isinstance(msg, p.Event) and msg.body.get("event") == "exited":
-                        return f"[{name} {msg.body.get('state', 'ended')}]"
-                    elif isinstance(msg, p.Event) and msg.body.get("event") == "refused":
-                        rows, _ = terminal.window_size(0)
-                        terminal.write_all(out, terminal.status_line(rows, "read-only: input ignored"))
-                    elif isinstance(msg, p.Error):
-                        raise CliError(f"session {name}: {msg.message}")
+                ended = show_decoded()
+                if ended:
+                    return ended
