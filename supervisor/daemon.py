@@ -36,9 +36,11 @@ from supervisor.registry import Entry, load_entries, load_spec, save_entries
 
 log = structlog.get_logger("supervisor")
 
-RESTART_LIMIT = 5  # restarts in a row, each after a run shorter than RESTART_RESET
+# Restarts in a row, each after a run shorter than RESTART_RESET; the first delay and the
+# cap, doubling in between.  The environment overrides are for tests.
+RESTART_LIMIT = int(os.environ.get("SUPERV_RESTART_LIMIT", "5"))
 RESTART_RESET = 60.0
-RESTART_BACKOFF = (0.5, 30.0)  # first delay and cap, doubling in between
+RESTART_BACKOFF = (float(os.environ.get("SUPERV_RESTART_BACKOFF", "0.5")), 30.0)
 STALL_AFTER = float(os.environ.get("SUPERV_STALL_AFTER", "600"))
 
 
