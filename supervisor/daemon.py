@@ -400,6 +400,11 @@ class Supervisor:
             body = {"ok": False, "error": str(exc)}
         except paths.PathError as exc:
             body = {"ok": False, "error": str(exc), "usage": True}
+        except (ValueError, TypeError, AttributeError) as exc:
+            # A field of the wrong type or value (a hand-made or foreign request): say so
+            # instead of dropping the connection without an answer.
+            log.warning("bad_request", op=op, error=repr(exc))
+            body = {"ok": False, "error": f"malformed {op} request: {exc}", "usage": True}
         await stream.send_all(p.encode(p.Reply(body)))
 
     async def _stream_events(self, stream: trio.SocketStream) -> None:
