@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from agent_worker import protocol as p
 from supervisor.errors import CliError
 from supervisor.sessions import checked_name, open_worker
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """Options anywhere among the words: ``superv send NAME --enter TEXT`` works too.
+
+    (Plain argparse ends the ``text`` list at the first option; ``--`` still makes
+    everything after it words, for text that starts with a dash.)
+    """
+
+    _mixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._mixing:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._mixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
+
+
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser("send", help="type text into a session")
+    parser.__class__ = type("SendParser", (_Intermixed, parser.__class__), {})
     parser.add_argument("--enter", action="store_true", help="press Enter after the text")
     parser.add_argument("name")
     parser.add_argument("text", nargs="*", help="words, joined by spaces")
