@@ -156,6 +156,11 @@ class LogReader:
             # Every batch started before ``when``; the last one may have gone on past it.
             last_write = os.fstat(self._fd).st_mtime
             return records[-1][0] if last_write >= when else self.size()
+        # Output between two records was logged less than _INDEX_EVERY after the first
+        # one's time (a later batch writes a record of its own): if that is before
+        # ``when``, all of it is, and the output from ``when`` on starts at the next record.
+        if when - records[i - 1][1] >= _INDEX_EVERY:
+            return records[i][0]
         # The batch that started before ``when`` may run past it: start from that batch.
         return records[i - 1][0]
 
