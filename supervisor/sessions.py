@@ -63,3 +63,9 @@ def open_worker(name: str, hello: p.Hello) -> tuple[Connection, p.Welcome]:
 def log_path(name: str) -> Path:
     return session_directory(name) / "output.log"
 
+
+def refuse_ended(name: str, welcome: p.Welcome) -> None:
+    """CliError if the agent has ended (its worker lingers a moment for its clients)."""
+    state = welcome.info.get("state", "running")
+    if state != "running":
+        raise CliError(f"session {name} is not running ({state}): 'superv resume {name}' runs it again")

@@ -7,7 +7,7 @@ import signal
 
 from agent_worker import protocol as p
 from supervisor.errors import CliError
-from supervisor.sessions import checked_name, open_worker
+from supervisor.sessions import checked_name, open_worker, refuse_ended
 
 
 def parse_signal(text: str) -> int:
@@ -35,8 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    conn, _ = open_worker(checked_name(args.name), p.Hello(p.Start.WATCH))
+    conn, welcome = open_worker(checked_name(args.name), p.Hello(p.Start.WATCH))
     with conn:
+        refuse_ended(args.name, welcome)
         try:
             conn.send(p.Signal(int(args.signal)))
             conn.send(p.Detach())

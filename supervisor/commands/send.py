@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from agent_worker import protocol as p
 from supervisor.errors import CliError
-from supervisor.sessions import checked_name, open_worker
+from supervisor.sessions import checked_name, open_worker, refuse_ended
 
 
 class _Intermixed(argparse.ArgumentParser):
@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         data += b"\r"  # what a terminal sends for the Enter key
     if not data:
         raise CliError("nothing to send: give TEXT or --enter", 2)
-    conn, _ = open_worker(checked_name(args.name), p.Hello(p.Start.WATCH))
+    conn, welcome = open_worker(checked_name(args.name), p.Hello(p.Start.WATCH))
     with conn:
+        refuse_ended(args.name, welcome)
         try:
             for start in range(0, len(data), p.MAX_OUTPUT_CHUNK):
                 conn.send(p.Input(data[start : start + p.MAX_OUTPUT_CHUNK]))
