@@ -46,7 +46,11 @@ class Entry:
     def worker_alive(self) -> bool:
         if not self.worker_pid:
             return False
-        return process_start_time(self.worker_pid) == self.worker_start
+        if process_start_time(self.worker_pid) != self.worker_start:
+            return False
+        # A killed worker whose parent is gone stays a zombie until init reaps it (some
+        # container inits never do): same pid and start time, but nothing runs.
+        return not _zombie(self.worker_pid)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -63,6 +67,14 @@ class Entry:
         self.started_at = snap.started_at
         self.state, self.exit_code, self.exit_signal = snap.state, snap.exit_code, snap.exit_signal
         self.ended_at = snap.ended_at
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2 :].split()[0] in (b"Z", b"X")
 
 
 def registry_path() -> Path:
