@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import signal
 import socket
@@ -138,6 +139,8 @@ class Worker:
         self.exit_signal: int | None = None
         self.ended_at: float | None = None
         self.stopping = False
+        self.terminated = trio.Event()  # SIGTERM received
+        self._term_deadline = math.inf  # clients may keep an ended worker until then
         self._seq = 0
         self._persist_lock = trio.Lock()
         self._screen: Any = None  # agent_worker.screen.ScreenModel, made on first use
@@ -245,8 +248,10 @@ class Worker:
         if self.stopping and not self.clients:
             return
         deadline = trio.current_time() + LINGER_MAX
-        await trio.sleep(0 if self.stopping else LINGER_MIN)
-        while self.clients and trio.current_time() < deadline:
+        with trio.move_on_after(0 if self.stopping else LINGER_MIN):
+            await self.terminated.wait()  # a SIGTERM cuts the minimum stay short...
+        # ...and leaves clients LINGER_MIN to finish reading, not LINGER_MAX.
+        while self.clients and trio.current_time() < min(deadline, self._term_deadline):
             await trio.sleep(0.1)
 
     async def _handle_signals(self, signals: Any) -> None:
@@ -261,6 +266,8 @@ class Worker:
     async def _terminate(self) -> None:
         log.info("sigterm")
         self.stopping = True
+        self._term_deadline = trio.current_time() + LINGER_MIN
+        self.terminated.set()
         await self.persist("sigterm")
         await self.stop_agent(grace=self.stop_grace)
 
