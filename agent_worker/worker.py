@@ -131,7 +131,8 @@ class Worker:
         self.clients: dict[int, Client] = {}
         self.watchers: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._next_client = 1
-        self.output_lot = trio.lowlevel.ParkingLot()
+        self.subscribers: set[_Subscriber] = set()
+        self.screen_lot = trio.lowlevel.ParkingLot()  # wakes the terminal model's catch-up
         self.pty_eof = trio.Event()
         self.ended = trio.Event()
         self.final_persisted = trio.Event()
@@ -295,7 +296,7 @@ class Worker:
             await self.pty_eof.wait()
         self.ended_at = time.time()
         self.ended.set()
-        self.output_lot.unpark_all()
+        self._wake_all()
         log.info("agent_exited", state=self.state)
         await self.persist("exited")
         self.broadcast({"event": "exited", "state": self.state, "exit_code": self.exit_code,
@@ -333,7 +334,7 @@ class Worker:
             if batch:
                 pending = await self._log_batch(batch)
         self.pty_eof.set()
-        self.output_lot.unpark_all()
+        self._wake_all()
 
     async def _log_batch(self, batch: bytes) -> bytes:
         """Log ``batch``, wake the clients, and return what the disk refused (to retry)."""
@@ -347,10 +348,35 @@ class Worker:
             self.broadcast({"event": "log_write_failed", "error": str(exc)})
             await trio.sleep(DISK_RETRY)
             return batch
-        self.output_lot.unpark_all()
+        self._publish(self.output.end - written, batch[:written] if written < len(batch) else batch)
         if self._no_interactive_client() and (b"\x1b[" in batch or b"\x1b]" in batch):
             self._answer_queries(batch)
         return batch[written:]
+
+    def _publish(self, start: int, data: bytes) -> None:
+        """Hand output that was just logged to the clients.
+
+        A client that is caught up and idle gets it straight from memory, by a send that
+        does not wait: the echo of a keystroke then costs no task switch and no read of
+        the log.  Whatever a client's socket does not take at once, and every client that
+        is behind, is left to that client's own sender, which reads the log.
+        """
+        frame = None
+        for sub in self.subscribers:
+            if sub.parked and sub.pos == start and len(data) <= p.MAX_OUTPUT_CHUNK:
+                if frame is None:
+                    frame = p.encode_output(start, data)
+                if sub.stream.send_nowait(frame):
+                    sub.pos = start + len(data)
+                    if not sub.stream.pending:
+                        continue  # all sent: its sender sleeps on
+            sub.lot.unpark_all()
+        self.screen_lot.unpark_all()
+
+    def _wake_all(self) -> None:
+        for sub in self.subscribers:
+            sub.lot.unpark_all()
+        self.screen_lot.unpark_all()
 
     def _no_interactive_client(self) -> bool:
         return not any(c.mode != "watch" and not c.read_only for c in self.clients.values())
@@ -436,7 +462,7 @@ class Worker:
     async def _screen_catch_up_forever(self) -> None:
         while True:
             if self._screen_offset >= self.output.end:
-                await self.output_lot.park()
+                await self.screen_lot.park()
                 continue
             seen = self.output.end
             await trio.sleep(SCREEN_IDLE)
@@ -520,7 +546,8 @@ class Worker:
                     nursery.start_soon(self._send_events, shared, events_in)
                 else:
                     start = await self._start_offset(shared, hello)
-                    nursery.start_soon(self._send_output, shared, start, nursery.cancel_scope)
+                    subscriber = _Subscriber(shared, start)
+                    nursery.start_soon(self._send_output, subscriber, nursery.cancel_scope)
                     self.broadcast({"event": "attached", "client": client_id,
                                     "read_only": hello.read_only})
                     nursery.start_soon(self.persist, "attached")
@@ -554,24 +581,34 @@ class Worker:
             self._force_redraw()
         return end
 
-    async def _send_output(
-        self, stream: _SharedStream, pos: int, scope: trio.CancelScope
-    ) -> None:
+    async def _send_output(self, sub: _Subscriber, scope: trio.CancelScope) -> None:
+        """Serve one client from the log, from its offset on; the reader may serve it too."""
         reader = self.output.reader
-        while True:
-            end = self.output.end
-            if pos < end:
-                data = reader.read(pos, min(end - pos, SEND_CHUNK))
-                await stream.send_all(p.encode_output(pos, data))
-                pos += len(data)
-            elif self.ended.is_set():
-                await stream.send_all(p.encode(p.Event(
-                    {"event": "exited", "state": self.state, "exit_code": self.exit_code,
-                     "exit_signal": self.exit_signal, "log_end": pos})))
-                scope.cancel()
-                return
-            else:
-                await self.output_lot.park()
+        stream = sub.stream
+        self.subscribers.add(sub)
+        try:
+            while True:
+                end = self.output.end
+                if stream.pending:
+                    await stream.send_all(b"")  # finish the frame the reader started
+                elif sub.pos < end:
+                    data = reader.read(sub.pos, min(end - sub.pos, SEND_CHUNK))
+                    await stream.send_all(p.encode_output(sub.pos, data))
+                    sub.pos += len(data)
+                elif self.ended.is_set():
+                    await stream.send_all(p.encode(p.Event(
+                        {"event": "exited", "state": self.state, "exit_code": self.exit_code,
+                         "exit_signal": self.exit_signal, "log_end": sub.pos})))
+                    scope.cancel()
+                    return
+                else:
+                    sub.parked = True
+                    try:
+                        await sub.lot.park()
+                    finally:
+                        sub.parked = False
+        finally:
+            self.subscribers.discard(sub)
 
     async def _send_events(
         self, stream: _SharedStream, events: trio.MemoryReceiveChannel[dict[str, Any]]
@@ -618,6 +655,16 @@ class Worker:
                 raise p.ProtocolError(f"a client may not send {type(msg).__name__}")
 
 
+@attrs.define(eq=False)
+class _Subscriber:
+    """An attach client's place in the output stream, shared by its sender and the reader."""
+
+    stream: _SharedStream
+    pos: int
+    lot: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    parked: bool = False  # its sender is asleep, caught up, with nothing half-sent
+
+
 class _SharedStream:
     """One client's stream, shared by its tasks: whole frames, one sender at a time.
 
@@ -628,10 +675,30 @@ class _SharedStream:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self._send_lock = trio.StrictFIFOLock()
+        self.pending = b""  # the rest of a frame that send_nowait could not finish
 
     async def send_all(self, data: bytes) -> None:
         async with self._send_lock:
-            await self.stream.send_all(data)
+            if self.pending:
+                rest, self.pending = self.pending, b""
+                await self.stream.send_all(rest)
+            if data:
+                await self.stream.send_all(data)
+
+    def send_nowait(self, frame: bytes) -> bool:
+        """Start sending ``frame`` without waiting, if nobody else is sending.
+
+        True if the socket took some or all of it (the rest is in ``pending``, and must be
+        flushed by ``send_all`` before anything else is sent); False if nothing was sent.
+        """
+        if self._send_lock.locked() or self.pending:
+            return False
+        try:
+            sent = os.write(self.stream.socket.fileno(), frame)
+        except OSError:
+            return False  # full (EAGAIN) or broken: the client's own sender finds out
+        self.pending = frame[sent:]
+        return sent > 0
 
     async def receive_some(self, max_bytes: int) -> bytes:
         return await self.stream.receive_some(max_bytes)
