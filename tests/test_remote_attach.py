@@ -1,0 +1,581 @@
+"""``superv attach HOST:NAME`` end to end, through a real OpenSSH sshd on 127.0.0.1.
+
+Nothing we own is mocked: a real session worker (``python -m agent_worker``) runs a real
+agent on a PTY; the client is the real ``superv`` CLI (asyncssh); sshd runs the real
+``superv attach --stdio`` bridge on the "box".  Faults are real too: per-connection sshd
+processes are SIGKILLed and SIGSTOPped mid-stream, host keys are wrong, keys refused.
+
+The stream checks compare what the client process wrote on its stdout (stdout is a pipe,
+so the client writes exactly the session's bytes there and its notices on stderr) with
+the session's durable log, ``$SUPERV_HOME/sessions/NAME/output.log``, byte for byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SupervEnv, wait_until
+from ssh_fixtures import SshFactory, sshd, sshd_factory, superv_installed  # noqa: F401
+from sshd import VENV_BIN, SshServer, children, keygen, signal_all
+from worker_helpers import PATTERN_FN, PY, log_bytes, log_size, pid_gone, start_worker
+
+from agent_worker.paths import PathError
+from supervisor.remote_attach import parse_target, remote_command_line
+
+SUPERV = str(VENV_BIN / "superv")
+LINE = 101  # bytes per pattern line in the log: 99 visible + CR LF (the PTY's ONLCR)
+
+# Prints N pattern lines at once, then waits for one line of input and exits 0: the test
+# decides when the session ends (after checking the stream), through the client's input.
+BULK_AGENT = (
+    PATTERN_FN
+    + "import sys\n"
+    "sys.stdout.buffer.write(pattern(int(sys.argv[1])))\n"
+    "sys.stdout.flush()\n"
+    "sys.stdin.readline()\n"
+)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def client_env(senv: SupervEnv, server: SshServer, **extra: str) -> dict[str, str]:
+    """The laptop: our ssh config, an empty HOME (no stray keys), no ssh-agent."""
+    home = senv.root / "laptop"
+    home.mkdir(exist_ok=True)
+    env = dict(senv.env)
+    env.pop("SSH_AUTH_SOCK", None)
+    env.pop("SUPERV_REMOTE_COMMAND", None)
+    env.update(server.client_env, HOME=str(home), **extra)
+    return env
+
+
+class Client:
+    """A running client process, its stdout collected byte for byte, stderr by line."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.out = bytearray()
+        self.err: list[tuple[float, str]] = []
+        self.out_closed = False
+        self.cond = threading.Condition()
+        self._threads = [
+            threading.Thread(target=self._read_out, daemon=True),
+            threading.Thread(target=self._read_err, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while True:
+            data = os.read(fd, 1 << 20)
+            with self.cond:
+                if not data:
+                    self.out_closed = True
+                    self.cond.notify_all()
+                    return
+                self.out += data
+                self.cond.notify_all()
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with self.cond:
+                self.err.append((time.monotonic(), raw.decode(errors="replace").rstrip("\n")))
+                self.cond.notify_all()
+
+    def wait_out(self, size: int, timeout: float = 30.0) -> None:
+        with self.cond:
+            ok = self.cond.wait_for(lambda: len(self.out) >= size or self.out_closed, timeout)
+            got = len(self.out)
+        assert ok and got >= size, (
+            f"client has {got} of {size} bytes after {timeout}s; stderr: {self.stderr()[-800:]}"
+        )
+
+    def wait_err(self, needle: str, after: int = 0, timeout: float = 15.0) -> float:
+        """When a stderr line containing ``needle`` arrived (the ``after``-th line on)."""
+
+        def found() -> float | None:
+            return next((t for t, line in self.err[after:] if needle in line), None)
+
+        with self.cond:
+            self.cond.wait_for(lambda: found() is not None or self.proc.poll() is not None,
+                               timeout)
+            when = found()
+        assert when is not None, f"no {needle!r} on the client's stderr: {self.stderr()}"
+        return when
+
+    def wait_err_count(self, needle: str, count: int, timeout: float = 15.0) -> None:
+        """Until ``count`` stderr lines contain ``needle``."""
+
+        def seen() -> int:
+            return sum(needle in line for _, line in self.err)
+
+        with self.cond:
+            ok = self.cond.wait_for(lambda: seen() >= count or self.proc.poll() is not None,
+                                    timeout)
+        assert ok and seen() >= count, f"expected {count} x {needle!r}: {self.stderr()}"
+
+    def stderr(self) -> str:
+        with self.cond:
+            return "\n".join(line for _, line in self.err)
+
+    def send(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 30.0) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.kill()
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            self.proc.wait(10)
+        for thread in self._threads:
+            thread.join(10)
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[[list[str], dict[str, str]], Client]]:
+    started: list[Client] = []
+
+    def start(argv: list[str], env: dict[str, str]) -> Client:
+        client = Client(argv, env)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        client.kill()
+
+
+def assert_same_stream(got: bytes, log: bytes) -> None:
+    """Byte-exact, with a readable failure: where the two first differ."""
+    if got == log:
+        return
+    common = min(len(got), len(log))
+    first = next((i for i in range(common) if got[i] != log[i]), common)
+    raise AssertionError(
+        f"client received {len(got)} bytes, the log holds {len(log)}; first difference at "
+        f"offset {first}: client {bytes(got[first:first + 40])!r} log {log[first:first + 40]!r}"
+    )
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SUPERV, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, f"exit {proc.returncode}; stderr: {proc.stderr!r}"
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {proc.stderr!r}"
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def start_bulk(senv: SupervEnv, name: str, lines: int) -> subprocess.Popen[bytes]:
+    proc, ready = start_worker(senv, name, [PY, "-c", BULK_AGENT, str(lines)])
+    assert ready["ok"], ready
+    return proc
+
+
+# ------------------------------------------------------------------- pure pieces first
+
+
+def test_target_parsing_and_remote_command_quoting() -> None:
+    t = parse_target("alice@box.example:fix-tests")
+    assert (t.user, t.host, t.name) == ("alice", "box.example", "fix-tests")
+    t = parse_target("[::1]:s1")
+    assert (t.user, t.host, t.name) == (None, "::1", "s1")
+    for bad in ("box:", ":name", "noseparator", "box:bad name", "box:$(reboot)", "@box:x"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+    line = remote_command_line("fix-tests", None)
+    assert line.startswith("sh -c ") and "attach --stdio fix-tests" in line
+    assert remote_command_line("a.b_c", "/opt/superv/bin/superv") == (
+        "/opt/superv/bin/superv attach --stdio a.b_c"
+    )
+    # A hostile name never reaches a shell: it is refused before any command is built.
+    with pytest.raises(PathError):
+        remote_command_line("x;rm -rf ~", None)
+
+
+# ------------------------------------------------------------------------- the stream
+
+
+@pytest.mark.timeout(110)
+def test_50mb_stream_survives_20_killed_connections_byte_exact(
+    superv_env: SupervEnv, sshd: SshServer, clients: Callable[..., Client]  # noqa: F811
+) -> None:
+    lines = 500_000
+    expected = lines * LINE  # 50.5 MB in the log
+    start_bulk(superv_env, "big", lines)
+    client = clients([SUPERV, "attach", "--from-start", "box:big"], client_env(superv_env, sshd))
+    rng = random.Random(20)
+    kills = 0
+    while kills < 25:
+        # Kill at uneven points once the new connection streams, so frames are cut in
+        # their middle, not at boundaries.  (After the drop was noticed, every new byte
+        # came over the new connection: the old one's bytes were all delivered by then.)
+        mark = len(client.out) + rng.randrange(200_000, 1_200_000)
+        if mark > expected - 2_000_000:
+            break
+        client.wait_out(mark)
+        connections = sshd.connections()
+        assert connections, "the client is receiving, so it must have a connection"
+        signal_all(connections, signal.SIGKILL)
+        kills += 1
+        client.wait_err_count("reconnecting to box", kills)
+    assert kills >= 20
+    client.wait_out(expected, timeout=60)
+    # Every kill was noticed and survived by reconnecting.
+    assert sum("reconnecting to box" in line for _, line in client.err) >= kills
+    client.send(b"done\r")  # the agent ends; the client reports it and exits 0
+    assert client.finish() == 0, client.stderr()
+    assert client.err[-1][1] == "[big exited with status 0]"
+    assert_same_stream(client.out, log_bytes(superv_env, "big"))
+
+
+@pytest.mark.timeout(60)
+def test_frozen_link_is_noticed_within_5s_and_the_stream_resumes_exactly(
+    superv_env: SupervEnv, sshd: SshServer, clients: Callable[..., Client]  # noqa: F811
+) -> None:
+    lines = 200_000
+    expected = lines * LINE
+    start_bulk(superv_env, "frozen", lines)
+    client = clients(
+        [SUPERV, "attach", "--from-start", "box:frozen"], client_env(superv_env, sshd)
+    )
+    client.wait_out(2_000_000)
+
+    # A short freeze (the link stalls, then comes back before keepalives give up): the
+    # same connection carries on, nothing is lost or repeated.
+    (first,) = sshd.connections()
+    tree = sshd.connection_tree(first)
+    signal_all(tree, signal.SIGSTOP)
+    time.sleep(1.5)  # the length of the outage, not a synchronisation
+    signal_all(tree, signal.SIGCONT)
+    client.wait_out(4_000_000)
+    assert sshd.connections() == [first]
+    assert not any("reconnecting" in line for _, line in client.err)
+
+    # A long freeze: keepalives notice it within 5 s and a new connection resumes.
+    signal_all(tree, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        noticed = client.wait_err("reconnecting to box", timeout=10) - frozen_at
+        assert noticed <= 5.0, f"a frozen link took {noticed:.1f}s to notice"
+        client.wait_out(expected, timeout=30)
+        assert first not in sshd.connections()[-1:]
+    finally:
+        signal_all(tree, signal.SIGCONT)
+    client.send(b"done\r")
+    assert client.finish() == 0, client.stderr()
+    assert_same_stream(client.out, log_bytes(superv_env, "frozen"))
+
+
+# ----------------------------------------------------------------- clear refusals
+
+
+@pytest.mark.timeout(60)
+def test_host_key_unknown_or_changed_is_refused(superv_env: SupervEnv, sshd: SshServer) -> None:  # noqa: F811
+    start_bulk(superv_env, "keys", 10)
+    empty = superv_env.root / "empty_known_hosts"
+    empty.write_text("")
+    line = one_line_error(
+        run_cli(client_env(superv_env, sshd, SUPERV_KNOWN_HOSTS=str(empty)), "attach", "box:keys")
+    )
+    assert "host key of box is unknown" in line and "run 'ssh box' once" in line
+
+    # The config saying "UserKnownHostsFile none" does not turn checking off.
+    lax = superv_env.root / "lax_config"
+    lax.write_text(sshd.config.read_text().replace(
+        f"UserKnownHostsFile {sshd.known_hosts}", "UserKnownHostsFile none"))
+    line = one_line_error(
+        run_cli(client_env(superv_env, sshd, SUPERV_SSH_CONFIG=str(lax)), "attach", "box:keys")
+    )
+    assert "host key of box is unknown" in line
+
+    imposter = keygen(superv_env.root / "imposter", "imposter")
+    changed = superv_env.root / "changed_known_hosts"
+    changed.write_text(f"[127.0.0.1]:{sshd.port} {imposter}\n")
+    line = one_line_error(
+        run_cli(client_env(superv_env, sshd, SUPERV_KNOWN_HOSTS=str(changed)), "attach",
+                "box:keys")
+    )
+    assert "host key of box has CHANGED" in line
+    assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in line
+
+
+@pytest.mark.timeout(60)
+def test_authentication_failure_and_unreachable_host(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    env = client_env(superv_env, sshd)
+    line = one_line_error(run_cli(env, "attach", "wrongkey:any"))
+    assert line.startswith("superv: authentication to wrongkey failed")
+    line = one_line_error(run_cli(env, "attach", "closed:any"))
+    assert line == (
+        f"superv: cannot reach closed (127.0.0.1 port {sshd.closed_port}): Connection refused"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_no_such_session_and_missing_remote_superv(
+    superv_env: SupervEnv, sshd_factory: SshFactory  # noqa: F811
+) -> None:
+    box = sshd_factory()
+    env = client_env(superv_env, box)
+    line = one_line_error(run_cli(env, "attach", "box:nosuch"))
+    assert line == "superv: box: no such session 'nosuch' (see 'superv ls')"
+
+    bare = sshd_factory(path="/usr/bin:/bin")  # a box where superv is not installed
+    env = client_env(superv_env, bare)
+    line = one_line_error(run_cli(env, "attach", "box:any"))
+    assert line.startswith("superv: superv is not installed on box")
+    assert "--remote-command" in line
+    line = one_line_error(
+        run_cli(env, "attach", "--remote-command", "/nowhere/superv", "box:any")
+    )
+    assert line.startswith("superv: remote command '/nowhere/superv' not found on box")
+    # ...and naming it explicitly works (the env var form of --remote-command).
+    start_bulk(superv_env, "named", 3)
+    client = Client(
+        [SUPERV, "attach", "--from-start", "box:named"],
+        client_env(superv_env, bare, SUPERV_REMOTE_COMMAND=SUPERV),
+    )
+    try:
+        client.wait_out(3 * LINE)
+        client.send(b"done\r")
+        assert client.finish() == 0, client.stderr()
+    finally:
+        client.kill()
+    assert_same_stream(client.out, log_bytes(superv_env, "named"))
+
+
+# ------------------------------------------------------ OpenSSH's own client, -tt
+
+
+TICKER = (
+    "import itertools, time\n"
+    "for i in itertools.count():\n"
+    "    print(i, flush=True)\n"
+    "    time.sleep(0.02)\n"
+)
+
+
+@pytest.mark.timeout(60)
+def test_killed_ssh_tt_connection_leaves_the_agent_running(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    worker, ready = start_worker(superv_env, "tick", [PY, "-c", TICKER])
+    ssh = subprocess.Popen(
+        sshd.ssh_argv("superv", "attach", "tick", tty=True),
+        env=client_env(superv_env, sshd),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert ssh.stdout is not None
+        assert ssh.stdout.read1(65536)  # the attach is up and painting
+        (connection,) = sshd.wait_connections(1)
+        os.kill(connection, signal.SIGKILL)
+        assert ssh.wait(15) == 255
+    finally:
+        if ssh.poll() is None:
+            ssh.kill()
+            ssh.wait()
+    size = log_size(superv_env, "tick")
+    # The agent and its worker outlive the connection (and the SIGHUP the remote attach got),
+    # and the agent keeps printing into the log.
+    wait_until(lambda: log_size(superv_env, "tick") > size + 200, timeout=10,
+               message="the agent to keep printing after the ssh connection died")
+    assert not pid_gone(ready["agent_pid"]) and not pid_gone(ready["worker_pid"])
+    assert worker.poll() is None
+
+
+# ---------------------------------------------------- the user's terminal, via tmux
+
+TUI_AGENT = r"""
+import sys
+sys.stdout.write("\x1b[?1049h\x1b[?25l\x1b[?1000hREADY\r\n")
+sys.stdout.flush()
+for line in sys.stdin:
+    if line.strip() == "quit":
+        break
+    sys.stdout.write("got:" + line)
+    sys.stdout.flush()
+"""
+
+
+class Tmux:
+    """A tmux server of our own, running a plain /bin/sh (no readline) in one pane."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.socket = root / "tmux.sock"
+        shell_env = {
+            key: env[key]
+            for key in ("PATH", "HOME", "SUPERV_HOME", "SUPERV_RUNTIME_DIR", "SUPERV_SSH_CONFIG")
+        }
+        shell_env.update(PS1="$ ", TERM="screen")
+        command = "env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in shell_env.items())
+        self.run("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", command + " /bin/sh")
+        self.pane_pid = int(self.run("display", "-p", "-t", "t", "#{pane_pid}").strip())
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-S", str(self.socket), *args],
+            check=True, capture_output=True, text=True, timeout=10,
+        ).stdout
+
+    def type(self, text: str, enter: bool = True) -> None:
+        self.run("send-keys", "-t", "t", "-l", text)
+        if enter:
+            self.run("send-keys", "-t", "t", "Enter")
+
+    def key(self, name: str) -> None:
+        self.run("send-keys", "-t", "t", name)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "t")
+
+    def wait(self, pattern: str, timeout: float = 15.0) -> str:
+        regex = re.compile(pattern)
+        return wait_until(lambda: regex.search(self.screen()) and self.screen(), timeout=timeout,
+                          message=f"{pattern!r} on the tmux screen")
+
+    def flags(self) -> str:
+        return self.run("display", "-p", "-t", "t", "#{alternate_on} #{cursor_flag}").strip()
+
+    def kill(self) -> None:
+        with contextlib.suppress(Exception):
+            self.run("kill-server")
+
+
+@pytest.mark.timeout(90)
+def test_terminal_is_restored_after_every_exit_path(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    start_worker(superv_env, "tui", [PY, "-c", TUI_AGENT])
+    tmux = Tmux(superv_env.root, client_env(superv_env, sshd))
+    saved = superv_env.root / "stty.saved"
+    try:
+        tmux.type(f"stty -g > {saved}; clear")
+        wait_until(lambda: saved.exists() and saved.read_text().strip(), timeout=10)
+        step = 0
+
+        def attach(*args: str, env: str = "") -> int:
+            nonlocal step
+            step += 1
+            tmux.type(
+                f"clear; {env} {SUPERV} attach --from-start {' '.join(args)}; echo EXIT{step}=$?"
+            )
+            return step
+
+        def connected(step: int) -> None:
+            # The replay switched to the alternate screen: the client is connected (keys
+            # typed before that would be discarded, by design).
+            wait_until(lambda: tmux.flags() == "1 0", timeout=15, message="the replay")
+            tmux.type(f"ping{step}")
+            tmux.wait(f"got:ping{step}")
+
+        def restored(step: int, code: int, message: str) -> None:
+            screen = tmux.wait(f"EXIT{step}=\\d+")
+            assert f"EXIT{step}={code}" in screen, screen
+            assert message in screen, screen
+            assert tmux.flags() == "0 1", "alternate screen left on or cursor hidden"
+            # The tty is back to its saved modes (echo, icanon...): compare, and the
+            # command we type shows on the screen as we type it.
+            tmux.type(f"stty -g | cmp -s - {saved} && echo SAME{step}")
+            tmux.wait(f"(?m)^SAME{step}$")
+            assert f"stty -g | cmp -s - {saved}" in tmux.screen()
+
+        def client_pid() -> int:
+            return wait_until(lambda: children(tmux.pane_pid), timeout=10)[0]
+
+        def drop_link() -> list[int]:
+            """Kill the connection and freeze the listener: reconnects hang."""
+            assert sshd.proc is not None
+            frozen = [sshd.proc.pid]
+            signal_all(frozen, signal.SIGSTOP)
+            signal_all(sshd.connections(), signal.SIGKILL)
+            tmux.wait("reconnecting to box")
+            return frozen
+
+        # 1. The detach key while connected.
+        n = attach("box:tui")
+        connected(n)
+        tmux.key("C-\\")
+        restored(n, 0, "[detached from tui]")
+
+        # 2. SIGTERM to the client.
+        n = attach("box:tui")
+        connected(n)
+        os.kill(client_pid(), signal.SIGTERM)
+        restored(n, 143, "")
+
+        # 3. A refusal on the first connect (unknown host key).
+        n = attach("box:tui", env="SUPERV_KNOWN_HOSTS=/dev/null")
+        restored(n, 1, "host key of box is unknown")
+
+        # 4. The detach key while disconnected.
+        n = attach("box:tui")
+        connected(n)
+        frozen = drop_link()
+        tmux.key("C-\\")
+        restored(n, 0, "[detached from tui]")
+        signal_all(frozen, signal.SIGCONT)
+
+        # 5. Ctrl-C while disconnected.
+        n = attach("box:tui")
+        connected(n)
+        frozen = drop_link()
+        tmux.key("C-c")
+        restored(n, 130, "[gave up reconnecting to box]")
+        signal_all(frozen, signal.SIGCONT)
+
+        # 6. The session ends.
+        n = attach("box:tui")
+        connected(n)
+        tmux.type("quit")
+        restored(n, 0, "[tui exited with status 0]")
+    finally:
+        tmux.kill()
