@@ -264,11 +264,15 @@ class Worker:
             elif signum == signal.SIGTERM and not self.stopping:
                 self._nursery.start_soon(self._terminate)
 
+    def _begin_stop(self) -> None:
+        """From now on the session is ending: clients get LINGER_MIN more, then we exit."""
+        self.stopping = True
+        self._term_deadline = min(self._term_deadline, trio.current_time() + LINGER_MIN)
+        self.terminated.set()
+
     async def _terminate(self) -> None:
         log.info("sigterm")
-        self.stopping = True
-        self._term_deadline = trio.current_time() + LINGER_MIN
-        self.terminated.set()
+        self._begin_stop()
         await self.persist("sigterm")
         await self.stop_agent(grace=self.stop_grace)
 
@@ -649,7 +653,8 @@ class Worker:
                 except ValueError:
                     raise p.ProtocolError(f"no such signal number {signum}") from None
             case p.Stop(grace_ms):
-                self.stopping = True
+                # Also how the supervisor releases an ended worker it is about to restart.
+                self._begin_stop()
                 self._nursery.start_soon(self.stop_agent, grace_ms / 1000)
             case _:
                 raise p.ProtocolError(f"a client may not send {type(msg).__name__}")

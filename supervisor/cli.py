@@ -19,17 +19,21 @@ COMMANDS = [
     "start", "ls", "attach", "logs", "peek", "send", "stop", "kill", "resume", "rm",
     "prune", "export", "events", "daemon", "service", "doctor",
 ]
+TAKES_A_COMMAND = {"start"}
 
 
 class _Parser(argparse.ArgumentParser):
+    # The command being parsed: leftover arguments are reported by the top-level parser,
+    # whose own prog does not name it.
+    command: str | None = None
+
     def error(self, message: str) -> None:  # type: ignore[override]
         # One line, exit 2, as for every usage error.
-        sys.stderr.write(f"superv: {message} (see 'superv {self._sub_name()}--help')\n")
+        where = " ".join(["superv", *self.prog.split()[1:2]])
+        if where == "superv" and _Parser.command:
+            where = f"superv {_Parser.command}"
+        sys.stderr.write(f"superv: {message} (see '{where} --help')\n")
         raise SystemExit(2)
-
-    def _sub_name(self) -> str:
-        parts = self.prog.split()[1:]
-        return "".join(p + " " for p in parts)
 
 
 class _VersionAction(argparse.Action):
@@ -70,7 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Start-up time is attach time: import only the command being run.
     command = argv[0] if argv and argv[0] in COMMANDS else None
+    after_dashes = None
+    if command in TAKES_A_COMMAND and "--" in argv:
+        # Everything after the first "--" is the agent's command line, untouched, and the
+        # options before it may come before or after NAME.
+        cut = argv.index("--")
+        argv, after_dashes = argv[:cut], argv[cut + 1 :]
+    _Parser.command = command
     args = build_parser(command).parse_args(argv)
+    if after_dashes is not None:
+        args.agent_command = (args.agent_command or []) + after_dashes
     try:
         return int(args._run(args) or 0)
     except CliError as exc:

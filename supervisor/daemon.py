@@ -271,22 +271,24 @@ class Supervisor:
         decoder = p.Decoder()
         async with stream:
             try:
-                await stream.send_all(p.encode(p.Hello(p.Start.WATCH, read_only=True)))
+                await stream.send_all(p.encode(p.Hello(p.Start.WATCH)))
                 while True:
                     data = await stream.receive_some(65536)
                     if not data:
                         return
                     decoder.feed(data)
                     for msg in decoder:
-                        if isinstance(msg, p.Event):
-                            self._worker_event(name, msg.body)
+                        if isinstance(msg, p.Event) and self._worker_event(name, msg.body):
+                            # It will be restarted: no need to linger for new clients.
+                            await stream.send_all(p.encode(p.Stop(0)))
             except (trio.BrokenResourceError, trio.ClosedResourceError, p.ProtocolError):
                 return
 
-    def _worker_event(self, name: str, body: dict[str, Any]) -> None:
+    def _worker_event(self, name: str, body: dict[str, Any]) -> bool:
+        """Record and relay a worker's event; True if its session is about to be restarted."""
         event = str(body.get("event"))
         if event == "worker_exit":
-            return
+            return False
         fields = {k: v for k, v in body.items() if k not in ("event", "session", "time")}
         entry = self.entries.get(name)
         if event == "exited" and entry is not None:
@@ -296,7 +298,21 @@ class Supervisor:
             entry.exit_code, entry.exit_signal = body.get("exit_code"), body.get("exit_signal")
             entry.ended_at = time.time()
             self._exit_reported.add(name)
+            self.emit(event, name, **fields)
+            return self._wants_restart(entry, adopted=False)
         self.emit(event, name, **fields)
+        return False
+
+    def _wants_restart(self, entry: Entry, adopted: bool) -> bool:
+        try:
+            spec = load_spec(entry.name)
+        except (OSError, ValueError, TypeError):
+            return False
+        failed = entry.state != "exited 0"
+        wanted = spec.restart == "always" or (spec.restart == "on-failure" and failed)
+        if adopted and entry.state != "interrupted":
+            wanted = False  # it ended while we were down: the policy already had its chance
+        return wanted and not entry.user_stopped
 
     async def _after_end(self, name: str, adopted: bool) -> None:
         """A session ended: record it, and restart it if its policy says so."""
@@ -308,15 +324,7 @@ class Supervisor:
                       exit_signal=entry.exit_signal)
         self._exit_reported.discard(name)
         await self.save()
-        try:
-            spec = load_spec(name)
-        except (OSError, ValueError, TypeError):
-            return
-        failed = entry.state != "exited 0"
-        wanted = spec.restart == "always" or (spec.restart == "on-failure" and failed)
-        if adopted and entry.state != "interrupted":
-            wanted = False  # it ended while we were down: the policy already had its chance
-        if not wanted or entry.user_stopped:
+        if not self._wants_restart(entry, adopted):
             return
         ran_for = (entry.ended_at or time.time()) - (entry.started_at or 0)
         if ran_for >= RESTART_RESET:

@@ -21,13 +21,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--resume-cmd", metavar="CMD",
                         help="what 'superv resume' runs instead, e.g. 'claude --continue'")
     parser.add_argument("name")
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]")
+    # The command normally comes after "--" (see supervisor.cli.main); without "--", the
+    # words after NAME, as long as none looks like an option.
+    parser.add_argument("agent_command", nargs="*", metavar="-- CMD [ARG...]")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     name = checked_name(args.name)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = args.agent_command
     if not command:
         raise CliError("no command given: superv start NAME -- CMD [ARG...]", 2)
     overrides = {}
