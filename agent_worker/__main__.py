@@ -29,6 +29,7 @@ from pathlib import Path
 
 from agent_worker import paths
 from agent_worker.agent import AgentStartError, ignore_terminal_signals, spawn
+from agent_worker.atomic import remove_stale_temps
 from agent_worker.log import OutputLog, fsync_policy
 from agent_worker.snapshot import SNAPSHOT_NAME, snapshot_interval
 from agent_worker.spec import SessionSpec
@@ -91,6 +92,7 @@ def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
         raise StartError(f"unreadable spec for session {name}: {exc}") from None
     # Settings are checked before the agent starts: a bad one must not leave it orphaned.
     interval, grace = snapshot_interval(), stop_grace()
+    remove_stale_temps(directory / SNAPSHOT_NAME)  # we are its only writer, not yet writing
     sock, sock_path = bind_session_socket(name)
     try:
         output = OutputLog(directory, fsync_policy())

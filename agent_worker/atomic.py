@@ -69,6 +69,17 @@ def write_atomic(
     fsync_dir(path.parent)
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Remove temp files a killed writer of ``path`` left behind.
+
+    Call it only where no other writer of ``path`` can be running (a worker at its start,
+    the supervisor holding its lock): the temp files of a live writer look the same.
+    """
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def write_json_atomic(path: Path, value: Any, *, keep_previous: bool = False) -> None:
     data = json.dumps(value, indent=1, sort_keys=True).encode() + b"\n"
     write_atomic(path, data, keep_previous=keep_previous)

@@ -63,6 +63,7 @@ class Snapshot:
     cols: int = 80
     clients: list[dict[str, Any]] = attrs.Factory(list)
     seq: int = 0
+    boot_id: str = ""  # the boot the worker ran in: pid and start time repeat across boots
     written_at: float = attrs.Factory(time.time)
     format: int = FORMAT
 
@@ -89,6 +90,14 @@ def read_snapshot(directory: Path) -> tuple[Snapshot, str | None]:
     """
     data, warning = read_json_with_fallback(directory / SNAPSHOT_NAME)
     return Snapshot.from_json(data), warning
+
+
+def boot_id() -> str:
+    """This boot's random id: a process identity from an earlier boot never matches it."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def process_start_time(pid: int) -> int | None:

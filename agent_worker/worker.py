@@ -31,7 +31,7 @@ from agent_worker import protocol as p
 from agent_worker.agent import Agent, wait_status
 from agent_worker.log import OutputLog
 from agent_worker.peer import refusal
-from agent_worker.snapshot import Snapshot, describe_exit, process_start_time
+from agent_worker.snapshot import Snapshot, boot_id, describe_exit, process_start_time
 from agent_worker.spec import SessionSpec
 
 log = structlog.get_logger("agent_worker")
@@ -128,6 +128,7 @@ class Worker:
         self.rows, self.cols = spec.rows, spec.cols
         self.started_at = time.time()
         self.worker_start = process_start_time(os.getpid()) or 0
+        self.boot_id = boot_id()
         self.clients: dict[int, Client] = {}
         self.watchers: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._next_client = 1
@@ -177,6 +178,7 @@ class Worker:
             cols=self.cols,
             clients=[attrs.asdict(c) for c in self.clients.values()],
             seq=self._seq,
+            boot_id=self.boot_id,
         )
 
     def info(self) -> dict[str, Any]:

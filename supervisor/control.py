@@ -47,8 +47,27 @@ def connect(autostart: bool = True) -> Connection:
             time.sleep(0.02)
 
 
+def start_with_systemd() -> bool:
+    """If ``superv service install`` set up the unit, start it; True if systemd did.
+
+    A daemon started by the CLI next to an installed unit would take the home's lock and
+    make systemd's own starts fail, and its workers would live in the login session.
+    """
+    from supervisor import service_unit
+
+    if not service_unit.unit_path().exists():
+        return False
+    try:
+        service_unit.systemctl("start", service_unit.UNIT_NAME)  # Type=notify: waits for READY
+    except service_unit.ServiceError:
+        return False
+    return True
+
+
 def start_daemon() -> None:
     """Start ``superv daemon`` detached, and wait until it serves or loses the race."""
+    if start_with_systemd():
+        return
     home = paths.state_home()
     paths.ensure_private_dir(home)
     read_end, write_end = os.pipe()

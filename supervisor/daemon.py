@@ -27,12 +27,13 @@ import trio
 
 from agent_worker import paths
 from agent_worker import protocol as p
+from agent_worker.atomic import remove_stale_temps
 from agent_worker.peer import refusal
-from agent_worker.snapshot import read_snapshot, snapshot_interval
+from agent_worker.snapshot import boot_id, read_snapshot, snapshot_interval
 from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
 from supervisor import sd_notify
 from supervisor.launch import LaunchError, WorkerFactory, launch_worker
-from supervisor.registry import Entry, load_entries, load_spec, save_entries
+from supervisor.registry import Entry, load_entries, load_spec, registry_path, save_entries
 
 log = structlog.get_logger("supervisor")
 
@@ -116,6 +117,7 @@ class Supervisor:
             paths.ensure_private_dir(paths.state_home())
             lock_fd = acquire_lock()
             try:
+                remove_stale_temps(registry_path())  # we hold the lock: no other writer
                 self.entries, warnings = load_entries()
                 for warning in warnings:
                     log.warning("registry_warning", detail=warning)
@@ -359,6 +361,7 @@ class Supervisor:
             entry.state = "failed" if entry.started_at else entry.state
             raise RequestError(str(exc)) from None
         entry.worker_pid, entry.worker_start, entry.agent_pid = pid, start, agent_pid
+        entry.worker_boot = boot_id()
         entry.state, entry.exit_code, entry.exit_signal = "running", None, None
         entry.started_at, entry.ended_at = time.time(), None
         entry.user_stopped = False

@@ -18,7 +18,7 @@ import attrs
 
 from agent_worker import paths
 from agent_worker.atomic import Unreadable, read_json_with_fallback, write_json_atomic
-from agent_worker.snapshot import Snapshot, process_start_time, read_snapshot
+from agent_worker.snapshot import Snapshot, boot_id, process_start_time, read_snapshot
 from agent_worker.spec import SessionSpec
 
 REGISTRY_NAME = "registry.json"
@@ -32,6 +32,7 @@ class Entry:
     exit_signal: int | None = None
     worker_pid: int | None = None
     worker_start: int | None = None
+    worker_boot: str | None = None  # boot id: pid plus start time repeat across reboots
     agent_pid: int | None = None
     started_at: float | None = None
     ended_at: float | None = None
@@ -45,6 +46,8 @@ class Entry:
 
     def worker_alive(self) -> bool:
         if not self.worker_pid:
+            return False
+        if self.worker_boot and self.worker_boot != boot_id():
             return False
         if process_start_time(self.worker_pid) != self.worker_start:
             return False
@@ -63,6 +66,7 @@ class Entry:
     def take_snapshot(self, snap: Snapshot) -> None:
         """Adopt what the worker last wrote about itself."""
         self.worker_pid, self.worker_start = snap.worker_pid, snap.worker_start
+        self.worker_boot = snap.boot_id or None
         self.agent_pid = snap.agent_pid
         self.started_at = snap.started_at
         self.state, self.exit_code, self.exit_signal = snap.state, snap.exit_code, snap.exit_signal
