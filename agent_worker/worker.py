@@ -31,6 +31,7 @@ from agent_worker import protocol as p
 from agent_worker.agent import Agent, wait_status
 from agent_worker.log import OutputLog
 from agent_worker.peer import refusal
+from agent_worker.screen_from_log import recent_start
 from agent_worker.snapshot import Snapshot, boot_id, describe_exit, process_start_time
 from agent_worker.spec import SessionSpec
 
@@ -60,9 +61,6 @@ def stop_grace() -> float:
     if value < 0:
         raise ValueError("SUPERV_STOP_GRACE must not be negative")
     return value
-
-# Anchors after which a restarted terminal model is exact: full resets and clears.
-_SCREEN_ANCHORS = (b"\x1bc", b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[2J", b"\x1b[H\x1b[J")
 
 # Terminal queries a TUI sends at start; with no client attached nobody would answer them,
 # and some programs wait for the answer.  (query, answer or None for cursor position)
@@ -443,16 +441,7 @@ class Worker:
 
     def _restart_screen(self, until: int) -> None:
         """Start the model afresh from recent output: feeding a huge backlog would take long."""
-        start = max(0, until - SCREEN_RESTART_WINDOW)
-        window = self.output.reader.read(start, until - start)
-        anchor = max((window.rfind(a) for a in _SCREEN_ANCHORS), default=-1)
-        if anchor >= 0:
-            start += anchor
-            self._screen_exact = True
-        else:
-            newline = window.find(b"\n")
-            start += newline + 1 if newline >= 0 else 0
-            self._screen_exact = False
+        start, self._screen_exact = recent_start(self.output.reader, until, SCREEN_RESTART_WINDOW)
         self._screen = self._new_screen()
         self._screen_offset = start
 

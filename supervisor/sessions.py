@@ -10,9 +10,7 @@ from pathlib import Path
 
 from agent_worker import paths
 from agent_worker import protocol as p
-from agent_worker.atomic import Unreadable
 from agent_worker.client import Connection
-from agent_worker.snapshot import read_snapshot
 from supervisor.errors import CliError
 
 
@@ -23,6 +21,10 @@ def checked_name(name: str) -> str:
         raise CliError(str(exc), 2) from None
 
 
+class NotRunning(CliError):
+    """The session exists but its worker is gone: its files still tell everything."""
+
+
 def session_directory(name: str) -> Path:
     directory = paths.session_dir(checked_name(name))
     if not (directory / "spec.json").exists():
@@ -31,11 +33,10 @@ def session_directory(name: str) -> Path:
 
 
 def ended_state(name: str) -> str:
-    try:
-        snap, _ = read_snapshot(session_directory(name))
-    except (Unreadable, TypeError):
-        return "ended"
-    return snap.state if snap.state != "running" else "interrupted"
+    from supervisor.replay import session_facts
+
+    session_directory(name)
+    return str(session_facts(name)["state"])
 
 
 def open_worker(name: str, hello: p.Hello) -> tuple[Connection, p.Welcome]:
@@ -44,7 +45,7 @@ def open_worker(name: str, hello: p.Hello) -> tuple[Connection, p.Welcome]:
     try:
         conn = Connection.open(paths.session_socket(name))
     except (FileNotFoundError, ConnectionRefusedError):
-        raise CliError(
+        raise NotRunning(
             f"session {name} is not running ({ended_state(name)}): "
             f"'superv logs {name}' shows its output, 'superv resume {name}' runs it again"
         ) from None

@@ -49,6 +49,8 @@ def run_bridge(name: str) -> int:
         sock.connect(os.fspath(path))
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         sock.close()
+        if _known(name):
+            return _serve_ended(name)
         return _refuse(_not_running(name, exc))
     except OSError as exc:
         sock.close()
@@ -57,6 +59,36 @@ def run_bridge(name: str) -> int:
         _splice(0, 1, sock)
     finally:
         sock.close()
+    return 0
+
+
+def _known(name: str) -> bool:
+    try:
+        return (session_dir(name) / "spec.json").exists()
+    except (PathError, OSError):
+        return False
+
+
+def _serve_ended(name: str) -> int:
+    """The worker is gone (the agent ended while the client was away): serve the client's
+    hello from the session's files, so its reconnect still gets every byte and the end."""
+    from agent_worker import protocol as p
+    from supervisor.replay import ended_messages
+
+    decoder = p.Decoder()
+    try:
+        while (hello := decoder.next_message()) is None:
+            data = os.read(0, CHUNK)
+            if not data:
+                return 0
+            decoder.feed(data)
+    except p.ProtocolError as exc:
+        return _refuse(str(exc))
+    if not isinstance(hello, p.Hello):
+        return _refuse("expected a hello frame first")
+    with contextlib.suppress(OSError):
+        for msg in ended_messages(name, hello):
+            _write_all_blocking(1, p.encode(msg))
     return 0
 
 

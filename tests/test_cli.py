@@ -649,6 +649,13 @@ def test_logs_peek_send_kill_export(superv_env: SupervEnv) -> None:
     wait_until(lambda: sessions(senv)["talk"]["state"] == "exited 4")
     screen = senv.superv("peek", "talk", check=True).stdout
     assert "got: followed" in screen and "bye" in screen
+    # Once its worker is gone, attach shows the last screen and how it ended.
+    wait_until(lambda: not (senv.run / "sessions" / "talk.sock").exists(), timeout=15)
+    ended = senv.superv("attach", "-r", "talk", check=True)
+    assert "got: followed" in ended.stdout and "bye" in ended.stdout
+    assert ended.stderr.strip().startswith("[talk exited 4")
+    tail = senv.superv("attach", "-r", "--tail", "1", "talk", check=True).stdout
+    assert "bye" in tail and "got: followed" not in tail
     text = senv.superv("export", "talk", check=True).stdout
     assert "got: followed\n" in text and "\x1b" not in text
     markdown = senv.superv("export", "--format", "markdown", "talk", check=True).stdout

@@ -28,7 +28,7 @@ import pytest
 from conftest import SupervEnv, wait_until
 from ssh_fixtures import SshFactory, sshd, sshd_factory, superv_installed  # noqa: F401
 from sshd import VENV_BIN, SshServer, children, keygen, signal_all
-from worker_helpers import PATTERN_FN, PY, log_bytes, log_size, pid_gone, start_worker
+from worker_helpers import PATTERN_FN, PY, log_bytes, log_size, pid_gone, start_worker, wait_exit
 
 from agent_worker.paths import PathError
 from supervisor.remote_attach import parse_target, remote_command_line
@@ -579,3 +579,48 @@ def test_terminal_is_restored_after_every_exit_path(
         restored(n, 0, "[tui exited with status 0]")
     finally:
         tmux.kill()
+
+
+# An agent that prints a batch, waits until the test creates a file, prints its last
+# words and exits 7: the test makes it end while the client's link is down.
+ENDING_AGENT = (
+    PATTERN_FN
+    + "import os, sys, time\n"
+    "sys.stdout.buffer.write(pattern(int(sys.argv[1])))\n"
+    "sys.stdout.flush()\n"
+    "while not os.path.exists(sys.argv[2]):\n"
+    "    time.sleep(0.02)\n"
+    "print('last words before the end')\n"
+    "sys.exit(7)\n"
+)
+
+
+@pytest.mark.timeout(60)
+def test_session_that_ends_during_an_outage_is_finished_from_the_log(
+    superv_env: SupervEnv, sshd: SshServer, clients: Callable[..., Client]  # noqa: F811
+) -> None:
+    go = superv_env.root / "go"
+    worker, ready = start_worker(
+        superv_env, "ending", [PY, "-c", ENDING_AGENT, "2000", str(go)]
+    )
+    assert ready["ok"], ready
+    client = clients([SUPERV, "attach", "--from-start", "box:ending"], client_env(superv_env, sshd))
+    client.wait_out(2000 * LINE)
+
+    # The link freezes; meanwhile the agent finishes and its worker exits, long before the
+    # client reconnects: the rest must come from the session's files.
+    (first,) = sshd.wait_connections()
+    tree = sshd.connection_tree(first)
+    signal_all(tree, signal.SIGSTOP)
+    try:
+        go.touch()
+        assert wait_exit(worker, timeout=30) == 0
+        signal_all(tree, signal.SIGKILL)
+    finally:
+        signal_all(tree, signal.SIGCONT)
+
+    assert client.finish() == 0, client.stderr()
+    assert "exited" in client.err[-1][1] and "7" in client.err[-1][1], client.stderr()
+    log = log_bytes(superv_env, "ending")
+    assert log.endswith(b"last words before the end\r\n")
+    assert_same_stream(client.out, log)

@@ -19,7 +19,7 @@ from agent_worker import protocol as p
 from agent_worker.client import Connection, ConnectionClosed
 from supervisor import terminal
 from supervisor.errors import CliError
-from supervisor.sessions import checked_name, open_worker
+from supervisor.sessions import NotRunning, checked_name, open_worker
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -79,7 +79,11 @@ def attach_local(
     if not os.isatty(0) and not read_only:
         raise CliError("attach needs a terminal on stdin; use 'superv attach -r' to only watch", 2)
     rows, cols = terminal.window_size(0)
-    conn, _ = open_worker(name, p.Hello(start, value, rows, cols, read_only))
+    hello = p.Hello(start, value, rows, cols, read_only)
+    try:
+        conn, _ = open_worker(name, hello)
+    except NotRunning:
+        return show_ended(name, hello)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     previous = {}
@@ -109,6 +113,25 @@ def attach_local(
             terminal.write_all(out, alt.reset_bytes() + b"\r\n")
     print(outcome, file=sys.stderr)
     return status
+
+
+def show_ended(name: str, hello: p.Hello) -> int:
+    """Show what an ended session left (its last screen, or the output asked for)."""
+    from supervisor.replay import ended_messages
+
+    out = sys.stdout.fileno()
+    alt = terminal.AltScreen()
+    state = "ended"
+    for msg in ended_messages(name, hello):
+        if isinstance(msg, p.Screen | p.Output):
+            alt.feed(msg.data)
+            terminal.write_all(out, msg.data)
+        elif isinstance(msg, p.Event):
+            state = str(msg.body.get("state"))
+    terminal.write_all(out, alt.reset_bytes() + b"\r\n")
+    print(f"[{name} {state}, before this attach: 'superv resume {name}' runs it again]",
+          file=sys.stderr)
+    return 0
 
 
 def _pump(

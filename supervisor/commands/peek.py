@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from agent_worker import paths
 from agent_worker import protocol as p
-from agent_worker.snapshot import read_snapshot
+from agent_worker.log import LogReader
 from supervisor.errors import CliError
-from supervisor.sessions import checked_name, open_worker, session_directory
+from supervisor.replay import session_facts
+from supervisor.sessions import NotRunning, checked_name, open_worker
 
-ENDED_WINDOW = 256 * 1024  # how much of an ended session's log rebuilds its last screen
+if TYPE_CHECKING:
+    from agent_worker.screen import ScreenModel
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -23,24 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from agent_worker.screen import ScreenModel
 
     name = checked_name(args.name)
-    directory = session_directory(name)
     try:
         conn, welcome = open_worker(name, p.Hello(p.Start.SCREEN, read_only=True))
-    except CliError:
-        # Not running: rebuild its last screen from the end of its log.
-        rows, cols = 24, 80
-        try:
-            snap, _ = read_snapshot(directory)
-            rows, cols = snap.rows, snap.cols
-        except Exception:
-            pass
-        model = ScreenModel(rows, cols)
-        log_file = paths.session_dir(name) / "output.log"
-        with open(log_file, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - ENDED_WINDOW))
-            model.feed(f.read())
-        print(model.text())
+    except NotRunning:
+        print(ended_screen(name).text())
         return 0
     with conn:
         model = ScreenModel(welcome.info["rows"], welcome.info["cols"])
@@ -55,3 +44,16 @@ def run(args: argparse.Namespace) -> int:
         conn.send(p.Detach())
     print(model.text())
     return 0
+
+
+def ended_screen(name: str) -> ScreenModel:
+    """The last screen of a session whose worker is gone, rebuilt from its log."""
+    from agent_worker.screen_from_log import screen_at
+
+    facts = session_facts(name)
+    reader = LogReader(paths.session_dir(name))
+    try:
+        model, _ = screen_at(reader, reader.size(), facts["rows"], facts["cols"])
+    finally:
+        reader.close()
+    return model
