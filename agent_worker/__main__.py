@@ -20,7 +20,6 @@ if __name__ == "__main__":
 import argparse
 import contextlib
 import json
-import logging
 import os
 import shutil
 import socket
@@ -31,6 +30,7 @@ from agent_worker import paths
 from agent_worker.agent import AgentStartError, ignore_terminal_signals, spawn
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.log import OutputLog, fsync_policy
+from agent_worker.logs import configure_logging
 from agent_worker.snapshot import SNAPSHOT_NAME, snapshot_interval
 from agent_worker.spec import SessionSpec
 from agent_worker.worker import EarlySignals, Worker, stop_grace
@@ -38,22 +38,6 @@ from agent_worker.worker import EarlySignals, Worker, stop_grace
 
 class StartError(Exception):
     pass
-
-
-def configure_logging() -> None:
-    import structlog
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 def bind_session_socket(name: str) -> tuple[socket.socket, Path]:

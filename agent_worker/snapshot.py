@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from agent_worker.atomic import read_json_with_fallback, write_json_atomic
+from agent_worker.records import JsonRecord
 
 SNAPSHOT_NAME = "state.json"
 FORMAT = 1
@@ -45,7 +46,7 @@ def describe_exit(exit_code: int | None, exit_signal: int | None) -> str:
 
 
 @attrs.frozen
-class Snapshot:
+class Snapshot(JsonRecord):
     name: str
     worker_pid: int
     worker_start: int  # the worker's start time in clock ticks since boot (/proc stat field 22)
@@ -71,13 +72,6 @@ class Snapshot:
     def running(self) -> bool:
         return self.state == "running"
 
-    def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Snapshot:
-        fields = {f.name for f in attrs.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
 
     def write(self, directory: Path) -> None:
         write_json_atomic(directory / SNAPSHOT_NAME, self.to_json(), keep_previous=True)

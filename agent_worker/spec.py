@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 from agent_worker.atomic import write_json_atomic
+from agent_worker.records import JsonRecord
 
 SPEC_NAME = "spec.json"
 RESTART_POLICIES = ("no", "on-failure", "always")
@@ -56,7 +56,7 @@ def agent_environment(base: dict[str, str], overrides: dict[str, str], name: str
 
 
 @attrs.frozen
-class SessionSpec:
+class SessionSpec(JsonRecord):
     name: str
     argv: list[str]
     cwd: str
@@ -67,13 +67,6 @@ class SessionSpec:
     cols: int = 80
     created_at: float = attrs.Factory(time.time)
 
-    def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SessionSpec:
-        fields = {f.name for f in attrs.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
 
     def write(self, directory: Path) -> None:
         write_json_atomic(directory / SPEC_NAME, self.to_json())

@@ -34,6 +34,7 @@ from agent_worker.peer import refusal
 from agent_worker.screen_from_log import recent_start
 from agent_worker.snapshot import Snapshot, boot_id, describe_exit, process_start_time
 from agent_worker.spec import SessionSpec
+from agent_worker.streams import receive_message
 
 log = structlog.get_logger("agent_worker")
 
@@ -502,7 +503,7 @@ class Worker:
             decoder = p.Decoder()
             try:
                 with trio.fail_after(HELLO_TIMEOUT):
-                    hello = await _receive_message(stream, decoder)
+                    hello = await receive_message(stream, decoder)
                 if not isinstance(hello, p.Hello):
                     raise p.ProtocolError("expected a hello frame first")
                 if hello.version != p.VERSION:
@@ -700,21 +701,9 @@ class _SharedStream:
         return await self.stream.receive_some(max_bytes)
 
 
-async def _receive_message(stream: trio.SocketStream, decoder: p.Decoder) -> p.Message:
-    while True:
-        msg = decoder.next_message()
-        if msg is not None:
-            return msg
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError
-        decoder.feed(data)
-
-
 async def _send_quietly(stream: trio.SocketStream, msg: p.Message) -> None:
     try:
         with trio.move_on_after(1):
             await stream.send_all(p.encode(msg))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
-

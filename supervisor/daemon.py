@@ -28,9 +28,11 @@ import trio
 from agent_worker import paths
 from agent_worker import protocol as p
 from agent_worker.atomic import remove_stale_temps
+from agent_worker.logs import configure_logging
 from agent_worker.peer import refusal
 from agent_worker.snapshot import boot_id, read_snapshot, snapshot_interval
 from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
+from agent_worker.streams import receive_message
 from supervisor import sd_notify
 from supervisor.launch import LaunchError, WorkerFactory, launch_worker
 from supervisor.registry import Entry, load_entries, load_spec, registry_path, save_entries
@@ -389,7 +391,7 @@ class Supervisor:
         decoder = p.Decoder()
         try:
             with trio.fail_after(10):
-                request = await _receive(stream, decoder)
+                request = await receive_message(stream, decoder)
             if not isinstance(request, p.Request):
                 raise p.ProtocolError(f"expected a request, got {type(request).__name__}")
         except (p.ProtocolError, trio.TooSlowError, EOFError) as exc:
@@ -610,38 +612,11 @@ def _created(name: str) -> float | None:
         return None
 
 
-async def _receive(stream: trio.SocketStream, decoder: p.Decoder) -> p.Message:
-    while True:
-        msg = decoder.next_message()
-        if msg is not None:
-            return msg
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError
-        decoder.feed(data)
-
-
 async def _wait_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         while await stream.receive_some(4096):
             pass
     scope.cancel()
-
-
-def configure_logging() -> None:
-    import logging
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(__import__("sys").stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 def run_daemon(ready_fd: int | None = None) -> None:

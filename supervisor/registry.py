@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 from agent_worker import paths
 from agent_worker.atomic import Unreadable, read_json_with_fallback, write_json_atomic
+from agent_worker.records import JsonRecord
 from agent_worker.snapshot import Snapshot, boot_id, process_start_time, read_snapshot
 from agent_worker.spec import SessionSpec
 
@@ -25,7 +25,7 @@ REGISTRY_NAME = "registry.json"
 
 
 @attrs.define
-class Entry:
+class Entry(JsonRecord):
     name: str
     state: str = "starting"  # running, exited N, killed SIG, interrupted, failed
     exit_code: int | None = None
@@ -55,13 +55,6 @@ class Entry:
         # container inits never do): same pid and start time, but nothing runs.
         return not _zombie(self.worker_pid)
 
-    def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Entry:
-        fields = {f.name for f in attrs.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
 
     def take_snapshot(self, snap: Snapshot) -> None:
         """Adopt what the worker last wrote about itself."""
