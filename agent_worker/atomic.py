@@ -17,7 +17,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def fsync_dir(directory: Path) -> None:
@@ -67,6 +67,11 @@ def write_atomic(
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """Open a log file for appending, readable by its owner only: logs name commands."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600), "ab")
 
 
 def remove_stale_temps(path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent_worker import paths
 from agent_worker import protocol as p
+from agent_worker.atomic import open_private_log
 from agent_worker.client import Connection, ConnectionClosed
 from supervisor.errors import CliError
 
@@ -71,7 +72,7 @@ def start_daemon() -> None:
     home = paths.state_home()
     paths.ensure_private_dir(home)
     read_end, write_end = os.pipe()
-    with open(home / "supervisor.log", "ab") as daemon_log:
+    with open_private_log(home / "supervisor.log") as daemon_log:
         subprocess.Popen(
             [sys.executable, "-m", "supervisor", "daemon", "--ready-fd", str(write_end)],
             stdin=subprocess.DEVNULL,

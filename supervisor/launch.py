@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from agent_worker import paths
+from agent_worker.atomic import open_private_log
 from agent_worker.snapshot import process_start_time
 
 READY_TIMEOUT = 15.0
@@ -108,7 +109,7 @@ def launch_worker(name: str, marker: str | None = None, factory: WorkerFactory |
     directory = paths.session_dir(name)
     read_end, write_end = os.pipe()
     try:
-        with open(directory / "worker.log", "ab") as worker_log:
+        with open_private_log(directory / "worker.log") as worker_log:
             pid = None
             if factory is not None:
                 try:

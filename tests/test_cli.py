@@ -766,3 +766,18 @@ def test_usage_errors_exit_2(superv_env: SupervEnv) -> None:
         one_line_error(senv.superv(*args), 2)
     assert "no session named" in one_line_error(senv.superv("peek", "ghost"), 1)
 
+
+
+def test_nothing_superv_writes_is_readable_by_others(superv_env: SupervEnv) -> None:
+    """Logs and snapshots name commands and hold everything the agent printed."""
+    senv = superv_env
+    start(senv, "private", "sh", "-c", "echo secret-output; sleep 30")
+    wait_log(senv, "private", b"secret-output")
+    senv.superv("stop", "private", check=True)  # snapshots, registry, logs all written
+    exposed = []
+    for root in (senv.home, senv.run):
+        for path in [root, *root.rglob("*")]:
+            mode = path.lstat().st_mode & 0o777
+            if mode & 0o077:
+                exposed.append(f"{path.relative_to(senv.root)} {mode:o}")
+    assert not exposed, exposed
