@@ -30,7 +30,7 @@ from agent_worker import protocol as p
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.logs import configure_logging
 from agent_worker.peer import refusal
-from agent_worker.snapshot import boot_id, read_snapshot, snapshot_interval
+from agent_worker.snapshot import boot_id, process_start_time, read_snapshot, snapshot_interval
 from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
 from agent_worker.streams import receive_message
 from supervisor import sd_notify
@@ -127,7 +127,7 @@ class Supervisor:
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     for entry in list(self.entries.values()):
-                        self._adopt(entry)
+                        await self._adopt(entry)
                     await self.save()
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                     nursery.start_soon(trio.serve_listeners, self._serve, [listener])
@@ -211,8 +211,10 @@ class Supervisor:
 
     # ---- workers -----------------------------------------------------------------------
 
-    def _adopt(self, entry: Entry) -> None:
+    async def _adopt(self, entry: Entry) -> None:
         """After our own start: watch a worker that still lives, settle one that died."""
+        if entry.running and not entry.worker_alive():
+            await self._ask_worker(entry)
         if entry.worker_alive():
             if entry.state in ("starting", "interrupted"):
                 entry.state = "running"
@@ -221,6 +223,30 @@ class Supervisor:
         elif entry.running:
             self._settle_dead_worker(entry)
             self.nursery.start_soon(self._after_end, entry.name, True)
+
+    async def _ask_worker(self, entry: Entry) -> None:
+        """Learn a worker's identity from its socket, when the files do not name it.
+
+        That happens when we were killed after starting a worker and before it wrote its
+        first snapshot: the worker lives and answers, and its welcome says who it is.
+        """
+        welcome = None
+        try:
+            with trio.move_on_after(2):
+                stream = await trio.open_unix_socket(str(paths.session_socket(entry.name)))
+                async with stream:
+                    await stream.send_all(p.encode(p.Hello(p.Start.WATCH)))
+                    welcome = await receive_message(stream, p.Decoder())
+                    await stream.send_all(p.encode(p.Detach()))
+        except (OSError, EOFError, p.ProtocolError, trio.BrokenResourceError):
+            return
+        info = welcome.info if isinstance(welcome, p.Welcome) else None
+        if not info or info.get("state") != "running":
+            return
+        pid = int(info["worker_pid"])
+        entry.worker_pid, entry.worker_start = pid, process_start_time(pid)
+        entry.worker_boot, entry.agent_pid = boot_id(), info.get("agent_pid")
+        entry.started_at = entry.started_at or info.get("started_at")
 
     def _settle_dead_worker(self, entry: Entry) -> None:
         """The worker is gone: take its last word on how the agent ended, else interrupted."""

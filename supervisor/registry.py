@@ -102,8 +102,8 @@ def load_entries() -> tuple[dict[str, Entry], list[str]]:
         try:
             snap, warning = read_snapshot(directory)
         except (Unreadable, TypeError) as exc:
-            if entry.running and not entry.worker_alive():
-                entry.state = "interrupted"
+            # Whether its worker lives is for the supervisor to find out (it may ask the
+            # session's socket); here we only report what the files say.
             warnings.append(f"{name}: no readable snapshot ({exc})")
             continue
         if warning:

@@ -467,6 +467,27 @@ def test_supervisor_sigkill_sessions_keep_running_and_are_readopted(
     assert alive(before["e1"]["agent_pid"])
 
 
+def test_worker_named_only_by_its_socket_is_adopted(superv_env: SupervEnv) -> None:
+    """The supervisor died after starting a worker, before either wrote who it is."""
+    senv = superv_env
+    start(senv, "young", *script(senv, "ticker", TICKER))
+    before = sessions(senv)["young"]
+    sigkill_and_wait(lock_holder(senv))
+    # As if no snapshot had been written yet and the registry had no pid for it.
+    for leftover in ("state.json", "state.json.prev"):
+        (senv.session_dir("young") / leftover).unlink(missing_ok=True)
+    registry = json.loads((senv.home / "registry.json").read_text())
+    for entry in registry["sessions"]:
+        entry.update(worker_pid=None, worker_start=None, worker_boot=None, state="starting")
+    (senv.home / "registry.json").write_text(json.dumps(registry))
+    (senv.home / "registry.json.prev").unlink(missing_ok=True)
+
+    after = sessions(senv)["young"]
+    assert after["state"] == "running"
+    assert after["worker_pid"] == before["worker_pid"]
+    assert senv.superv("stop", "young", check=True).stdout.strip() == "young: killed SIGTERM"
+
+
 def test_sessions_that_end_while_supervisor_is_down(superv_env: SupervEnv) -> None:
     senv = superv_env
     start(senv, "victim", *script(senv, "ticker", TICKER))
