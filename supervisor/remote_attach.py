@@ -53,14 +53,11 @@ import contextlib
 import enum
 import logging
 import os
-import shlex
 import signal
-import socket
 import stat
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -70,9 +67,8 @@ from agent_worker import protocol
 from agent_worker.paths import PathError, validate_name
 from agent_worker.protocol import Detach, Hello, Input, Resize, Start
 from supervisor import terminal
+from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
 
-KEEPALIVE_INTERVAL = 1.0  # seconds between SSH keepalives when the link is silent
-KEEPALIVE_COUNT_MAX = 3  # unanswered keepalives before the link is declared dead
 FIRST_CONNECT_TIMEOUT = 20.0  # TCP + key exchange + authentication, first time
 RECONNECT_TIMEOUT = 6.0  # the same for a reconnect: short, so a retry is never stuck long
 WELCOME_TIMEOUT = 20.0  # from channel open to the worker's Welcome
@@ -85,7 +81,6 @@ DETACH_FLUSH_TIMEOUT = 2.0  # how long a Detach may take to reach the worker
 EXIT_DRAIN_TIMEOUT = 2.0  # how long to wait for the channel to close after "exited"
 READ_SIZE = 64 * 1024
 CTRL_C = b"\x03"
-REMOTE_MISSING_STATUS = 127  # what a shell returns for "command not found"
 
 log = logging.getLogger(__name__)
 
@@ -125,26 +120,8 @@ def parse_target(text: str) -> Target:
 
 
 def remote_command_line(name: str, remote_command: str | None) -> str:
-    """The command sshd runs (through the user's login shell) to start the bridge.
-
-    ``name`` has passed :func:`validate_name` and is quoted anyway.  Without an explicit
-    command, try ``superv`` on the PATH, then ``~/.local/bin/superv`` (pipx and ``pip
-    --user`` put it there, and a non-interactive shell often lacks it on its PATH); if
-    neither exists, exit 127 like a shell does for a missing command.  The script runs
-    under ``sh -c`` so it works whatever the user's login shell is.
-    """
-    quoted = shlex.quote(validate_name(name))
-    if remote_command:
-        # The user's own shell fragment, exactly like the command given to ssh.
-        return f"{remote_command} attach --stdio {quoted}"
-    script = (
-        f"if command -v superv >/dev/null 2>&1; then exec superv attach --stdio {quoted}; fi; "
-        'if [ -x "$HOME/.local/bin/superv" ]; then '
-        f'exec "$HOME/.local/bin/superv" attach --stdio {quoted}; fi; '
-        'echo "superv: command not found" >&2; '
-        f"exit {REMOTE_MISSING_STATUS}"
-    )
-    return "sh -c " + shlex.quote(script)
+    """The command sshd runs (through the user's login shell) to start the bridge."""
+    return remote_superv(["attach", "--stdio", validate_name(name)], remote_command)
 
 
 class Outcome(enum.Enum):
@@ -205,19 +182,6 @@ def _is_tty(fd: int) -> bool:
         return os.isatty(fd)
     except OSError:
         return False
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, OSError):
-        if isinstance(exc, socket.gaierror) and exc.strerror:
-            text = exc.strerror  # "Name or service not known"
-        elif exc.errno and exc.errno > 0:
-            # asyncio's "Connect call failed ('1.2.3.4', 22)" hides the reason in errno.
-            text = os.strerror(exc.errno)
-        elif exc.strerror:
-            text = exc.strerror
-    return text.rstrip(".")
 
 
 class _Channel(asyncssh.SSHClientSession[bytes]):
@@ -287,7 +251,7 @@ class RemoteAttach:
         # Set when the user detached: the link closing now is the end, not a drop.
         self.stopping = False
         self._last_status: tuple[int, float | None] | None = None
-        self._options: asyncssh.SSHClientConnectionOptions | None = None
+        self.link = SshLink(target.host, target.user)
 
     # ----------------------------------------------------------------- the whole run
 
@@ -353,12 +317,12 @@ class RemoteAttach:
             lived: float | None
             try:
                 lived = await self._attempt()
-            except AttachError as exc:
+            except (AttachError, SshConfigError) as exc:
                 self._finish(Ending(Outcome.ERROR, f"superv: {exc}", 1))
                 return
             except (TimeoutError, OSError, asyncssh.Error) as exc:
                 if not self.established:
-                    self._finish(Ending(Outcome.ERROR, f"superv: {self._unreachable(exc)}", 1))
+                    self._finish(Ending(Outcome.ERROR, f"superv: {self.link.unreachable(exc)}", 1))
                     return
                 lived = None
                 log.debug("attempt failed after %.2fs: %s", time.monotonic() - began, exc)
@@ -388,10 +352,10 @@ class RemoteAttach:
         link.
         """
         first = not self.established
-        options = await self._connection_options()
+        options = await self.link.options()
         conn = await asyncio.wait_for(
             asyncssh.connect(
-                self.target.host,
+                self.link.host,
                 options=options,
                 connect_timeout=FIRST_CONNECT_TIMEOUT if first else RECONNECT_TIMEOUT,
             ),
@@ -452,113 +416,6 @@ class RemoteAttach:
         if not self.established:
             detail = f": {last}" if last else ""
             raise AttachError(f"{where} closed the session before it started{detail}")
-
-    async def _connection_options(self) -> asyncssh.SSHClientConnectionOptions:
-        if self._options is None:
-            # Building options reads the ssh config and key files: do it once, off the loop.
-            self._options = await asyncio.get_running_loop().run_in_executor(
-                None, self._build_options
-            )
-        return self._options
-
-    def _build_options(self) -> asyncssh.SSHClientConnectionOptions:
-        config_env = os.environ.get("SUPERV_SSH_CONFIG")
-        config: Any = [config_env] if config_env else ()
-        extra: dict[str, Any] = {}
-        if self.target.user:
-            extra["username"] = self.target.user
-        try:
-            base = asyncssh.SSHClientConnectionOptions(
-                host=self.target.host, config=config, **extra
-            )
-        except (OSError, ValueError, asyncssh.Error) as exc:
-            raise AttachError(f"cannot read the ssh configuration: {_describe(exc)}") from None
-        ciphers = _preferred_ciphers(base)
-        if ciphers:
-            extra["encryption_algs"] = ciphers
-        return asyncssh.SSHClientConnectionOptions(
-            base,
-            known_hosts=self._known_hosts(base),
-            keepalive_interval=KEEPALIVE_INTERVAL,
-            keepalive_count_max=KEEPALIVE_COUNT_MAX,
-            **extra,
-        )
-
-    @staticmethod
-    def _known_hosts(base: asyncssh.SSHClientConnectionOptions) -> Any:
-        """The known_hosts files to trust; never None (None would disable checking)."""
-        explicit = os.environ.get("SUPERV_KNOWN_HOSTS")
-        if explicit:
-            files = [explicit]
-        else:
-            configured = list(base.config.get("UserKnownHostsFile", None) or [])
-            if configured:
-                files = configured + list(base.config.get("GlobalKnownHostsFile", None) or [])
-            else:
-                # OpenSSH's defaults.  (An explicit "UserKnownHostsFile none" lands here
-                # too: we do not let a config turn host key checking off.)
-                files = [
-                    "~/.ssh/known_hosts",
-                    "~/.ssh/known_hosts2",
-                    "/etc/ssh/ssh_known_hosts",
-                    "/etc/ssh/ssh_known_hosts2",
-                ]
-        readable = [
-            str(p)
-            for p in (Path(f).expanduser() for f in files)
-            if p.is_file() and os.access(p, os.R_OK)
-        ]
-        # An empty trust list, not b"" (which asyncssh would replace by its own default).
-        return readable or ([], [], [])
-
-    def _unreachable(self, exc: BaseException) -> str:
-        """The one line for a failed first connection."""
-        where = self.target.shown
-        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
-            return self._host_key_message()
-        if isinstance(exc, asyncssh.PermissionDenied):
-            return (
-                f"authentication to {where} failed: no key was accepted; check your ssh-agent "
-                f"and IdentityFile, and that 'ssh {where}' works"
-            )
-        options = self._options
-        if options is not None and options.host != self.target.host:
-            where += f" ({options.host} port {options.port})"
-        elif options is not None and options.port != 22:
-            where += f" (port {options.port})"
-        if isinstance(exc, TimeoutError):
-            return f"cannot reach {where}: timed out"
-        if isinstance(exc, asyncssh.Error):
-            return f"cannot connect to {where}: {_describe(exc)}"
-        return f"cannot reach {where}: {_describe(exc)}"
-
-    def _host_key_message(self) -> str:
-        where = self.target.shown
-        alias = self.target.host
-        changed = False
-        entry = alias
-        options = self._options
-        if options is not None:
-            host = options.config.get("HostKeyAlias", None) or options.host
-            port = options.port if options.port != 22 else None
-            # How OpenSSH names this host in known_hosts, for 'ssh-keygen -R'.
-            entry = f"[{host}]:{port}" if port else host
-            try:
-                trusted = asyncssh.match_known_hosts(options.known_hosts, host, "", port)[0]
-                changed = bool(trusted)
-            except Exception:  # only chooses the wording of the message
-                changed = False
-        if changed:
-            return (
-                f"the host key of {where} has CHANGED since it was accepted (someone may be "
-                "intercepting the connection); if you know why it changed, remove the old key "
-                f"with 'ssh-keygen -R {shlex.quote(entry)}' and run 'ssh {alias}' to check "
-                "and accept the new one"
-            )
-        return (
-            f"the host key of {where} is unknown: run 'ssh {alias}' once to check and accept "
-            "its key, then attach again"
-        )
 
     # --------------------------------------------------------------------- stream
 
@@ -777,24 +634,6 @@ class RemoteAttach:
         if not self.tty_out:
             sys.stderr.write(f"superv: {text}\n")
             sys.stderr.flush()
-
-
-def _preferred_ciphers(base: asyncssh.SSHClientConnectionOptions) -> list[str] | None:
-    """asyncssh's default ciphers with AES-GCM first, unless the ssh config names some.
-
-    In asyncssh (Python, over OpenSSL with AES-NI) AES-GCM moves ~25% more bytes per CPU
-    second than chacha20-poly1305 (297 vs 229 MB/s measured here); OpenSSH puts chacha20
-    first because its own C implementation of it is fast.  Same algorithms, other order.
-    """
-    if base.config.get("Ciphers", None):
-        return None  # the user's choice wins
-    try:
-        from asyncssh.encryption import get_default_encryption_algs
-    except ImportError:  # pragma: no cover - an asyncssh that moved it: keep its order
-        return None
-    algs = [alg.decode() for alg in get_default_encryption_algs()]
-    fast = [alg for alg in algs if "-gcm@" in alg]
-    return fast + [alg for alg in algs if alg not in fast]
 
 
 def _key_name(key: bytes) -> str:

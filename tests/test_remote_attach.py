@@ -13,6 +13,7 @@ the session's durable log, ``$SUPERV_HOME/sessions/NAME/output.log``, byte for b
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -624,3 +625,30 @@ def test_session_that_ends_during_an_outage_is_finished_from_the_log(
     log = log_bytes(superv_env, "ending")
     assert log.endswith(b"last words before the end\r\n")
     assert_same_stream(client.out, log)
+
+
+@pytest.mark.timeout(60)
+def test_ls_logs_and_peek_over_ssh(superv_env: SupervEnv, sshd: SshServer) -> None:  # noqa: F811
+    start_bulk(superv_env, "far", 300)
+    wait_until(lambda: log_size(superv_env, "far") >= 300 * LINE, message="the agent's output")
+    env = client_env(superv_env, sshd)
+
+    logs = subprocess.run([SUPERV, "logs", "box:far"], env=env, capture_output=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout == log_bytes(superv_env, "far")  # byte for byte, from the box's log
+    plain = run_cli(env, "logs", "--plain", "box:far")
+    assert plain.returncode == 0 and "\r" not in plain.stdout
+
+    last_line = log_bytes(superv_env, "far").rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1].decode()
+    peek = run_cli(env, "peek", "box:far")
+    assert peek.returncode == 0, peek.stderr
+    # The box's 80-column screen wraps the 99-character lines: join its rows back.
+    assert peek.stdout.replace("\n", "").endswith(last_line)
+
+    listed = run_cli(env, "ls", "--json", "box:")
+    assert listed.returncode == 0, listed.stderr
+    assert [s["state"] for s in json.loads(listed.stdout) if s["name"] == "far"] == ["running"]
+
+    assert "no session named nosuch" in one_line_error(run_cli(env, "logs", "box:nosuch"))
+    assert "cannot" in one_line_error(run_cli(env, "peek", "closed:far"))

@@ -29,11 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--plain", action="store_true", help="strip terminal escapes")
     parser.add_argument("--since", type=parse_duration, metavar="DURATION",
                         help="only output from the last DURATION (e.g. 10m, 2h)")
-    parser.add_argument("name")
+    parser.add_argument("name", metavar="[[USER@]HOST:]NAME")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    if ":" in args.name:
+        return remote(args)
     name = checked_name(args.name)
     reader = LogReader(session_directory(name))
     out = sys.stdout.buffer
@@ -63,6 +65,17 @@ def run(args: argparse.Namespace) -> int:
     out.flush()
     reader.close()
     return 0
+
+
+def remote(args: argparse.Namespace) -> int:
+    """``superv logs ... HOST:NAME``: the box's own superv reads the box's log."""
+    from supervisor.remote_run import run_remote
+
+    where, _, name = args.name.rpartition(":")
+    words = ["logs", *(["-f"] if args.follow else []), *(["--plain"] if args.plain else [])]
+    if args.since is not None:
+        words += ["--since", str(args.since)]
+    return run_remote(where, [*words, checked_name(name)])
 
 
 def _follow(conn, emit, out) -> None:

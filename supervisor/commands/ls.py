@@ -14,6 +14,7 @@ from supervisor import control
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser("ls", help="list sessions")
     parser.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    parser.add_argument("where", nargs="?", metavar="[USER@]HOST:", help="list the sessions on another box")
     return parser
 
 
@@ -28,6 +29,13 @@ def human_duration(seconds: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.where is not None:
+        from supervisor.errors import CliError
+        from supervisor.remote_run import run_remote
+
+        if not args.where.endswith(":"):
+            raise CliError(f"cannot read {args.where!r}: write [USER@]HOST: (with the colon)", 2)
+        return run_remote(args.where[:-1], ["ls", *(["--json"] if args.json else [])])
     sessions: list[dict[str, Any]] = control.request("ls")["sessions"]
     if args.json:
         print(json.dumps(sessions, indent=1))

@@ -18,13 +18,18 @@ if TYPE_CHECKING:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser("peek", help="print a session's current screen")
-    parser.add_argument("name")
+    parser.add_argument("name", metavar="[[USER@]HOST:]NAME")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from agent_worker.screen import ScreenModel
 
+    if ":" in args.name:
+        from supervisor.remote_run import run_remote
+
+        where, _, name = args.name.rpartition(":")
+        return run_remote(where, ["peek", checked_name(name)])
     name = checked_name(args.name)
     try:
         conn, welcome = open_worker(name, p.Hello(p.Start.SCREEN, read_only=True))

@@ -1,0 +1,77 @@
+"""``superv ls HOST:``, ``superv logs [-f] ... HOST:NAME``, ``superv peek HOST:NAME``.
+
+These run the box's own ``superv`` over SSH (reached as :mod:`supervisor.ssh_link` says)
+and pass its output and exit status through, byte for byte: the box's session files are
+read where they are.  No reconnect here: these are short commands, and ``logs -f`` can
+simply be run again (it reads the durable log from the start, or ``--since``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import asyncssh
+
+from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
+
+CONNECT_TIMEOUT = 20.0
+
+
+def split_host(where: str) -> tuple[str | None, str]:
+    """``[USER@]HOST`` into (user, host); HOST may be ``[v6addr]``."""
+    user, _, host = where.rpartition("@")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or (user == "" and "@" in where):
+        raise ValueError(f"cannot read host {where!r}: write [USER@]HOST")
+    return user or None, host
+
+
+def run_remote(where: str, args: list[str]) -> int:
+    """Run ``superv ARGS`` on ``[USER@]HOST``; its exit status, or 1 with one line."""
+    try:
+        user, host = split_host(where)
+    except ValueError as exc:
+        sys.stderr.write(f"superv: {exc}\n")
+        return 2
+    logging.getLogger("asyncssh").setLevel(logging.CRITICAL)  # we report failures ourselves
+    link = SshLink(host, user)
+    command = remote_superv(args, os.environ.get("SUPERV_REMOTE_COMMAND") or None)
+    try:
+        return asyncio.run(_run(link, command))
+    except KeyboardInterrupt:
+        return 130
+    except SshConfigError as exc:
+        sys.stderr.write(f"superv: {exc}\n")
+        return 1
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        sys.stderr.write(f"superv: {link.unreachable(exc)}\n")
+        return 1
+
+
+async def _run(link: SshLink, command: str) -> int:
+    options = await link.options()
+    async with asyncssh.connect(link.host, options=options, connect_timeout=CONNECT_TIMEOUT) as conn:
+        proc = await conn.create_process(command, encoding=None)
+        proc.stdin.write_eof()
+        await asyncio.gather(_copy(proc.stdout, 1), _copy(proc.stderr, 2))
+        await proc.wait_closed()
+    status = proc.exit_status
+    if status == REMOTE_MISSING_STATUS:
+        sys.stderr.write(
+            f"superv: superv is not installed on {link.shown} (not on a non-interactive "
+            "shell's PATH, nor in ~/.local/bin): install it there, or name it with "
+            "SUPERV_REMOTE_COMMAND\n"
+        )
+        return 1
+    return status if status is not None else 1
+
+
+async def _copy(reader: asyncssh.SSHReader[bytes], fd: int) -> None:
+    while data := await reader.read(65536):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
