@@ -196,11 +196,12 @@ class Worker:
     async def persist(self, reason: str) -> None:
         """Make the log durable and write a snapshot, off the trio thread.
 
-        The snapshot is taken here, in the trio thread, so it is one consistent state;
-        only the file work runs in a thread, so a slow disk never stalls the PTY reader.
+        The snapshot is taken in the trio thread, so it is one consistent state, and under
+        the lock, so a snapshot never overwrites a newer one; only the file work runs in a
+        thread, so a slow disk never stalls the PTY reader.
         """
-        snap = self.snapshot()
         async with self._persist_lock:
+            snap = self.snapshot()
             try:
                 await trio.to_thread.run_sync(self._persist_sync, snap)
             except OSError as exc:
