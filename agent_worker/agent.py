@@ -108,6 +108,12 @@ def wait_status(pid: int) -> tuple[int | None, int | None]:
 
 
 def ignore_terminal_signals() -> None:
-    """The worker has no terminal: its SIGINT and SIGPIPE are nobody's business."""
+    """The worker has no terminal: its SIGINT and SIGPIPE are nobody's business.
+
+    SIGXFSZ too: over a file-size limit the log write must fail with EFBIG, which the
+    worker survives by waiting for room, instead of the signal killing it.  (The agent,
+    started before this, keeps the default dispositions.)
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -148,6 +148,8 @@ class Worker:
         self._screen_offset = output.end
         self._screen_exact = True
         self._screen_broken = False
+        self.unlogged = b""  # output read from the PTY that the disk has not taken yet
+        self._disk_refused = False
 
     # ---- state -------------------------------------------------------------------------
 
@@ -300,6 +302,10 @@ class Worker:
         # A background process may hold the PTY open; do not wait for it forever.
         with trio.move_on_after(EXIT_DRAIN):
             await self.pty_eof.wait()
+        # But never end the session with output not yet in the log (a full disk), unless
+        # someone is stopping it.
+        while self.unlogged and not self.stopping:
+            await trio.sleep(DISK_RETRY)
         self.ended_at = time.time()
         self.ended.set()
         self._wake_all()
@@ -313,13 +319,18 @@ class Worker:
 
     async def _read_pty(self) -> None:
         fd = self.agent.master_fd
-        pending = b""
         eof = False
-        while not eof:
-            if not pending:
-                await trio.lowlevel.wait_readable(fd)
-            chunks = [pending] if pending else []
-            total = len(pending)
+        while True:
+            if self.unlogged:
+                # The disk refused output: keep it and read nothing more until it is
+                # logged, so the agent blocks on its own writes instead of losing any.
+                self.unlogged = await self._log_batch(self.unlogged)
+                continue
+            if eof:
+                break
+            await trio.lowlevel.wait_readable(fd)
+            chunks = []
+            total = 0
             while total < READ_BATCH:
                 try:
                     data = os.read(fd, 65536)
@@ -335,28 +346,32 @@ class Worker:
                     break
                 chunks.append(data)
                 total += len(data)
-            batch = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-            pending = b""
-            if batch:
-                pending = await self._log_batch(batch)
+            if chunks:
+                batch = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+                self.unlogged = await self._log_batch(batch)
         self.pty_eof.set()
         self._wake_all()
 
     async def _log_batch(self, batch: bytes) -> bytes:
-        """Log ``batch``, wake the clients, and return what the disk refused (to retry)."""
+        """Log ``batch``, show it to the clients, and return what the disk refused."""
         try:
             written = self.output.append(batch)
         except OSError as exc:
-            # Disk full or file too big: keep the bytes and stop reading, so the agent
-            # blocks on its own writes instead of losing output.  Other sessions are
-            # untouched.
-            log.error("log_write_failed", error=str(exc))
-            self.broadcast({"event": "log_write_failed", "error": str(exc)})
+            # Disk full or file too big: other sessions are untouched, and this one
+            # waits for room.  Said once per outage, not once per retry.
+            if not self._disk_refused:
+                self._disk_refused = True
+                log.error("log_write_failed", error=str(exc))
+                self.broadcast({"event": "log_write_failed", "error": str(exc)})
             await trio.sleep(DISK_RETRY)
             return batch
-        self._publish(self.output.end - written, batch[:written] if written < len(batch) else batch)
-        if self._no_interactive_client() and (b"\x1b[" in batch or b"\x1b]" in batch):
-            self._answer_queries(batch)
+        if self._disk_refused:
+            self._disk_refused = False
+            log.info("log_write_resumed")
+        logged = batch[:written] if written < len(batch) else batch
+        self._publish(self.output.end - written, logged)
+        if self._no_interactive_client() and (b"\x1b[" in logged or b"\x1b]" in logged):
+            self._answer_queries(logged)
         return batch[written:]
 
     def _publish(self, start: int, data: bytes) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import random
+import resource
 import signal
 import subprocess
 import textwrap
@@ -617,3 +618,66 @@ def test_no_process_left_behind(senv: SupervEnv) -> None:
     wait_until(lambda: len(senv.pids()) >= 4, message="agent tree up")  # worker, sh, 2 sleeps
     assert stop_worker(proc) == 0
     wait_until(lambda: not senv.pids(), timeout=10, message=f"leftovers {senv.pids()}")
+
+
+# Waits for a file, then prints N pattern lines and exits: the test fills the disk first.
+WAIT_THEN_PRINT = (
+    PATTERN_FN
+    + "import os, sys, time\n"
+    "while not os.path.exists(sys.argv[2]):\n"
+    "    time.sleep(0.01)\n"
+    "sys.stdout.buffer.write(pattern(int(sys.argv[1])))\n"
+    "sys.stdout.flush()\n"
+)
+
+
+def test_full_disk_blocks_the_agent_and_loses_nothing(superv_env: SupervEnv) -> None:
+    """A log that cannot grow (here: a file-size limit put on the live worker) stops the
+    reading, so the agent blocks on its own output; when there is room again, every byte
+    arrives, in order, and the session goes on."""
+    lines = 30_000  # 3 MB: more than the PTY buffer plus the worker's 1 MB batch hold
+    go = superv_env.root / "go"
+    proc, ready = start_worker(superv_env, "full", [PY, "-c", WAIT_THEN_PRINT, str(lines), str(go)])
+    assert ready["ok"], ready
+    log_file = superv_env.session_dir("full") / "output.log"
+    soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
+    cap = 20_000
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (cap, hard))
+    try:
+        go.touch()
+        # The log stops at the cap and the agent is held back, alive, not killed.
+        wait_until(lambda: log_file.stat().st_size == cap, timeout=15, message="the log to hit the cap")
+        time.sleep(0.5)  # the length of the outage, not a synchronisation
+        assert log_file.stat().st_size == cap
+        assert proc.poll() is None and not pid_gone(ready["agent_pid"])
+    finally:
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert wait_exit(proc) == 0
+    assert log_bytes(superv_env, "full") == cooked(pattern(lines))
+    snap, _ = read_snapshot(superv_env.session_dir("full"))
+    assert snap.state == "exited 0" and snap.log_end == len(cooked(pattern(lines)))
+
+
+def test_agent_that_ends_while_the_disk_is_full_loses_nothing(superv_env: SupervEnv) -> None:
+    """Its last output is still in the worker's hands: the worker waits for room rather
+    than finish the session without it, however long the disk stays full."""
+    lines = 3000  # 300 kB: the worker holds it all, so the agent finishes and exits
+    go = superv_env.root / "go"
+    proc, ready = start_worker(superv_env, "ends", [PY, "-c", WAIT_THEN_PRINT, str(lines), str(go)])
+    assert ready["ok"], ready
+    log_file = superv_env.session_dir("ends") / "output.log"
+    soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (10_000, hard))
+    try:
+        go.touch()
+        wait_until(lambda: pid_gone(ready["agent_pid"]), timeout=15, message="the agent to exit")
+        # Longer than the worker's exit drain and linger (2 s + 2 s) together.
+        time.sleep(5)  # the length of the outage, not a synchronisation
+        assert proc.poll() is None, "the worker ended with output it had not logged"
+        assert log_file.stat().st_size == 10_000
+    finally:
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    assert wait_exit(proc) == 0
+    assert log_bytes(superv_env, "ends") == cooked(pattern(lines))
+    snap, _ = read_snapshot(superv_env.session_dir("ends"))
+    assert snap.state == "exited 0" and snap.log_end == len(cooked(pattern(lines)))
