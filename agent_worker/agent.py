@@ -42,12 +42,6 @@ class Agent:
     def resize(self, rows: int, cols: int) -> None:
         set_window_size(self.master_fd, rows, cols)
 
-    def foreground_group(self) -> int | None:
-        try:
-            return os.tcgetpgrp(self.master_fd)
-        except OSError:
-            return None
-
 
 def _become_terminal_owner() -> None:
     # Runs in the child between fork and exec: after setsid() the slave PTY (our fd 0)

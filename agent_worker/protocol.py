@@ -168,7 +168,6 @@ _SIGNAL = struct.Struct("!H")
 _STOP = struct.Struct("!I")
 _OFFSET = struct.Struct("!Q")
 _VERSION = struct.Struct("!H")
-_U16 = 0xFFFF
 
 
 def _frame(kind: int, body: bytes) -> bytes:

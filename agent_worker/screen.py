@@ -102,7 +102,6 @@ _FG_NAMES = {
     **{code: name for code, name in pyte.graphics.FG_ANSI.items() if code != 39},
     **pyte.graphics.FG_AIXTERM,
 }
-_BG_NAMES = {code - 10: name for code, name in _FG_NAMES.items()}  # same names for bg
 _FG_CODES = {name: code for code, name in _FG_NAMES.items()}
 _BG_CODES = {name: code + 10 for code, name in _FG_NAMES.items()}
 

@@ -78,7 +78,6 @@ BACKOFF_MAX = 5.0
 # was a blip, not a box that drops us right after every Welcome (that one waits 0.25 s).
 STABLE_SESSION = 1.0
 DETACH_FLUSH_TIMEOUT = 2.0  # how long a Detach may take to reach the worker
-EXIT_DRAIN_TIMEOUT = 2.0  # how long to wait for the channel to close after "exited"
 READ_SIZE = 64 * 1024
 CTRL_C = b"\x03"
 

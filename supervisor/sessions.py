@@ -61,10 +61,6 @@ def open_worker(name: str, hello: p.Hello) -> tuple[Connection, p.Welcome]:
         raise
 
 
-def log_path(name: str) -> Path:
-    return session_directory(name) / "output.log"
-
-
 def refuse_ended(name: str, welcome: p.Welcome) -> None:
     """CliError if the agent has ended (its worker lingers a moment for its clients)."""
     state = welcome.info.get("state", "running")

@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--tail", type=int, metavar="N", help="replay the last N lines first")
     where.add_argument("--from-start", action="store_true", help="replay everything it printed")
-    parser.add_argument("--detach-key", default=os.environ.get("SUPERV_DETACH_KEY", "^\\"),
+    default_key = os.environ.get("SUPERV_DETACH_KEY", terminal.DEFAULT_DETACH_KEY)
+    parser.add_argument("--detach-key", default=default_key,
                         help="key that detaches (default ^\\, or $SUPERV_DETACH_KEY)")
     parser.add_argument("--remote-command", metavar="CMD",
                         help="how to run superv on the remote box (HOST:NAME form)")
