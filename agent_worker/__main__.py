@@ -31,6 +31,7 @@ from agent_worker.agent import AgentStartError, ignore_terminal_signals, spawn
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.log import OutputLog, fsync_policy
 from agent_worker.logs import configure_logging
+from agent_worker.peer import listen_private
 from agent_worker.snapshot import SNAPSHOT_NAME, snapshot_interval
 from agent_worker.spec import SessionSpec
 from agent_worker.worker import EarlySignals, Worker, stop_grace
@@ -54,16 +55,7 @@ def bind_session_socket(name: str) -> tuple[socket.socket, Path]:
             raise StartError(f"session {name} is already running (its worker answers on {path})")
         finally:
             probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock, path
+    return listen_private(path, 64), path
 
 
 def start(name: str, marker: str | None, early: EarlySignals) -> Worker:

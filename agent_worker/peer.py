@@ -1,12 +1,31 @@
-"""Who is on the other end of a Unix socket: every connection's peer uid is checked."""
+"""Unix sockets only their owner can use: created 0600, and every peer's uid checked."""
 
 from __future__ import annotations
 
 import os
 import socket
 import struct
+from pathlib import Path
 
 _UCRED = struct.Struct("3i")
+
+
+def listen_private(path: Path, backlog: int) -> socket.socket:
+    """A non-blocking listening socket at ``path`` (which must not exist), mode 0600.
+
+    The umask is tightened around bind() so the socket is never, even briefly, open to
+    others; the directory around it is 0700 as well (see paths.ensure_private_dir).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
 
 
 def peer_uid(sock: socket.socket) -> int:

@@ -29,7 +29,7 @@ from agent_worker import paths
 from agent_worker import protocol as p
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.logs import configure_logging
-from agent_worker.peer import refusal
+from agent_worker.peer import listen_private, refusal
 from agent_worker.snapshot import boot_id, process_start_time, read_snapshot, snapshot_interval
 from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
 from agent_worker.streams import receive_message
@@ -79,16 +79,7 @@ def bind_control_socket() -> socket.socket:
     paths.ensure_private_dir(path.parent)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # we hold the lock: whatever is there is stale
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
+    return listen_private(path, 128)
 
 
 def log_mtime(name: str) -> float | None:
