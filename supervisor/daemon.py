@@ -214,6 +214,9 @@ class Supervisor:
         elif entry.running:
             self._settle_dead_worker(entry)
             self.nursery.start_soon(self._after_end, entry.name, True)
+        elif entry.restart_pending and not entry.user_stopped:
+            # Our predecessor died while this session waited out its restart backoff.
+            self.nursery.start_soon(self._restart, entry)
 
     async def _ask_worker(self, entry: Entry) -> None:
         """Learn a worker's identity from its socket, when the files do not name it.
@@ -344,14 +347,23 @@ class Supervisor:
             self.emit("exited", name, state=entry.state, exit_code=entry.exit_code,
                       exit_signal=entry.exit_signal)
         self._exit_reported.discard(name)
-        await self.save()
         if not self._wants_restart(entry, adopted):
+            await self.save()
             return
         ran_for = (entry.ended_at or time.time()) - (entry.started_at or 0)
         if ran_for >= RESTART_RESET:
             entry.restarts = 0
+        # Recorded before waiting, so that a restart survives our own death meanwhile.
+        entry.restart_pending = True
+        await self.save()
+        await self._restart(entry)
+
+    async def _restart(self, entry: Entry) -> None:
+        """Start an ended session again after its backoff, unless it hit its limit."""
+        name = entry.name
         if entry.restarts >= RESTART_LIMIT:
             self.emit("restart_limit", name, restarts=entry.restarts)
+            entry.restart_pending = False
             entry.state = entry.state if entry.state != "interrupted" else "failed"
             await self.save()
             return
@@ -360,6 +372,7 @@ class Supervisor:
         self.emit("restarting", name, attempt=entry.restarts, delay=delay)
         await trio.sleep(delay)
         if self.entries.get(name) is not entry or entry.running or entry.user_stopped:
+            entry.restart_pending = False
             return
         marker = _marker(f"restarted (attempt {entry.restarts}) after {entry.state}")
         try:
@@ -367,6 +380,7 @@ class Supervisor:
         except RequestError as exc:
             log.error("restart_failed", session=name, error=str(exc))
             entry.state = "failed"
+            entry.restart_pending = False
             await self.save()
 
     async def _start_worker(self, entry: Entry, marker: str | None) -> None:
@@ -383,7 +397,7 @@ class Supervisor:
         entry.worker_boot = boot_id()
         entry.state, entry.exit_code, entry.exit_signal = "running", None, None
         entry.started_at, entry.ended_at = time.time(), None
-        entry.user_stopped = False
+        entry.user_stopped = entry.restart_pending = False
         entry.updated_at = time.time()
         self._watch(entry)
         self.emit("started", entry.name, worker_pid=pid, agent_pid=agent_pid)
@@ -536,6 +550,11 @@ class Supervisor:
     async def op_stop(self, body: dict[str, Any]) -> dict[str, Any]:
         entry = self._entry(body)
         grace = float(body.get("grace", 10))
+        if entry.restart_pending and not entry.running:
+            entry.user_stopped, entry.restart_pending = True, False
+            await self.save()
+            self.emit("restart_cancelled", entry.name)
+            return {"state": entry.state}
         if not (entry.running and entry.worker_alive()):
             raise RequestError(f"session {entry.name} is not running ({entry.state})")
         entry.user_stopped = True

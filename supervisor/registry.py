@@ -38,6 +38,7 @@ class Entry(JsonRecord):
     ended_at: float | None = None
     restarts: int = 0
     user_stopped: bool = False
+    restart_pending: bool = False  # waiting out a restart backoff (survives our restart)
     updated_at: float = attrs.Factory(time.time)
 
     @property

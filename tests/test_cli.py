@@ -639,6 +639,24 @@ def test_restart_policies(superv_env: SupervEnv) -> None:
         assert supervisor_log_events(senv, "restarting", name) == []
 
 
+def test_pending_restart_survives_the_supervisor_and_stop_cancels_it(superv_env: SupervEnv) -> None:
+    senv = superv_env
+    senv.env["SUPERV_RESTART_BACKOFF"] = "1.5"
+    start(senv, "again", "sh", "-c", "echo run-again; exit 1", opts=("--restart", "on-failure"))
+    wait_until(lambda: supervisor_log_events(senv, "restarting", "again"), message="a restart")
+    sigkill_and_wait(lock_holder(senv))  # during the backoff
+    sessions(senv)  # a new supervisor: it must carry the restart out
+    wait_until(lambda: log_bytes(senv, "again").count(b"run-again") >= 2, timeout=15,
+               message="the restart the first supervisor had promised")
+    # It fails again and waits 3 s this time: a stop now cancels the restart.
+    wait_until(lambda: len(supervisor_log_events(senv, "restarting", "again")) >= 2)
+    senv.superv("stop", "again", check=True)
+    runs = log_bytes(senv, "again").count(b"run-again")
+    time.sleep(4)  # longer than that backoff: the absence of a restart is the point
+    assert log_bytes(senv, "again").count(b"run-again") == runs
+    assert sessions(senv)["again"]["state"] == "exited 1"
+
+
 # ---- reading and driving a session -------------------------------------------------------------
 
 
