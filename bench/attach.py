@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from bench.harness import RUN_ID, BenchError, Config, Result, fmt_bytes, lines_file, log
+from bench.harness import RUN_ID, BenchError, Config, Result, fmt_bytes, lines_file, log, wait_for
 from bench.hosts import ALL_HOSTS, Dtach, Host
 
 
@@ -69,11 +69,7 @@ def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
                     )
                     # A tenth of the slowest rate seen here, then time for the host to take
                     # in what is still in the PTY buffer.
-                    deadline = time.monotonic() + 30 + size / 300_000
-                    while not done.exists():
-                        if time.monotonic() > deadline:
-                            raise BenchError("the session did not finish printing its log")
-                        time.sleep(0.05)
+                    wait_for(done.exists, 30 + size / 300_000, "the session to print its log", 0.05)
                     time.sleep(0.5)
                     if host_cls is Dtach:
                         result.value, result.verified = time_to_echo(host, "at")

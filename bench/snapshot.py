@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from bench.harness import BenchError, Config, Result, fmt_bytes, lines_file, log
+from bench.harness import BenchError, Config, Result, fmt_bytes, lines_file, log, wait_for
 from bench.hosts import Host, Superv
 
 REPEATS = 20
@@ -63,11 +63,7 @@ def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
             with Superv(cfg.scratch) as host:
                 done = host.dir / "printed"
                 host.start("snap", ["sh", "-c", f"cat {path}; : > {done}; exec cat"])
-                deadline = time.monotonic() + 30 + size / 300_000
-                while not done.exists():
-                    if time.monotonic() > deadline:
-                        raise BenchError("the session did not finish printing its log")
-                    time.sleep(0.05)
+                wait_for(done.exists, 30 + size / 300_000, "the session to print its log", 0.05)
                 time.sleep(0.5)
                 first, steady, verified = persist_times(host.session_dir("snap"))
         except (BenchError, OSError) as exc:
