@@ -1,0 +1,116 @@
+"""The durable output log, against a reference model, with hypothesis.
+
+Any sequence of appends reads back exactly; a crash can only shorten the log (a torn
+index record is ignored); ``tail_offset`` finds where the last N lines begin, by reading
+backwards, exactly as counting lines from the start would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent_worker.log import INDEX_NAME, LOG_NAME, LogReader, OutputLog
+
+# Mostly line-shaped output (the edge cases of tail_offset live at line ends), some binary.
+chunks = st.lists(
+    st.sampled_from([b"\n", b"x\n", b"\r\n", b"ab\n\n", b"no newline", b""])
+    | st.binary(max_size=300),
+    max_size=40,
+)
+
+
+def reference_tail(data: bytes, lines: int) -> int:
+    """Where the last ``lines`` lines of ``data`` begin, counting from the start."""
+    if lines <= 0:
+        return len(data)
+    starts = [0] + [i + 1 for i, byte in enumerate(data) if byte == 0x0A]
+    if starts[-1] == len(data) and len(starts) > 1:
+        starts.pop()  # a final newline ends the last line; it starts none
+    return starts[-lines] if lines <= len(starts) else 0
+
+
+@contextlib.contextmanager
+def fresh() -> Iterator[Path]:
+    """A new session directory for each hypothesis example."""
+    with tempfile.TemporaryDirectory(prefix="svlog-") as name:
+        yield Path(name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(parts=chunks, lines=st.integers(min_value=0, max_value=12))
+def test_appends_read_back_and_tail_matches_counting(parts: list[bytes], lines: int) -> None:
+    with fresh() as directory:
+        log = OutputLog(directory, "never")
+        try:
+            for part in parts:
+                assert log.append(part) == len(part)
+            data = b"".join(parts)
+            assert log.end == len(data)
+            reader = LogReader(directory)
+            assert reader.read(0, len(data) + 10) == data
+            assert reader.tail_offset(lines) == reference_tail(data, lines)
+            reader.close()
+        finally:
+            log.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(min_size=1, max_size=5000), lines=st.integers(min_value=1, max_value=30))
+def test_tail_offset_crosses_block_boundaries(data: bytes, lines: int) -> None:
+    # Long runs of newline-free bytes around the reader's 64 KiB blocks.
+    with fresh() as directory:
+        body = data * (70_000 // len(data) + 1) + b"\nlast line\n"
+        (directory / LOG_NAME).write_bytes(body)
+        reader = LogReader(directory)
+        assert reader.tail_offset(lines) == reference_tail(body, lines)
+        reader.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(parts=chunks.filter(bool), cut=st.integers(min_value=0, max_value=10_000))
+def test_a_crash_only_shortens_the_log_and_a_torn_index_record_is_ignored(
+    parts: list[bytes], cut: int
+) -> None:
+    with fresh() as directory:
+        log = OutputLog(directory, "never")
+        for part in parts:
+            log.append(part)
+            log._last_index = 0.0  # an index record for every append, for this test
+        log.close()
+        data = b"".join(parts)
+        # What a crash may leave: any prefix of the log, any prefix of the index.
+        log_cut = cut % (len(data) + 1)
+        index = (directory / INDEX_NAME).read_bytes()
+        index_cut = cut % (len(index) + 1)
+        (directory / LOG_NAME).write_bytes(data[:log_cut])
+        (directory / INDEX_NAME).write_bytes(index[:index_cut])
+        reader = LogReader(directory)
+        assert reader.read(0, len(data)) == data[:log_cut]
+        records = reader.index()
+        assert len(records) == index_cut // 16
+        offsets = [offset for offset, _ in records]
+        assert offsets == sorted(offsets) and all(0 <= o <= len(data) for o in offsets)
+        assert 0 <= reader.offset_at(time.time() - 3600) <= reader.size()
+        reader.close()
+        # A worker resuming this session appends after whatever survived.
+        resumed = OutputLog(directory, "never")
+        assert resumed.end == log_cut
+        resumed.append(b"marker\n")
+        resumed.close()
+        assert (directory / LOG_NAME).read_bytes() == data[:log_cut] + b"marker\n"
+
+
+def test_unknown_fsync_policy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_worker.log import fsync_policy
+
+    monkeypatch.setenv("SUPERV_LOG_FSYNC", "sometimes")
+    with pytest.raises(ValueError, match="snapshot, always, never"):
+        fsync_policy()
