@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import structlog
 import trio
 
@@ -536,8 +537,6 @@ class Supervisor:
         argv = shlex.split(spec.resume_cmd) if spec.resume_cmd else spec.argv
         if not os.path.isdir(spec.cwd):
             raise RequestError(f"working directory {spec.cwd} no longer exists")
-        import attrs
-
         attrs.evolve(spec, argv=argv).write(paths.session_dir(entry.name))
         self.busy.add(entry.name)
         try:
@@ -604,11 +603,19 @@ class Supervisor:
         return {"sessions": [self._describe(e) for e in self.entries.values()]}
 
     def _describe(self, entry: Entry) -> dict[str, Any]:
+        """One session for ``ls``: one read of its spec, one stat of its log."""
         directory = paths.session_dir(entry.name)
         clients = 0
         spec_argv: list[str] = []
+        created = None
         with contextlib.suppress(OSError, ValueError, TypeError):
-            spec_argv = load_spec(entry.name).argv
+            spec = load_spec(entry.name)
+            spec_argv, created = spec.argv, spec.created_at
+        try:
+            log_stat = (directory / "output.log").stat()
+            last_output = log_stat.st_mtime if log_stat.st_size else None
+        except OSError:
+            last_output = None
         if entry.running:
             with contextlib.suppress(Exception):
                 clients = sum(c.get("mode") == "attach" for c in read_snapshot(directory)[0].clients)
@@ -619,10 +626,10 @@ class Supervisor:
             "exit_signal": entry.exit_signal,
             "agent_pid": entry.agent_pid if entry.running else None,
             "worker_pid": entry.worker_pid if entry.running else None,
-            "created": _created(entry.name),
+            "created": created,
             "started_at": entry.started_at,
             "ended_at": entry.ended_at,
-            "last_output": log_mtime(entry.name) if _log_size(entry.name) else None,
+            "last_output": last_output,
             "clients": clients,
             "restarts": entry.restarts,
             "command": spec_argv,
@@ -639,13 +646,6 @@ def _log_size(name: str) -> int:
         return (paths.session_dir(name) / "output.log").stat().st_size
     except OSError:
         return 0
-
-
-def _created(name: str) -> float | None:
-    try:
-        return load_spec(name).created_at
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 async def _wait_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
