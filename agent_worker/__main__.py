@@ -26,7 +26,7 @@ import socket
 import sys
 from pathlib import Path
 
-from agent_worker import paths
+from agent_worker import paths, settings
 from agent_worker.agent import AgentStartError, ignore_terminal_signals, spawn
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.log import OutputLog, fsync_policy
@@ -66,7 +66,6 @@ def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
         raise StartError(f"no spec for session {name} in {directory}") from None
     except (ValueError, TypeError) as exc:
         raise StartError(f"unreadable spec for session {name}: {exc}") from None
-    # Settings are checked before the agent starts: a bad one must not leave it orphaned.
     interval, grace = snapshot_interval(), stop_grace()
     remove_stale_temps(directory / SNAPSHOT_NAME)  # we are its only writer, not yet writing
     sock, sock_path = bind_session_socket(name)
@@ -104,6 +103,12 @@ def report(fd: int, value: dict[str, object]) -> None:
         os.close(fd)
 
 
+def _refuse(ready_fd: int, exc: Exception) -> int:
+    report(ready_fd, {"ok": False, "error": str(exc)})
+    print(f"agent_worker: {exc}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     # Before anything else: a SIGHUP from the terminal we are leaving must not kill us.
     early = EarlySignals()
@@ -115,14 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     try:
+        # Before anything else (the paths are settings too); a bad one starts no agent.
+        settings.check()
+    except settings.SettingError as exc:
+        return _refuse(args.ready_fd, exc)
+    try:
         paths.validate_name(args.name)
         worker = start(args.name, args.marker, early)
     except (StartError, AgentStartError, paths.PathError, ValueError, OSError) as exc:
         with contextlib.suppress(paths.PathError):
             forget_if_empty(args.name)
-        report(args.ready_fd, {"ok": False, "error": str(exc)})
-        print(f"agent_worker: {exc}", file=sys.stderr)
-        return 1
+        return _refuse(args.ready_fd, exc)
     ignore_terminal_signals()
     report(args.ready_fd, {"ok": True, "agent_pid": worker.agent.pid, "worker_pid": os.getpid()})
     if args.ready_fd in (0, 1, 2):

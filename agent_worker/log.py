@@ -30,6 +30,8 @@ import struct
 import time
 from pathlib import Path
 
+from agent_worker import settings
+
 LOG_NAME = "output.log"
 INDEX_NAME = "output.idx"
 FSYNC_POLICIES = ("snapshot", "always", "never")
@@ -38,10 +40,7 @@ _INDEX_EVERY = 1.0  # seconds between index records
 
 
 def fsync_policy() -> str:
-    policy = os.environ.get("SUPERV_LOG_FSYNC", "snapshot")
-    if policy not in FSYNC_POLICIES:
-        raise ValueError(f"SUPERV_LOG_FSYNC={policy!r}: use one of {', '.join(FSYNC_POLICIES)}")
-    return policy
+    return settings.current().log_fsync
 
 
 class OutputLog:

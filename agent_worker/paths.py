@@ -13,6 +13,8 @@ import re
 import stat
 from pathlib import Path
 
+from agent_worker import settings
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -34,7 +36,7 @@ def validate_name(name: str) -> str:
 
 
 def state_home() -> Path:
-    explicit = os.environ.get("SUPERV_HOME")
+    explicit = settings.current().home
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
@@ -46,7 +48,7 @@ def _default_home() -> Path:
 
 
 def runtime_dir() -> Path:
-    explicit = os.environ.get("SUPERV_RUNTIME_DIR")
+    explicit = settings.current().runtime_dir
     if explicit:
         return Path(explicit)
     xdg = os.environ.get("XDG_RUNTIME_DIR")

@@ -8,13 +8,13 @@ the newest, or the previous one with a warning if the newest is unreadable.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from agent_worker import settings
 from agent_worker.atomic import read_json_with_fallback, write_json_atomic
 from agent_worker.records import JsonRecord
 
@@ -23,14 +23,7 @@ FORMAT = 1
 
 
 def snapshot_interval() -> float:
-    raw = os.environ.get("SUPERV_SNAPSHOT_INTERVAL", "30")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"SUPERV_SNAPSHOT_INTERVAL={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError("SUPERV_SNAPSHOT_INTERVAL must be more than 0 seconds")
-    return value
+    return settings.current().snapshot_interval
 
 
 def describe_exit(exit_code: int | None, exit_signal: int | None) -> str:

@@ -28,6 +28,7 @@ import structlog
 import trio
 
 from agent_worker import protocol as p
+from agent_worker import settings
 from agent_worker.agent import Agent, wait_status
 from agent_worker.log import OutputLog
 from agent_worker.peer import refusal
@@ -54,14 +55,7 @@ STOP_GRACE = 10.0  # SIGTERM to SIGKILL of the agent on the worker's own SIGTERM
 
 def stop_grace() -> float:
     """``SUPERV_STOP_GRACE`` (seconds), so that tests need not wait 10 s for a stubborn agent."""
-    raw = os.environ.get("SUPERV_STOP_GRACE", str(STOP_GRACE))
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"SUPERV_STOP_GRACE={raw!r} is not a number of seconds") from None
-    if value < 0:
-        raise ValueError("SUPERV_STOP_GRACE must not be negative")
-    return value
+    return settings.current().stop_grace
 
 # Terminal queries a TUI sends at start; with no client attached nobody would answer them,
 # and some programs wait for the answer.  (query, answer or None for cursor position)

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 
+from agent_worker import settings
 from supervisor.errors import CliError
 
 COMMANDS = [
@@ -84,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     if after_dashes is not None:
         args.agent_command = (args.agent_command or []) + after_dashes
+    try:
+        # Every SUPERV_* variable is checked here, before anything starts (a daemon or a
+        # worker started from here inherits them): one line naming the bad one.
+        settings.check()
+    except settings.SettingError as exc:
+        sys.stderr.write(f"superv: {exc}\n")
+        return 2
     try:
         return int(args._run(args) or 0)
     except CliError as exc:

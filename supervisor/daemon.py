@@ -26,7 +26,7 @@ import attrs
 import structlog
 import trio
 
-from agent_worker import paths
+from agent_worker import paths, settings
 from agent_worker import protocol as p
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.logs import configure_logging
@@ -40,12 +40,10 @@ from supervisor.registry import Entry, load_entries, load_spec, registry_path, s
 
 log = structlog.get_logger("supervisor")
 
-# Restarts in a row, each after a run shorter than RESTART_RESET; the first delay and the
-# cap, doubling in between.  The environment overrides are for tests.
-RESTART_LIMIT = int(os.environ.get("SUPERV_RESTART_LIMIT", "5"))
+# Restarts in a row (SUPERV_RESTART_LIMIT), each after a run shorter than RESTART_RESET;
+# the first delay (SUPERV_RESTART_BACKOFF) doubles up to the cap.
 RESTART_RESET = 60.0
-RESTART_BACKOFF = (float(os.environ.get("SUPERV_RESTART_BACKOFF", "0.5")), 30.0)
-STALL_AFTER = float(os.environ.get("SUPERV_STALL_AFTER", "600"))
+RESTART_BACKOFF_CAP = 30.0
 
 
 class RequestError(Exception):
@@ -182,11 +180,12 @@ class Supervisor:
     async def _stall_loop(self) -> None:
         """Report a running session that printed nothing for a long time (once per stall)."""
         while True:
-            await trio.sleep(min(30.0, STALL_AFTER / 2))
+            stall_after = settings.current().stall_after
+            await trio.sleep(min(30.0, stall_after / 2))
             now = time.time()
             for name, entry in self.entries.items():
                 last = log_mtime(name)
-                stalled = entry.running and last is not None and now - last > STALL_AFTER
+                stalled = entry.running and last is not None and now - last > stall_after
                 if stalled and name not in self._stalled:
                     self.emit("stalled", name, idle=round(now - last))  # type: ignore[operator]
                 if stalled:
@@ -362,13 +361,13 @@ class Supervisor:
     async def _restart(self, entry: Entry) -> None:
         """Start an ended session again after its backoff, unless it hit its limit."""
         name = entry.name
-        if entry.restarts >= RESTART_LIMIT:
+        if entry.restarts >= settings.current().restart_limit:
             self.emit("restart_limit", name, restarts=entry.restarts)
             entry.restart_pending = False
             entry.state = entry.state if entry.state != "interrupted" else "failed"
             await self.save()
             return
-        delay = min(RESTART_BACKOFF[0] * 2**entry.restarts, RESTART_BACKOFF[1])
+        delay = min(settings.current().restart_backoff * 2**entry.restarts, RESTART_BACKOFF_CAP)
         entry.restarts += 1
         self.emit("restarting", name, attempt=entry.restarts, delay=delay)
         await trio.sleep(delay)

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from agent_worker import paths
+from agent_worker import paths, settings
 
 DEFAULT_MIN_FREE_MB = 1024
 MIN_FREE_INODES = 1000
@@ -201,11 +201,7 @@ def check_state_dir() -> Check:
 
 
 def min_free_mb() -> int:
-    raw = os.environ.get("SUPERV_DOCTOR_MIN_FREE_MB", str(DEFAULT_MIN_FREE_MB))
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        return DEFAULT_MIN_FREE_MB
+    return settings.current().doctor_min_free_mb
 
 
 def _existing(path: Path) -> Path:

@@ -63,7 +63,7 @@ from typing import Any
 import asyncssh
 import attrs
 
-from agent_worker import protocol
+from agent_worker import protocol, settings
 from agent_worker.paths import PathError, validate_name
 from agent_worker.protocol import Detach, Hello, Input, Resize, Start
 from supervisor import terminal
@@ -157,7 +157,7 @@ def run_remote_attach(
         sys.stderr.write(f"superv: {exc}\n")
         return 2
     if remote_command is None:
-        remote_command = os.environ.get("SUPERV_REMOTE_COMMAND") or None
+        remote_command = settings.current().remote_command
     # asyncssh logs failures we already report in one line; keep its records out of the
     # user's terminal.  Done here, at the edge, never on import.
     logging.getLogger("asyncssh").setLevel(logging.CRITICAL)

@@ -15,6 +15,7 @@ import sys
 
 import asyncssh
 
+from agent_worker import settings
 from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
 
 CONNECT_TIMEOUT = 20.0
@@ -39,7 +40,7 @@ def run_remote(where: str, args: list[str]) -> int:
         return 2
     logging.getLogger("asyncssh").setLevel(logging.CRITICAL)  # we report failures ourselves
     link = SshLink(host, user)
-    command = remote_superv(args, os.environ.get("SUPERV_REMOTE_COMMAND") or None)
+    command = remote_superv(args, settings.current().remote_command)
     try:
         return asyncio.run(_run(link, command))
     except KeyboardInterrupt:

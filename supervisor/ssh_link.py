@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncssh
 
+from agent_worker import settings
+
 REMOTE_MISSING_STATUS = 127  # what a shell returns for "command not found"
 KEEPALIVE_INTERVAL = 1.0  # seconds between SSH keepalives when the link is silent
 KEEPALIVE_COUNT_MAX = 3  # unanswered keepalives before the link is declared dead
@@ -69,7 +71,7 @@ class SshLink:
         return self._options
 
     def _build_options(self) -> asyncssh.SSHClientConnectionOptions:
-        config_env = os.environ.get("SUPERV_SSH_CONFIG")
+        config_env = settings.current().ssh_config
         config: Any = [config_env] if config_env else ()
         extra: dict[str, Any] = {}
         if self.user:
@@ -94,7 +96,7 @@ class SshLink:
     @staticmethod
     def _known_hosts(base: asyncssh.SSHClientConnectionOptions) -> Any:
         """The known_hosts files to trust; never None (None would disable checking)."""
-        explicit = os.environ.get("SUPERV_KNOWN_HOSTS")
+        explicit = settings.current().known_hosts
         if explicit:
             files = [explicit]
         else:

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 from agent_worker.screen_size import get_window_size as window_size
 from agent_worker.screen_size import set_window_size
+from agent_worker.settings import DEFAULT_DETACH_KEY, parse_key  # the detach key is a setting
 
-__all__ = ["set_window_size", "window_size"]
+__all__ = ["DEFAULT_DETACH_KEY", "parse_key", "set_window_size", "window_size"]
 
-DEFAULT_DETACH_KEY = "^\\"
 
 # What a client terminal must be put back to after showing a session: leave the alternate
 # screen, show the cursor, turn off mouse reporting, bracketed paste and application
@@ -51,24 +51,6 @@ class AltScreen:
 
     def reset_bytes(self) -> bytes:
         return (LEAVE_ALT_SCREEN if self.active else b"") + RESET_MODES
-
-
-def parse_key(spec: str) -> bytes:
-    """``^\\`` / ``^A`` / ``ctrl-a`` style key names to the byte the terminal sends."""
-    text = spec.strip()
-    lowered = text.lower()
-    if lowered.startswith("ctrl-") and len(text) == 6:
-        text = "^" + text[5]
-    if len(text) == 2 and text[0] == "^":
-        char = text[1].upper()
-        if char == "?":
-            return b"\x7f"
-        code = ord(char) ^ 0x40
-        if 0 <= code < 0x20:
-            return bytes([code])
-    if len(text) == 1:
-        return text.encode()
-    raise ValueError(f"cannot read detach key {spec!r}: use a form like '^\\' or 'ctrl-a'")
 
 
 @contextlib.contextmanager

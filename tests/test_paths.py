@@ -19,6 +19,7 @@ from agent_worker.paths import (
     ensure_private_dir,
     validate_name,
 )
+from agent_worker.settings import SettingError
 
 
 @pytest.fixture(autouse=True)
@@ -248,9 +249,11 @@ def test_same_home_spelled_differently_gets_one_runtime_dir(
     for spelling in [tmp_path / "link", tmp_path / "home" / ".." / "home", f"{tmp_path}//home/"]:
         monkeypatch.setenv("SUPERV_HOME", str(spelling))
         assert paths.runtime_dir() == expected, spelling
+    # A relative home would name different places for the CLI and the daemon (cwd /).
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SUPERV_HOME", "home")
-    assert paths.runtime_dir() == expected
+    with pytest.raises(SettingError, match="SUPERV_HOME='home' is not usable: use an absolute path"):
+        paths.runtime_dir()
 
 
 def test_explicit_default_home_shares_the_default_runtime_dir(

@@ -16,6 +16,7 @@ import signal
 import sys
 
 from agent_worker import protocol as p
+from agent_worker import settings
 from agent_worker.client import Connection, ConnectionClosed
 from supervisor import terminal
 from supervisor.errors import CliError
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--tail", type=int, metavar="N", help="replay the last N lines first")
     where.add_argument("--from-start", action="store_true", help="replay everything it printed")
-    default_key = os.environ.get("SUPERV_DETACH_KEY", terminal.DEFAULT_DETACH_KEY)
+    default_key = settings.current().detach_key
     parser.add_argument("--detach-key", default=default_key,
                         help="key that detaches (default ^\\, or $SUPERV_DETACH_KEY)")
     parser.add_argument("--remote-command", metavar="CMD",
