@@ -1,0 +1,485 @@
+"""The protocol's conversation: who may say what, and when, as a sans-I/O state machine.
+
+:mod:`agent_worker.protocol` turns bytes into frames; this module owns the rules of a
+session connection above the frames, for both ends, in the manner of h11: bytes go in
+with ``receive_data``, typed events come out of ``next_event``, and ``send`` turns an
+event into the bytes to write.  Nothing here touches a socket or a clock, so every rule
+is tested byte by byte (``tests/test_conversation.py``).
+
+Both ends go ``AWAITING_HELLO -> STREAMING -> ENDED``:
+
+- the client opens with a :class:`~agent_worker.protocol.Hello` (version, where to start,
+  window size, read-only); the server answers with a Welcome carrying
+  :class:`SessionInfo`, or an Error;
+- then the server streams Screen and Output frames, addressed by log offset, continuous:
+  the server refuses to send a gap and drops what it already sent, the client reports a
+  gap and drops a duplicate, so a reconnect at "everything after offset N" shows every
+  byte once;
+- the client sends Input, Resize, Signal, Stop; a read-only client's input is refused,
+  with one :class:`Refused` notice, and never reaches the agent;
+- the stream ends with :class:`Exited` (the agent ended: for an attach, nothing follows),
+  a Detach from the client, an Error from either side, or the connection closing.
+
+A peer that breaks a rule gets :class:`Violation` from ``next_event`` (never an
+exception): the caller sends ``send(Error(violation.message))`` and closes.  A rule that
+*we* break (sending output with a gap, or after the end) raises :class:`LocalProtocolError`:
+that is a bug in the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import signal
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from agent_worker import protocol as p
+
+# Window sizes a hello or a resize may ask for.  Bigger than any real terminal (a 4K
+# screen at a tiny font is ~640x180), small enough that a hostile size cannot make the
+# terminal model or the PTY unusable.
+MAX_ROWS: Final = 1000
+MAX_COLS: Final = 2000
+
+
+class State(enum.Enum):
+    AWAITING_HELLO = "awaiting_hello"
+    STREAMING = "streaming"
+    ENDED = "ended"
+
+
+class LocalProtocolError(Exception):
+    """This end tried to break the protocol: a bug in the code driving the conversation."""
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+"""``next_event`` has nothing complete yet: feed more bytes with ``receive_data``."""
+
+
+def window_size_error(rows: int, cols: int) -> str | None:
+    """Why ``rows`` x ``cols`` is not a window size we accept, or None if it is one."""
+    if 1 <= rows <= MAX_ROWS and 1 <= cols <= MAX_COLS:
+        return None
+    return (
+        f"window size {rows}x{cols} is out of range: rows must be 1..{MAX_ROWS}, "
+        f"columns 1..{MAX_COLS}"
+    )
+
+
+# ---- typed events ------------------------------------------------------------------------
+
+
+def _opt_int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@attrs.frozen
+class SessionInfo:
+    """What a Welcome says about the session (the same for a live and an ended one)."""
+
+    name: str
+    state: str = "running"
+    agent_pid: int | None = None
+    worker_pid: int | None = None
+    log_end: int = 0
+    rows: int = 24
+    cols: int = 80
+    started_at: float | None = None
+    dir: str = ""
+    ended: bool = False  # served from the session's files: its worker is gone
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, info: Mapping[str, Any]) -> SessionInfo:
+        """Read a Welcome's info; ProtocolError if a field we rely on has the wrong type."""
+        name, state = info.get("name"), info.get("state", "running")
+        rows, cols = info.get("rows", 24), info.get("cols", 80)
+        if not isinstance(name, str) or not isinstance(state, str):
+            raise p.ProtocolError("welcome without a session name and state")
+        if not isinstance(rows, int) or not isinstance(cols, int):
+            raise p.ProtocolError("welcome with a window size that is not two numbers")
+        started = info.get("started_at")
+        return cls(
+            name=name,
+            state=state,
+            agent_pid=_opt_int(info, "agent_pid"),
+            worker_pid=_opt_int(info, "worker_pid"),
+            log_end=_opt_int(info, "log_end") or 0,
+            rows=rows,
+            cols=cols,
+            started_at=float(started) if isinstance(started, int | float) else None,
+            dir=str(info.get("dir", "")),
+            ended=info.get("ended") is True,
+        )
+
+
+@attrs.frozen
+class Exited:
+    """The agent ended; ``log_end`` is where its output ends (the stream's last offset).
+
+    The one builder of the ``exited`` event, for the worker, the ended-session replay and
+    every reader.
+    """
+
+    state: str
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    log_end: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"event": "exited", "state": self.state, "exit_code": self.exit_code,
+                "exit_signal": self.exit_signal, "log_end": self.log_end}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Exited:
+        state = body.get("state")
+        return cls(
+            state=state if isinstance(state, str) else "ended",
+            exit_code=_opt_int(body, "exit_code"),
+            exit_signal=_opt_int(body, "exit_signal"),
+            log_end=_opt_int(body, "log_end"),
+        )
+
+
+READ_ONLY_REFUSAL: Final = "read-only attach: input ignored"
+
+
+@attrs.frozen
+class Refused:
+    """The server ignored what the client sent (input on a read-only attach)."""
+
+    reason: str = READ_ONLY_REFUSAL
+
+    def body(self) -> dict[str, Any]:
+        return {"event": "refused", "reason": self.reason}
+
+
+@attrs.frozen
+class Notice:
+    """Any other event a worker reports: ``attached``, ``detached``, ``snapshot_failed``,
+    ``log_write_failed``, ``worker_exit`` (what the supervisor relays to ``superv events``)."""
+
+    event: str
+    fields: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {**self.fields, "event": self.event}
+
+
+@attrs.frozen
+class Failed:
+    """The peer sent an Error frame: it refuses or gives up, and closes."""
+
+    message: str
+
+
+@attrs.frozen
+class Violation:
+    """The peer broke the protocol; answer ``send(Error(message))`` and close."""
+
+    message: str
+
+
+@attrs.frozen
+class Closed:
+    """The peer closed the connection."""
+
+
+def event_from_body(body: Mapping[str, Any]) -> Exited | Refused | Notice:
+    """The typed form of an Event frame's JSON body."""
+    kind = body.get("event")
+    if kind == "exited":
+        return Exited.from_body(body)
+    if kind == "refused":
+        reason = body.get("reason")
+        return Refused(reason if isinstance(reason, str) else READ_ONLY_REFUSAL)
+    fields = {k: v for k, v in body.items() if k != "event"}
+    return Notice(kind if isinstance(kind, str) else "unknown", fields)
+
+
+ServerEvent = p.Hello | p.Input | p.Resize | p.Signal | p.Stop | p.Detach
+ClientEvent = SessionInfo | p.Screen | p.Output | Exited | Refused | Notice
+
+
+# ---- the two ends --------------------------------------------------------------------------
+
+
+class _End:
+    """What both ends share: the frame decoder, the state, the end of input."""
+
+    def __init__(self) -> None:
+        self.state = State.AWAITING_HELLO
+        self._decoder = p.Decoder()
+        self._eof = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer; ``b""`` means it closed the connection."""
+        if not data:
+            self._eof = True
+        elif self.state is not State.ENDED:
+            with contextlib.suppress(p.ProtocolError):  # already reported by next_event
+                self._decoder.feed(data)
+
+    def _next_frame(self) -> p.Message | Violation | Closed | _NeedData:
+        try:
+            msg = self._decoder.next_message()
+        except p.ProtocolError as exc:
+            return self._violation(str(exc))
+        if msg is not None:
+            return msg
+        if self._eof:
+            self.state = State.ENDED
+            return Closed()
+        return NEED_DATA
+
+    def _violation(self, message: str) -> Violation:
+        self.state = State.ENDED
+        return Violation(message)
+
+
+class ServerConversation(_End):
+    """The worker's end of one client connection.
+
+    Events out: the client's :class:`~agent_worker.protocol.Hello` (checked: version,
+    window size), then ``Input``, ``Resize`` (checked), ``Signal`` (checked), ``Stop``,
+    ``Detach``; :class:`Refused` once when a read-only client sends input (send it back);
+    :class:`Violation`, :class:`Closed`, or :data:`NEED_DATA`.
+
+    Bytes out: ``send(SessionInfo)`` (the Welcome, which starts the stream), ``Screen``,
+    ``output_frame()``, ``Exited``, ``Refused``, ``Notice``, ``Error``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hello: p.Hello | None = None
+        self.position: int | None = None  # log offset of the next output byte to send
+        self._welcomed = False
+        self._refused = False
+
+    @property
+    def read_only(self) -> bool:
+        return self.hello is not None and self.hello.read_only
+
+    @property
+    def watching(self) -> bool:
+        return self.hello is not None and self.hello.start == p.Start.WATCH
+
+    def next_event(self) -> ServerEvent | Refused | Violation | Closed | _NeedData:
+        while True:
+            if self.state is State.ENDED:
+                return Closed()
+            if self.hello is not None and not self._welcomed:
+                return NEED_DATA  # what follows the hello waits for our answer to it
+            msg = self._next_frame()
+            if not isinstance(msg, p.Message):
+                return msg
+            if self.hello is None:
+                return self._first(msg)
+            event = self._streaming(msg)
+            if event is not None:
+                return event
+
+    def _first(self, msg: p.Message) -> p.Hello | Violation:
+        if not isinstance(msg, p.Hello):
+            return self._violation(f"expected a hello frame first, got {type(msg).__name__}")
+        if msg.version != p.VERSION:
+            return self._violation(
+                f"protocol version {msg.version} is not {p.VERSION}: "
+                "the client and the worker come from different superv versions"
+            )
+        bad_size = window_size_error(msg.rows, msg.cols)
+        if bad_size:
+            return self._violation(bad_size)
+        self.hello = msg
+        return msg
+
+    def _streaming(self, msg: p.Message) -> ServerEvent | Refused | Violation | None:
+        match msg:
+            case p.Detach():
+                self.state = State.ENDED
+                return msg
+            case p.Input() | p.Resize() | p.Signal() | p.Stop() if self.read_only:
+                if self._refused:
+                    return None  # said once; the rest is dropped quietly
+                self._refused = True
+                return Refused()
+            case p.Input() | p.Stop():
+                return msg
+            case p.Resize(rows, cols):
+                bad_size = window_size_error(rows, cols)
+                return self._violation(bad_size) if bad_size else msg
+            case p.Signal(signum):
+                try:
+                    signal.Signals(signum)
+                except ValueError:
+                    return self._violation(f"no such signal number {signum}")
+                return msg
+            case _:
+                return self._violation(f"a client may not send {type(msg).__name__}")
+
+    # -- sending
+
+    def send(self, event: SessionInfo | p.Screen | Exited | Refused | Notice | p.Error) -> bytes:
+        match event:
+            case p.Error():
+                self.state = State.ENDED
+                return p.encode(event)
+            case SessionInfo():
+                if self.hello is None or self._welcomed:
+                    raise LocalProtocolError("a welcome answers a hello, once")
+                self._welcomed = True
+                self.state = State.STREAMING
+                return p.encode(p.Welcome(event.to_dict()))
+        if self.state is not State.STREAMING:
+            raise LocalProtocolError(f"cannot send {type(event).__name__} in state {self.state}")
+        match event:
+            case p.Screen():
+                self.position = event.offset
+                return p.encode(event)
+            case Exited():
+                if not self.watching:
+                    self.state = State.ENDED  # an attach stream ends with the exit
+                return p.encode(p.Event(event.body()))
+            case Refused() | Notice():
+                return p.encode(p.Event(event.body()))
+        raise TypeError(f"not an event a server sends: {event!r}")
+
+    def expects(self, offset: int) -> bool:
+        """True if output starting at ``offset`` is what this client needs next."""
+        return self.state is State.STREAMING and self.position == offset
+
+    def output_sent(self, offset: int, length: int) -> None:
+        """Record that an Output frame of ``length`` bytes at ``offset``, encoded by the
+        caller (shared by several clients), was sent."""
+        if self.state is not State.STREAMING:
+            raise LocalProtocolError(f"cannot send output in state {self.state}")
+        if self.position is not None and offset != self.position:
+            raise LocalProtocolError(f"output at {offset}, but this client is at {self.position}")
+        self.position = offset + length
+
+    def output_frame(self, offset: int, data: bytes) -> bytes:
+        """The Output frame for ``data`` at ``offset``, without what this client already
+        has (``b""`` if it has all of it); a gap is refused."""
+        if self.position is not None and offset < self.position:
+            data = data[self.position - offset :]
+            offset = self.position
+            if not data:
+                return b""
+        self.output_sent(offset, len(data))
+        return p.encode_output(offset, data)
+
+
+class ClientConversation(_End):
+    """A client's end: attach, ``logs -f``, ``peek``, ``send``, ``kill``, the watchers.
+
+    ``initiate()`` gives the hello's bytes.  Events out: :class:`SessionInfo` (the
+    Welcome), then ``Screen`` and ``Output`` (continuous: a duplicate is dropped, a gap is
+    a :class:`Violation`), :class:`Exited` (the end, for an attach), :class:`Refused`,
+    :class:`Notice`; :class:`Failed` for an Error frame, :class:`Violation`,
+    :class:`Closed`, or :data:`NEED_DATA`.
+
+    ``position`` is the log offset after the last byte received: a reconnect asks for
+    ``Hello(Start.OFFSET, position)`` and passes ``position`` on to its new conversation.
+    """
+
+    def __init__(self, hello: p.Hello, position: int | None = None) -> None:
+        super().__init__()
+        self.hello = hello
+        self.position = position
+        self.info: SessionInfo | None = None
+        self._initiated = False
+
+    @property
+    def watching(self) -> bool:
+        return self.hello.start == p.Start.WATCH
+
+    def initiate(self) -> bytes:
+        """The bytes of the hello that opens the conversation."""
+        if self._initiated:
+            raise LocalProtocolError("the hello is sent once")
+        bad_size = window_size_error(self.hello.rows, self.hello.cols)
+        if bad_size:
+            raise LocalProtocolError(bad_size)
+        self._initiated = True
+        return p.encode(self.hello)
+
+    def send(self, msg: p.Input | p.Resize | p.Signal | p.Stop | p.Detach) -> bytes:
+        if self.state is State.ENDED:
+            raise LocalProtocolError(f"cannot send {type(msg).__name__}: the conversation ended")
+        if not self._initiated:
+            raise LocalProtocolError("say hello first")
+        if isinstance(msg, p.Detach):
+            self.state = State.ENDED
+        elif self.hello.read_only and not isinstance(msg, p.Detach):
+            raise LocalProtocolError(f"a read-only client sends no {type(msg).__name__}")
+        elif not isinstance(msg, p.Input | p.Resize | p.Signal | p.Stop):
+            raise TypeError(f"not a message a client sends: {msg!r}")
+        return p.encode(msg)
+
+    def next_event(self) -> ClientEvent | Failed | Violation | Closed | _NeedData:
+        while True:
+            if self.state is State.ENDED:
+                return Closed()
+            msg = self._next_frame()
+            if not isinstance(msg, p.Message):
+                return msg
+            if isinstance(msg, p.Error):
+                self.state = State.ENDED
+                return Failed(msg.message)
+            if self.info is None:
+                return self._welcome(msg)
+            event = self._streaming(msg)
+            if event is not None:
+                return event
+
+    def _welcome(self, msg: p.Message) -> SessionInfo | Violation:
+        if not isinstance(msg, p.Welcome):
+            return self._violation(f"expected a welcome, got {type(msg).__name__}")
+        try:
+            self.info = SessionInfo.from_dict(msg.info)
+        except p.ProtocolError as exc:
+            return self._violation(str(exc))
+        self.state = State.STREAMING
+        return self.info
+
+    def _streaming(self, msg: p.Message) -> ClientEvent | Violation | None:
+        match msg:
+            case p.Output(offset, data):
+                if self.position is None:
+                    self.position = offset
+                if offset > self.position:
+                    return self._violation(
+                        f"output at offset {offset} after {self.position}: bytes are missing"
+                    )
+                if offset < self.position:  # already shown (a replay overlapping it)
+                    data = data[self.position - offset :]
+                    offset = self.position
+                    if not data:
+                        return None
+                self.position = offset + len(data)
+                return p.Output(offset, data) if offset != msg.offset else msg
+            case p.Screen(offset, _):
+                self.position = offset
+                return msg
+            case p.Event(body):
+                event = event_from_body(body)
+                if isinstance(event, Exited) and not self.watching:
+                    self.state = State.ENDED
+                return event
+            case _:
+                return self._violation(f"a worker does not send {type(msg).__name__}")
