@@ -146,22 +146,29 @@ class LogReader:
 
     def offset_at(self, when: float) -> int:
         """The first offset whose output was logged at or after ``when`` (unix time)."""
-        records = self.index()
-        times = [t for _, t in records]
-        i = bisect.bisect_left(times, when)
-        if i == 0:
-            return 0
-        if i >= len(records):
-            # Every batch started before ``when``; the last one may have gone on past it.
-            last_write = os.fstat(self._fd).st_mtime
-            return records[-1][0] if last_write >= when else self.size()
-        # Output between two records was logged less than _INDEX_EVERY after the first
-        # one's time (a later batch writes a record of its own): if that is before
-        # ``when``, all of it is, and the output from ``when`` on starts at the next record.
-        if when - records[i - 1][1] >= _INDEX_EVERY:
-            return records[i][0]
-        # The batch that started before ``when`` may run past it: start from that batch.
-        return records[i - 1][0]
+        return offset_at_time(self.index(), when, os.fstat(self._fd).st_mtime, self.size())
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def offset_at_time(records: list[tuple[int, float]], when: float, last_write: float, end: int) -> int:
+    """Where the output logged at or after ``when`` starts, from the index alone.
+
+    ``records`` are the index's ``(offset, time)`` pairs, ``last_write`` the log's mtime and
+    ``end`` its size.  Pure, so the one-second resolution is tested with explicit times.
+    """
+    times = [t for _, t in records]
+    i = bisect.bisect_left(times, when)
+    if i == 0:
+        return 0
+    if i >= len(records):
+        # Every batch started before ``when``; the last one may have gone on past it.
+        return records[-1][0] if last_write >= when else end
+    # Output between two records was logged less than _INDEX_EVERY after the first
+    # one's time (a later batch writes a record of its own): if that is before
+    # ``when``, all of it is, and the output from ``when`` on starts at the next record.
+    if when - records[i - 1][1] >= _INDEX_EVERY:
+        return records[i][0]
+    # The batch that started before ``when`` may run past it: start from that batch.
+    return records[i - 1][0]

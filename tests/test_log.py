@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_worker.log import INDEX_NAME, LOG_NAME, LogReader, OutputLog
+from agent_worker.log import INDEX_NAME, LOG_NAME, LogReader, OutputLog, offset_at_time
 
 # Mostly line-shaped output (the edge cases of tail_offset live at line ends), some binary.
 chunks = st.lists(
@@ -114,3 +114,33 @@ def test_unknown_fsync_policy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SUPERV_LOG_FSYNC", "sometimes")
     with pytest.raises(ValueError, match="snapshot, always, never"):
         fsync_policy()
+
+
+# ---- the time index behind ``logs --since`` ---------------------------------------------
+
+# Index records at t=100 (offset 0), 103 (offset 20) and 104.5 (offset 30); the log ends at
+# 40.  Output appended within a second of a record writes none of its own.
+INDEX = [(0, 100.0), (20, 103.0), (30, 104.5)]
+END = 40
+
+
+@pytest.mark.parametrize(("when", "last_write", "expected", "why"), [
+    (50.0, 104.6, 0, "before the first record: everything"),
+    (100.0, 104.6, 0, "exactly at the first record: that record's output on"),
+    (100.5, 104.6, 0, "within a second of a record: that batch may run past it"),
+    (101.0, 104.6, 20, "a second or more after a record: its batch is all older"),
+    (102.9, 104.6, 20, "just before the next record: from that record"),
+    (103.0, 104.6, 20, "exactly at a record"),
+    (103.5, 104.6, 20, "half a second after a record: from that record"),
+    (104.0, 104.6, 30, "a second after a record: from the next one"),
+    (104.5, 104.6, 30, "exactly at the last record"),
+    (104.55, 104.6, 30, "after the last record, the log written since: its batch"),
+    (105.0, 104.6, END, "after the last write: nothing"),
+])
+def test_offset_at_time_with_explicit_times(when: float, last_write: float, expected: int,
+                                            why: str) -> None:
+    assert offset_at_time(INDEX, when, last_write, END) == expected, why
+
+
+def test_offset_at_time_of_an_empty_index() -> None:
+    assert offset_at_time([], 100.0, 99.0, 0) == 0

@@ -85,6 +85,9 @@ def test_reboot_interrupts_restarts_and_resumes(superv_env: SupervEnv) -> None:
         wait_until(lambda n=name: f"before-{n}".encode() in log_of(senv, n), message=f"{name} output")
     before = {name: log_of(senv, name) for name in names}
     old = sessions(senv)
+    old_keeper = old["keeper"]["worker_pid"]
+    old_keeper_start = process_start_time(old_keeper)  # a pid may be reused; pid+start is not
+    assert old_keeper_start is not None
     daemon_pid = int((senv.home / "supervisor.lock").read_text())
 
     reboot(senv)
@@ -110,7 +113,10 @@ def test_reboot_interrupts_restarts_and_resumes(superv_env: SupervEnv) -> None:
         return s if s["state"] == "running" and s["worker_pid"] else None
 
     keeper = wait_until(keeper_back, timeout=20, message="keeper to be restarted")
-    assert keeper["worker_pid"] != old["keeper"]["worker_pid"] or alive(keeper["worker_pid"])
+    new_keeper = keeper["worker_pid"]
+    assert alive(new_keeper), "the listed worker of keeper is not running"
+    assert (new_keeper, process_start_time(new_keeper)) != (old_keeper, old_keeper_start), (
+        "keeper is listed with its worker from before the reboot")
     wait_until(lambda: log_of(senv, "keeper").count(b"before-keeper\r\n") == 2, message="keeper rerun")
     assert b"[superv: restarted" in log_of(senv, "keeper")
 

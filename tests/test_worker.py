@@ -572,7 +572,6 @@ def test_start_tail_gives_last_lines(senv: SupervEnv) -> None:
 
 
 def test_start_screen_paints_current_screen(senv: SupervEnv) -> None:
-    pytest.importorskip("agent_worker.screen", reason="agent_worker/screen.py not written yet")
     code = """
     out.write(b"\\x1b[2J\\x1b[Hhello screen\\r\\nsecond line"); out.flush()
     sys.stdin.read()
@@ -591,7 +590,6 @@ def test_start_screen_paints_current_screen(senv: SupervEnv) -> None:
 
 
 def test_cursor_position_query_answered_with_no_client(senv: SupervEnv) -> None:
-    pytest.importorskip("agent_worker.screen", reason="agent_worker/screen.py not written yet")
     code = """
     tty.setraw(0)
     out.write(b"abc\\x1b[6n"); out.flush()
@@ -661,20 +659,27 @@ def test_full_disk_blocks_the_agent_and_loses_nothing(superv_env: SupervEnv) -> 
 def test_agent_that_ends_while_the_disk_is_full_loses_nothing(superv_env: SupervEnv) -> None:
     """Its last output is still in the worker's hands: the worker waits for room rather
     than finish the session without it, however long the disk stays full."""
-    lines = 3000  # 300 kB: the worker holds it all, so the agent finishes and exits
+    # The agent can always finish, however the worker's reads fall: once the log is at the
+    # cap the worker stops reading, so what is past the cap must fit in the worker's held
+    # batch plus the PTY's own buffer.  Past the cap goes 3 kB, under the 4 kB line
+    # discipline buffer alone (this kernel's PTY holds ~19 kB).  A larger output (300 kB)
+    # passed only when one read happened to take it all, and failed on a busy core.
+    cap = 10_000
+    lines = 130  # 13,130 bytes cooked: 3,130 past the cap
+    assert 0 < len(cooked(pattern(lines))) - cap < 4096
     go = superv_env.root / "go"
     proc, ready = start_worker(superv_env, "ends", [PY, "-c", WAIT_THEN_PRINT, str(lines), str(go)])
     assert ready["ok"], ready
     log_file = superv_env.session_dir("ends") / "output.log"
     soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
-    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (10_000, hard))
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (cap, hard))
     try:
         go.touch()
         wait_until(lambda: pid_gone(ready["agent_pid"]), timeout=15, message="the agent to exit")
         # Longer than the worker's exit drain and linger (2 s + 2 s) together.
         time.sleep(5)  # the length of the outage, not a synchronisation
         assert proc.poll() is None, "the worker ended with output it had not logged"
-        assert log_file.stat().st_size == 10_000
+        assert log_file.stat().st_size == cap
     finally:
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
     assert wait_exit(proc) == 0
