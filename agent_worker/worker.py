@@ -32,10 +32,11 @@ from agent_worker import settings
 from agent_worker.agent import Agent, wait_status
 from agent_worker.log import OutputLog
 from agent_worker.peer import refusal
-from agent_worker.screen_from_log import recent_start
+from agent_worker.screen.keeper import ScreenKeeper
 from agent_worker.snapshot import Snapshot, boot_id, describe_exit, process_start_time
 from agent_worker.spec import SessionSpec
 from agent_worker.streams import receive_message
+from agent_worker.terminal_queries import QueryAnswerer
 
 log = structlog.get_logger("agent_worker")
 
@@ -44,8 +45,6 @@ SEND_CHUNK = 256 * 1024  # most bytes in one Output frame to a client
 HELLO_TIMEOUT = 10.0
 SCREEN_IDLE = 0.05  # quiet time before the terminal model catches up in the background
 SCREEN_STEP = 4096  # bytes fed to the model between checkpoints (~10 ms of parsing)
-SCREEN_BACKLOG = 512 * 1024  # beyond this the model restarts from recent output
-SCREEN_RESTART_WINDOW = 64 * 1024
 EXIT_DRAIN = 2.0  # after the agent exits, wait this long for the PTY to report its end
 LINGER_MIN = 2.0  # an ended session keeps serving at least this long...
 LINGER_MAX = 60.0  # ...and at most this long while clients are still reading
@@ -56,21 +55,6 @@ STOP_GRACE = 10.0  # SIGTERM to SIGKILL of the agent on the worker's own SIGTERM
 def stop_grace() -> float:
     """``SUPERV_STOP_GRACE`` (seconds), so that tests need not wait 10 s for a stubborn agent."""
     return settings.current().stop_grace
-
-# Terminal queries a TUI sends at start; with no client attached nobody would answer them,
-# and some programs wait for the answer.  (query, answer or None for cursor position)
-_QUERIES: tuple[tuple[bytes, bytes | None], ...] = (
-    (b"\x1b[6n", None),
-    (b"\x1b[c", b"\x1b[?62;22c"),
-    (b"\x1b[0c", b"\x1b[?62;22c"),
-    (b"\x1b[>c", b"\x1b[>0;10;1c"),
-    (b"\x1b[>0c", b"\x1b[>0;10;1c"),
-    (b"\x1b]10;?\x07", b"\x1b]10;rgb:ffff/ffff/ffff\x07"),
-    (b"\x1b]11;?\x07", b"\x1b]11;rgb:0000/0000/0000\x07"),
-    (b"\x1b]10;?\x1b\\", b"\x1b]10;rgb:ffff/ffff/ffff\x1b\\"),
-    (b"\x1b]11;?\x1b\\", b"\x1b]11;rgb:0000/0000/0000\x1b\\"),
-)
-
 
 @attrs.define
 class Client:
@@ -138,10 +122,8 @@ class Worker:
         self._term_deadline = math.inf  # clients may keep an ended worker until then
         self._seq = 0
         self._persist_lock = trio.Lock()
-        self._screen: Any = None  # agent_worker.screen.ScreenModel, made on first use
-        self._screen_offset = output.end
-        self._screen_exact = True
-        self._screen_broken = False
+        self.screen = ScreenKeeper(output.reader, output.end, self.rows, self.cols)
+        self.queries = QueryAnswerer()  # answers them while no terminal is attached
         self.unlogged = b""  # output read from the PTY that the disk has not taken yet
         self._disk_refused = False
 
@@ -234,7 +216,7 @@ class Worker:
                 nursery.start_soon(self._read_pty)
                 nursery.start_soon(self._wait_agent)
                 nursery.start_soon(self._snapshot_loop)
-                nursery.start_soon(self._screen_catch_up_loop)
+                nursery.start_soon(self._screen_catch_up_forever)
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.listen_sock))
                 nursery.start_soon(trio.serve_listeners, self._serve_client, [listener])
                 # Not just ``ended``: the exit must be on disk before shutdown cancels anything.
@@ -364,8 +346,12 @@ class Worker:
             log.info("log_write_resumed")
         logged = batch[:written] if written < len(batch) else batch
         self._publish(self.output.end - written, logged)
-        if self._no_interactive_client() and (b"\x1b[" in logged or b"\x1b]" in logged):
-            self._answer_queries(logged)
+        if self._no_interactive_client():
+            answers = self.queries.feed(logged, lambda: self.screen.cursor(self.output.end))
+            if answers:
+                self._write_input_nowait(answers)
+        else:
+            self.queries.skip()
         return batch[written:]
 
     def _publish(self, start: int, data: bytes) -> None:
@@ -396,22 +382,6 @@ class Worker:
     def _no_interactive_client(self) -> bool:
         return not any(c.mode != "watch" and not c.read_only for c in self.clients.values())
 
-    def _answer_queries(self, batch: bytes) -> None:
-        answers = b""
-        for query, answer in _QUERIES:
-            if query in batch:
-                if answer is None:
-                    try:
-                        self._catch_up_screen(self.output.end)
-                        row, col = self._screen.cursor()
-                    except Exception:
-                        log.exception("screen_model_failed")
-                        continue
-                    answer = b"\x1b[%d;%dR" % (row + 1, col + 1)
-                answers += answer
-        if answers:
-            self._write_input_nowait(answers)
-
     def _write_input_nowait(self, data: bytes) -> None:
         # If the agent is not reading its input, a query answer is not worth waiting for.
         with contextlib.suppress(OSError):
@@ -429,52 +399,16 @@ class Worker:
 
     # ---- terminal model ------------------------------------------------------------------
 
-    def _new_screen(self) -> Any:
-        from agent_worker.screen import ScreenModel
-
-        return ScreenModel(self.rows, self.cols)
-
-    def _catch_up_screen(self, until: int, step: int | None = None) -> bool:
-        """Feed the model up to ``until`` (or ``step`` bytes of it); True when caught up."""
-        if self._screen is None:
-            self._screen = self._new_screen()
-        if until - self._screen_offset > SCREEN_BACKLOG:
-            self._restart_screen(until)
-        end = until if step is None else min(until, self._screen_offset + step)
-        while self._screen_offset < end:
-            want = min(end - self._screen_offset, 65536)
-            data = self.output.reader.read(self._screen_offset, want)
-            if not data:
-                break
-            self._screen.feed(data)
-            self._screen_offset += len(data)
-        return self._screen_offset >= until
-
-    def _restart_screen(self, until: int) -> None:
-        """Start the model afresh from recent output: feeding a huge backlog would take long."""
-        start, self._screen_exact = recent_start(self.output.reader, until, SCREEN_RESTART_WINDOW)
-        self._screen = self._new_screen()
-        self._screen_offset = start
-
-    async def _screen_catch_up_loop(self) -> None:
-        try:
-            await self._screen_catch_up_forever()
-        except Exception:
-            # The model only serves attach and peek; its failure must not end the session.
-            log.exception("screen_model_failed")
-            self._screen = None
-            self._screen_broken = True
-
     async def _screen_catch_up_forever(self) -> None:
         while True:
-            if self._screen_offset >= self.output.end:
+            if self.screen.offset >= self.output.end or self.screen.failed:
                 await self.screen_lot.park()
                 continue
             seen = self.output.end
             await trio.sleep(SCREEN_IDLE)
             if self.output.end != seen:
                 continue  # still busy: parsing now would only compete with the reader
-            while not self._catch_up_screen(self.output.end, SCREEN_STEP):
+            while not self.screen.step(self.output.end, SCREEN_STEP):
                 await trio.sleep(0)
                 if self.output.end != seen:
                     break
@@ -483,9 +417,7 @@ class Worker:
         if (rows, cols) == (self.rows, self.cols) or not rows or not cols:
             return
         # The model must see everything printed at the old size before it changes size.
-        if self._screen is not None:
-            self._catch_up_screen(self.output.end)
-            self._screen.resize(rows, cols)
+        self.screen.resize(self.output.end, rows, cols)
         self.rows, self.cols = rows, cols
         self.agent.resize(rows, cols)
 
@@ -578,12 +510,13 @@ class Worker:
             return min(hello.value, end)
         if hello.start == p.Start.TAIL:
             return self.output.reader.tail_offset(hello.value, end)
-        if self._screen_broken:
-            return self.output.reader.tail_offset(hello.rows, end)
         # Start.SCREEN: paint the model as of ``end``, then stream from ``end``.
-        self._catch_up_screen(end)
-        await stream.send_all(p.encode(p.Screen(end, self._screen.render())))
-        if not self._screen_exact and not hello.read_only:
+        painted = self.screen.render(end)
+        if painted is None:  # no model (its failure is logged): show the last lines raw
+            start = max(self.output.reader.tail_offset(hello.rows, end), end - SCREEN_STEP * 16)
+            painted = b"\x1b[H\x1b[2J" + self.output.reader.read(start, end - start)
+        await stream.send_all(p.encode(p.Screen(end, painted)))
+        if not self.screen.exact and not hello.read_only:
             self._force_redraw()
         return end
 

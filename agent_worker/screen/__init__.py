@@ -56,6 +56,8 @@ from pyte import modes as mo
 from pyte.screens import Cursor, Margins, StaticDefaultDict
 from wcwidth import wcwidth as _wcwidth
 
+from agent_worker.screen_size import clamp_size
+
 __all__ = ["Cell", "ScreenModel", "TerminalModes"]
 
 wcwidth = functools.lru_cache(maxsize=4096)(_wcwidth)
@@ -1150,8 +1152,7 @@ class ScreenModel:
     """
 
     def __init__(self, rows: int, cols: int, history: int = 0) -> None:
-        if not (1 <= rows <= 10_000 and 1 <= cols <= 10_000):
-            raise ValueError(f"screen size {rows}x{cols} is out of range")
+        rows, cols = clamp_size(rows, cols)  # a client's size must not break the model
         self._screen = _VTScreen(cols, rows, history)
         self._parser = _Parser(self._screen)
 
@@ -1181,10 +1182,11 @@ class ScreenModel:
             self._parser.skipping = False
 
     def resize(self, rows: int, cols: int) -> None:
-        """Follow a resize of the PTY (call it when the worker sets the PTY's size)."""
-        if not (1 <= rows <= 10_000 and 1 <= cols <= 10_000):
-            raise ValueError(f"screen size {rows}x{cols} is out of range")
-        self._screen.resize(rows, cols)
+        """Follow a resize of the PTY (call it when the worker sets the PTY's size).
+
+        Sizes are brought into ``1..MAX_ROWS`` x ``1..MAX_COLS``
+        (:mod:`agent_worker.screen_size`): a bigger terminal shows the model's top left."""
+        self._screen.resize(*clamp_size(rows, cols))
 
     def cursor(self) -> tuple[int, int]:
         """(row, col), 0-based, as a terminal reports it to DSR 6 (``CSI row;col R``,
