@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conftest import SupervEnv, wait_until
-from test_worker import FAST, agent, senv  # noqa: F401  (senv: the fixture)
+from test_worker import FAST, agent
 from worker_helpers import log_bytes, start_worker, stop_worker, wait_exit
 
 from agent_worker.terminal_queries import QueryAnswerer
@@ -61,8 +61,9 @@ def test_skipped_output_leaves_no_half_query_behind() -> None:
     assert answerer.feed(b"6n", cursor) == b""
 
 
-def test_query_split_across_two_pty_reads_is_answered(senv: SupervEnv) -> None:
+def test_query_split_across_two_pty_reads_is_answered(superv_env: SupervEnv) -> None:
     """The agent writes ESC [ , waits until the worker has logged it, then writes 6n."""
+    senv = superv_env
     log = senv.session_dir("split") / "output.log"
     code = f"""
     tty.setraw(0)

@@ -94,7 +94,7 @@ class ScreenKeeper:
 
     def _feed(self, until: int, size: int | None = None) -> bool:
         if self._model is None and not self.failed:
-            self._model = ScreenModel(self.rows, self.cols)  # first use
+            self._model = self.new_model()  # first use
         if self._model is None or until - self.offset > BACKLOG:
             self._rebuild(until)
         assert self._model is not None
@@ -111,8 +111,12 @@ class ScreenKeeper:
         """Start afresh from recent output: after a failure, or when feeding the backlog
         would take long."""
         self.offset, self.exact = recent_start(self.reader, until, RESTART_WINDOW)
-        self._model = ScreenModel(self.rows, self.cols)
+        self._model = self.new_model()
         self.failed = False
+
+    def new_model(self) -> ScreenModel:
+        """A fresh model of the session's size (a fault-injection test overrides it)."""
+        return ScreenModel(self.rows, self.cols)
 
     def _fail(self) -> None:
         log.exception("screen_model_failed", offset=self.offset, rows=self.rows, cols=self.cols)

@@ -1,0 +1,87 @@
+"""The worker's screen model fails and comes back; no client input breaks it for good."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import SupervEnv, wait_until
+from test_worker import FAST, agent
+from worker_helpers import connect, log_bytes, log_size, start_worker, stop_worker
+
+from agent_worker import protocol as p
+from agent_worker.log import OutputLog
+from agent_worker.screen import ScreenModel
+from agent_worker.screen.keeper import RESTART_WINDOW, ScreenKeeper
+from agent_worker.screen_size import MAX_COLS, MAX_ROWS
+
+
+class BuggyModel(ScreenModel):
+    """A real model with a planted bug: it raises on output that contains ``BUG``."""
+
+    def feed(self, data: bytes) -> None:
+        if b"BUG" in data:
+            raise RuntimeError("planted bug")
+        super().feed(data)
+
+
+class BuggyKeeper(ScreenKeeper):
+    def new_model(self) -> ScreenModel:
+        return BuggyModel(self.rows, self.cols)
+
+
+def test_a_failed_model_is_rebuilt_from_recent_output(tmp_path: Path) -> None:
+    out = OutputLog(tmp_path)
+    keeper = BuggyKeeper(out.reader, 0, 5, 40)
+    out.append(b"\x1b[2J\x1b[Hfirst screen\r\n")
+    assert keeper.step(out.end, 4096)
+    out.append(b"a BUG here\r\n")
+    assert keeper.step(out.end, 4096)  # the failure is logged, the model dropped
+    assert keeper.failed
+    assert keeper.step(out.end, 4096) and keeper.failed  # no retry in the background
+    assert keeper.render(out.end) is None  # the rebuild meets the same bug: no screen
+    # Once the bug has scrolled out of the recent output, the next request rebuilds it.
+    out.append(b"".join(b"line %05d\r\n" % i for i in range(RESTART_WINDOW // 10)))
+    out.append(b"\x1b[2J\x1b[Hthe screen now")
+    model = keeper.screen(out.end)
+    assert model is not None and not keeper.failed
+    assert model.text() == "the screen now"
+    assert keeper.render(out.end) is not None
+    out.close()
+
+
+def test_model_sizes_are_clamped() -> None:
+    model = ScreenModel(20000, 20000)
+    assert (model.rows, model.cols) == (MAX_ROWS, MAX_COLS)
+    model.feed(b"\x1b[20000;20000Hx")
+    assert model.cursor() == (MAX_ROWS - 1, MAX_COLS - 1)
+    model.resize(0, -5)
+    assert (model.rows, model.cols) == (1, 1)
+    assert model.render()
+
+
+def test_a_huge_hello_does_not_break_the_screen(superv_env: SupervEnv) -> None:
+    """Issue 14.3: a read-write hello of 20000x20000 before the model exists broke it for
+    good; every later attach got no screen."""
+    senv = superv_env
+    code = """
+    sys.stdin.readline()
+    out.write(b"\\x1b[2J\\x1b[Hafter the huge hello\\r\\n"); out.flush()
+    sys.stdin.read()
+    """
+    proc, ready = start_worker(senv, "huge", agent(code, echo=False), extra_env=FAST)
+    assert ready["ok"]
+    try:
+        conn, _ = connect(senv, "huge", p.Start.OFFSET, 0, rows=20000, cols=20000)
+        conn.send(p.Input(b"go\n"))
+        wait_until(lambda: b"after the huge hello" in log_bytes(senv, "huge"), message="output")
+        conn.send(p.Detach())
+        conn.close()
+        for read_only in (True, False, True):
+            conn, _ = connect(senv, "huge", p.Start.SCREEN, read_only=read_only, timeout=10)
+            msg = conn.receive()
+            conn.close()
+            assert isinstance(msg, p.Screen), msg
+            assert msg.offset == log_size(senv, "huge")
+            assert b"after the huge hello" in msg.data
+    finally:
+        stop_worker(proc)
