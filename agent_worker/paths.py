@@ -18,6 +18,7 @@ from agent_worker import settings
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH = 107
+HASHED_LEN = 20  # hex digits of a hashed session socket name (80 bits)
 
 
 class PathError(Exception):
@@ -72,7 +73,17 @@ def session_dir(name: str) -> Path:
 
 
 def session_socket(name: str) -> Path:
-    return runtime_dir() / "sessions" / f"{validate_name(name)}.sock"
+    """``NAME.sock``, or a short hashed name when that path would not fit in ``sun_path``.
+
+    Every valid name must work wherever the runtime directory is (a non-default home under
+    /run/user/UID needs ~116 bytes for a 64-character name).  ``~`` cannot start a session
+    name, so a hashed name never collides with a readable one.
+    """
+    directory = runtime_dir() / "sessions"
+    readable = directory / f"{validate_name(name)}.sock"
+    if len(os.fsencode(readable)) <= MAX_SOCKET_PATH:
+        return readable
+    return directory / f"~{hashlib.sha256(name.encode()).hexdigest()[:HASHED_LEN]}.sock"
 
 
 def supervisor_socket() -> Path:
@@ -88,6 +99,14 @@ def check_socket_path(path: Path) -> Path:
     return path
 
 
+def check_runtime_dir() -> Path:
+    """The runtime directory, if every socket superv may need fits in it; else PathError."""
+    directory = runtime_dir()
+    longest = directory / "sessions" / f"~{'0' * HASHED_LEN}.sock"
+    check_socket_path(longest)
+    return directory
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) and make sure it is ours and mode 0700.
 
@@ -99,6 +118,9 @@ def ensure_private_dir(path: Path) -> Path:
     except FileExistsError:  # a file, or a symlink to one
         raise PathError(f"{path} exists and is not a directory") from None
     st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        raise PathError(f"{path} is a symlink: superv uses only its own directories there; "
+                        "remove it or pick another")
     if not stat.S_ISDIR(st.st_mode):
         raise PathError(f"{path} is not a directory")
     if st.st_uid != os.getuid():

@@ -10,7 +10,10 @@ Command modules import only the standard library at import time, so that short c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import select
 import sys
 
 from agent_worker import settings
@@ -99,8 +102,31 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except PermissionError as exc:
+        from supervisor.sessions import permission_denied
+
+        sys.stderr.write(f"superv: {permission_denied(exc.filename or exc.strerror)}\n")
+        return 1
     except BrokenPipeError:
+        if not _stdout_gone():
+            # A socket, not our reader, went away: a supervisor or worker that refused us
+            # or died.  Silence and exit 0 would pass for success.
+            sys.stderr.write("superv: the other end closed the connection\n")
+            return 1
+        # Whoever reads our output stopped reading (| head): that is a normal end.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _stdout_gone() -> bool:
+    """True if nobody reads our stdout any more (its pipe or socket reports an error)."""
+    poller = select.poll()
+    try:
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+    except (OSError, ValueError):
+        return True
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 if __name__ == "__main__":

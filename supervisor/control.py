@@ -1,106 +1,87 @@
 """The CLI's side of the supervisor's control socket, and starting it on demand.
 
-The first command that needs the supervisor starts it if nobody answers.  Two commands
-doing this at once each start one, but only one can take the home's lock; the other
-exits at once, and both commands then talk to the winner.
+The first command that needs the supervisor starts it if nobody answers
+(:mod:`supervisor.autostart`).  Two commands doing this at once each start one, but only
+one can take the home's lock; the other exits, and both commands then talk to the winner.
 """
 
 from __future__ import annotations
 
-import os
-import select
-import subprocess
-import sys
-import time
+from pathlib import Path
 from typing import Any
 
 from agent_worker import paths
 from agent_worker import protocol as p
-from agent_worker.atomic import open_private_log
 from agent_worker.client import Connection, ConnectionClosed
+from supervisor.autostart import start_daemon
 from supervisor.errors import CliError
-
-START_TIMEOUT = 15.0
 
 
 def connect(autostart: bool = True) -> Connection:
     path = paths.supervisor_socket()
+    conn = _open(path)
+    if conn is not None:
+        return conn
+    if not autostart:
+        raise CliError(
+            f"the supervisor is not running for {paths.state_home()}: "
+            "any superv command that needs it starts it, or run 'superv daemon'"
+        )
+    # Once start_daemon returns, a supervisor listens or none will: one attempt tells.
+    reason = start_daemon()
+    conn = _open(path)
+    if conn is None:
+        raise CliError(
+            f"the supervisor did not start: {reason}" if reason else
+            f"the supervisor did not start; see {paths.state_home() / 'supervisor.log'}"
+        )
+    return conn
+
+
+def _open(path: Path) -> Connection | None:
+    """A connection, or None if nobody listens at ``path``; CliError for anything else."""
     try:
         return Connection.open(path)
     except (FileNotFoundError, ConnectionRefusedError):
-        if not autostart:
-            raise CliError(
-                f"the supervisor is not running for {paths.state_home()}: "
-                "any superv command that needs it starts it, or run 'superv daemon'"
-            ) from None
+        return None
     except OSError as exc:
-        raise CliError(f"cannot reach the supervisor at {path}: {exc}") from None
-    start_daemon()
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            return Connection.open(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            if time.monotonic() > deadline:
-                raise CliError(
-                    f"the supervisor did not start; see {paths.state_home() / 'supervisor.log'}"
-                ) from None
-            time.sleep(0.02)
+        raise CliError(f"cannot reach the supervisor at {path}: {exc.strerror or exc}") from None
 
 
-def start_with_systemd() -> bool:
-    """If ``superv service install`` set up the unit, start it; True if systemd did.
+class TooLarge(CliError):
+    """A request over the frame limit; the command says what made it large."""
 
-    A daemon started by the CLI next to an installed unit would take the home's lock and
-    make systemd's own starts fail, and its workers would live in the login session.
+
+def send_first(conn: Connection, message: p.Message) -> p.Message:
+    """Send the first request on ``conn`` and return the answer; CliError for an Error.
+
+    A supervisor that refuses us (another uid) sends an Error and closes at once, so our
+    send may fail with EPIPE while its Error waits, unread, in our receive buffer.
     """
-    from supervisor import service_unit
-
-    if not service_unit.unit_path().exists():
-        return False
+    sent: OSError | None = None
     try:
-        service_unit.systemctl("start", service_unit.UNIT_NAME)  # Type=notify: waits for READY
-    except service_unit.ServiceError:
-        return False
-    return True
-
-
-def start_daemon() -> None:
-    """Start ``superv daemon`` detached, and wait until it serves or loses the race."""
-    if start_with_systemd():
-        return
-    home = paths.state_home()
-    paths.ensure_private_dir(home)
-    read_end, write_end = os.pipe()
-    with open_private_log(home / "supervisor.log") as daemon_log:
-        subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "daemon", "--ready-fd", str(write_end)],
-            stdin=subprocess.DEVNULL,
-            stdout=daemon_log,
-            stderr=daemon_log,
-            pass_fds=(write_end,),
-            start_new_session=True,
-            cwd="/",
-        )
-    os.close(write_end)
+        conn.send(message)
+    except OSError as exc:
+        sent = exc
     try:
-        # "ready", or end of file if this daemon lost the race to another one.
-        select.select([read_end], [], [], START_TIMEOUT)
-    finally:
-        os.close(read_end)
+        answer = conn.receive()
+    except (ConnectionClosed, OSError, p.ProtocolError) as exc:
+        raise CliError(f"the supervisor closed the connection: {sent or exc}") from None
+    if isinstance(answer, p.Error):
+        raise CliError(answer.message)
+    return answer
 
 
 def request(op: str, autostart: bool = True, **fields: Any) -> dict[str, Any]:
     """Send one request; return the reply's body, or raise CliError with its error."""
+    message = p.Request({"op": op, **fields})
+    try:
+        p.encode(message)
+    except p.ProtocolError:
+        raise TooLarge("the request is over the 1 MiB one request may carry", 2) from None
     with connect(autostart) as conn:
-        try:
-            conn.sock.settimeout(None if op in ("stop",) else 60)
-            conn.send(p.Request({"op": op, **fields}))
-            reply = conn.receive()
-        except (ConnectionClosed, OSError) as exc:
-            raise CliError(f"the supervisor closed the connection: {exc}") from None
-    if isinstance(reply, p.Error):
-        raise CliError(reply.message)
+        conn.sock.settimeout(None if op in ("stop",) else 60)
+        reply = send_first(conn, message)
     if not isinstance(reply, p.Reply):
         raise CliError(f"unexpected answer from the supervisor: {type(reply).__name__}")
     if not reply.body.get("ok"):

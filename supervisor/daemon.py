@@ -35,6 +35,7 @@ from agent_worker.snapshot import boot_id, process_start_time, read_snapshot, sn
 from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
 from agent_worker.streams import receive_message
 from supervisor import sd_notify
+from supervisor.autostart import hold_start_gate, open_gate
 from supervisor.launch import LaunchError, WorkerFactory, launch_worker
 from supervisor.registry import Entry, load_entries, load_spec, registry_path, save_entries
 
@@ -107,6 +108,7 @@ class Supervisor:
     async def run(self) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             paths.ensure_private_dir(paths.state_home())
+            gate = hold_start_gate()  # until we listen: CLIs starting us wait on it
             lock_fd = acquire_lock()
             try:
                 remove_stale_temps(registry_path())  # we hold the lock: no other writer
@@ -114,6 +116,7 @@ class Supervisor:
                 for warning in warnings:
                     log.warning("registry_warning", detail=warning)
                 sock = bind_control_socket()
+                open_gate(gate)
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
                     for entry in list(self.entries.values()):

@@ -27,9 +27,19 @@ class NotRunning(CliError):
 
 def session_directory(name: str) -> Path:
     directory = paths.session_dir(checked_name(name))
-    if not (directory / "spec.json").exists():
-        raise CliError(f"no session named {name}: 'superv ls' lists them")
+    try:
+        (directory / "spec.json").stat()
+    except PermissionError:
+        raise CliError(permission_denied(directory)) from None
+    except OSError:
+        raise CliError(f"no session named {name}: 'superv ls' lists them") from None
     return directory
+
+
+def permission_denied(path: Path | str) -> str:
+    """The one line for a file or socket of superv's that this user may not use."""
+    return (f"permission denied: {path} is not yours (superv's files and sockets belong to "
+            "the user who started the session; run superv as that user)")
 
 
 def ended_state(name: str) -> str:

@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def start_mode(args: argparse.Namespace) -> tuple[p.Start, int]:
     if args.tail is not None:
-        if args.tail < 0:
-            raise CliError("--tail takes a number of lines, 0 or more", 2)
+        if not 0 <= args.tail < 1 << 63:  # the hello carries it in 64 bits
+            raise CliError("--tail takes a number of lines, 0 to 2**63-1", 2)
         return p.Start.TAIL, args.tail
     if args.from_start:
         return p.Start.OFFSET, 0

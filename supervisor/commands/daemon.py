@@ -14,10 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent_worker.paths import PathError
     from supervisor.daemon import RequestError, run_daemon
 
     try:
         run_daemon(args.ready_fd)
-    except RequestError as exc:
+    except (RequestError, PathError) as exc:
         raise CliError(str(exc)) from None
     return 0

@@ -21,12 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     conn = control.connect()
     with conn:
-        conn.send(p.Request({"op": "events"}))
         conn.sock.settimeout(None)
+        control.send_first(conn, p.Request({"op": "events"}))
         try:
-            first = conn.receive()
-            if isinstance(first, p.Error):
-                raise CliError(first.message)
             while True:
                 msg = conn.receive()
                 if not isinstance(msg, p.Event):

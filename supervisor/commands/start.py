@@ -42,11 +42,15 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(cwd):
         raise CliError(f"working directory {cwd} does not exist", 2)
     rows, cols = get_window_size(0) if os.isatty(0) else (24, 80)
-    reply = control.request(
-        "start", name=name, argv=command, cwd=cwd, env=dict(os.environ),
-        env_overrides=overrides, restart=args.restart, resume_cmd=args.resume_cmd,
-        rows=rows, cols=cols,
-    )
+    try:
+        reply = control.request(
+            "start", name=name, argv=command, cwd=cwd, env=dict(os.environ),
+            env_overrides=overrides, restart=args.restart, resume_cmd=args.resume_cmd,
+            rows=rows, cols=cols,
+        )
+    except control.TooLarge as exc:
+        raise CliError(f"{exc}: the command, this environment and the --env values are too "
+                       "large together; pass large values in a file instead", 2) from None
     if args.attach:
         from supervisor.commands.attach import attach_local
 
