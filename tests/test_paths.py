@@ -164,7 +164,7 @@ def test_refuses_a_symlink_to_a_directory(tmp_path: Path) -> None:
     real.mkdir(mode=0o755)
     link = tmp_path / "run"
     link.symlink_to(real)
-    with pytest.raises(PathError, match="not a directory"):
+    with pytest.raises(PathError, match="is a symlink"):
         ensure_private_dir(link)
     assert mode_of(real) == 0o755  # not touched through the link
 
@@ -281,15 +281,20 @@ def test_xdg_state_home_is_a_different_home(
 
 
 def test_socket_paths_fit_in_usual_places(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 64-character name fits under the default home; under a tagged home (16 bytes
-    more) the limit bites at about 50 characters, and check_socket_path says so."""
+    """A 64-character name fits under the default home as NAME.sock; under a tagged home
+    (16 bytes more) it would not, and gets a short hashed name instead (issue 14.10)."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
-    check_socket_path(paths.session_socket("n" * 64))
+    assert paths.session_socket("n" * 64).name == "n" * 64 + ".sock"
     monkeypatch.setenv("SUPERV_HOME", "/srv/superv-home")
     check_socket_path(paths.supervisor_socket())
-    check_socket_path(paths.session_socket("n" * 48))
+    assert paths.session_socket("n" * 48).name == "n" * 48 + ".sock"
+    hashed = paths.session_socket("n" * 64)
+    assert hashed.name.startswith("~") and check_socket_path(hashed) == hashed
+    assert hashed != paths.session_socket("n" * 63 + "m")
+    paths.check_runtime_dir()
+    monkeypatch.setenv("SUPERV_RUNTIME_DIR", "/" + "r" * 80)
     with pytest.raises(PathError, match="SUPERV_RUNTIME_DIR"):
-        check_socket_path(paths.session_socket("n" * 64))
+        paths.check_runtime_dir()
 
 
 # --- socket path length ----------------------------------------------------------------------
