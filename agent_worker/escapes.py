@@ -150,6 +150,9 @@ _PARTIAL = re.compile(r"\x1b(?:[\]PX^_][^\x18\x1a\x1b]*\x1b?|[\x20-\x2f]*)\Z")
 _OSC_END = re.compile(r"\x07|\x1b\\?|[\x18\x1a]")
 _STRING_END = re.compile(r"\x1b\\?|[\x18\x1a]")
 _STRINGS = ("]", "P", "X", "^", "_")
+# A match is told apart by the last group it closed (``Match.lastindex``: cheaper than names).
+_G = _TOKEN.groupindex
+_TEXT, _CSI, _C0, _OSC, _ESC, _ESC1 = _G["text"], _G["cf"], _G["c0"], _G["ot"], _G["ef"], _G["e1"]
 
 
 class Tokenizer:
@@ -201,6 +204,7 @@ class Tokenizer:
         end = len(data)
         match = _TOKEN.match
         keep_text = self.text
+        new = tuple.__new__  # a NamedTuple's own __new__ is a Python call: twice the cost
         while pos < end:
             if not keep_text and data[pos] != "\x1b":
                 pos = data.find("\x1b", pos)
@@ -213,22 +217,22 @@ class Tokenizer:
                     return
                 continue
             pos = m.end()
-            kind = m.lastgroup
-            if kind == "text":
-                yield Text(m.group("text"))
-            elif kind == "cf":
-                yield CSI(m.group("cp"), m.group("ci"), m.group("cf"))
-            elif kind == "c0":
+            kind = m.lastindex
+            if kind == _TEXT:
+                yield new(Text, (m[_TEXT],))
+            elif kind == _CSI:
+                yield new(CSI, (m["cp"], m["ci"], m[_CSI]))
+            elif kind == _C0:
                 if keep_text:
-                    yield Control(m.group("c0"))
-            elif kind == "e1":
-                yield Escape("", m.group("e1"))
-            elif kind == "ef":
-                yield Escape(m.group("ei"), m.group("ef"))
-            elif kind == "ot":
-                yield OSC(m.group("osc"), m.group("ot"))
+                    yield new(Control, (m[_C0],))
+            elif kind == _ESC1:
+                yield new(Escape, ("", m[_ESC1]))
+            elif kind == _OSC:
+                yield new(OSC, (m["osc"], m[_OSC]))
+            elif kind == _ESC:
+                yield new(Escape, (m["ei"], m[_ESC]))
             else:
-                yield StringSequence(m.group("sk"), m.group("sb"))
+                yield new(StringSequence, (m["sk"], m["sb"]))
 
     def _irregular(self, data: str, pos: int) -> Iterator[Token]:
         """``data[pos]`` is an ESC that starts no complete sequence the fast path knows:
