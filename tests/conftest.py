@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -126,3 +127,16 @@ def superv_env() -> Iterator[SupervEnv]:
             kill_all(senv.pids())
             time.sleep(0.05)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the fault suite's figures (faults injected, inputs tried, answers, bytes lost)."""
+    import fault_report
+
+    if not fault_report.LINES:
+        return
+    terminalreporter.section("fault suite figures")
+    for line in fault_report.LINES:
+        terminalreporter.write_line(line)
+    totals = ", ".join(f"{k}: {v}" for k, v in fault_report.TOTALS.items())
+    terminalreporter.write_line(f"totals: {totals}")
