@@ -274,8 +274,6 @@ def test_control_request_with_rows_1e999_is_answered(session: Session) -> None:
     session.assert_unharmed()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 3 (a 20000x20000 hello breaks the screen "
-                   "for good), being fixed by wire")
 def test_hello_of_a_huge_window_does_not_break_the_screen(superv_env: SupervEnv) -> None:
     senv = superv_env
     go = senv.root / "go"
