@@ -72,7 +72,7 @@ def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
     try:
         output = OutputLog(directory, fsync_policy())
         try:
-            agent = spawn(spec.argv, spec.cwd, spec.env, spec.rows, spec.cols)
+            agent = spawn(spec.command, spec.cwd, spec.env, spec.rows, spec.cols)
         except AgentStartError:
             output.close()
             raise

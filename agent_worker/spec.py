@@ -63,10 +63,18 @@ class SessionSpec(JsonRecord):
     env: dict[str, str]
     restart: str = attrs.field(default="no", validator=attrs.validators.in_(RESTART_POLICIES))
     resume_cmd: str | None = None
+    # What ``superv resume`` last ran instead of ``argv`` (its --resume-cmd): the worker
+    # runs this when set, and ``argv`` stays the command the session was started with.
+    resumed_argv: list[str] | None = None
     rows: int = 24
     cols: int = 80
     created_at: float = attrs.Factory(time.time)
 
+
+    @property
+    def command(self) -> list[str]:
+        """What this run of the session executes."""
+        return self.resumed_argv or self.argv
 
     def write(self, directory: Path) -> None:
         write_json_atomic(directory / SPEC_NAME, self.to_json())

@@ -1,9 +1,11 @@
 """``superv daemon``: the supervisor, one per user and ``SUPERV_HOME``.
 
 It starts workers detached, watches them (by pidfd, so a reused pid never fools it, and
-by a watch connection on each worker's socket for lifecycle events), restarts them by
-policy, keeps the registry, re-adopts running workers after its own restart, and answers
-the CLI on its control socket.  It is never in the data path: attach talks to workers.
+by a watch connection on each worker's socket for lifecycle events), keeps the registry,
+re-adopts running workers after its own restart, and answers the CLI on its control
+socket.  What each of those events does to a session (restart it, give up, cancel a
+restart...) is decided by :mod:`supervisor.lifecycle`; this module carries the decisions
+out.  It is never in the data path: attach talks to workers.
 
 SIGHUP persists and keeps running; SIGTERM persists and exits *without* stopping any
 worker: a restart or upgrade of the supervisor leaves every session running.
@@ -26,6 +28,7 @@ import attrs
 import structlog
 import trio
 
+from agent_worker import conversation as c
 from agent_worker import paths, settings
 from agent_worker import protocol as p
 from agent_worker.atomic import remove_stale_temps
@@ -34,10 +37,12 @@ from agent_worker.peer import listen_private, refusal
 from agent_worker.snapshot import boot_id, process_start_time, read_snapshot, snapshot_interval
 from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
 from agent_worker.streams import receive_message
+from supervisor import lifecycle as lc
 from supervisor import sd_notify
 from supervisor.autostart import hold_start_gate, open_gate
 from supervisor.launch import LaunchError, WorkerFactory, launch_worker
 from supervisor.registry import Entry, load_entries, load_spec, registry_path, save_entries
+from supervisor.worker_link import LinkError, WorkerLink, open_link, send_to_worker
 
 log = structlog.get_logger("supervisor")
 
@@ -45,10 +50,17 @@ log = structlog.get_logger("supervisor")
 # the first delay (SUPERV_RESTART_BACKOFF) doubles up to the cap.
 RESTART_RESET = 60.0
 RESTART_BACKOFF_CAP = 30.0
+# How long a resume waits for an ended worker it released to exit (it lingers at most
+# its LINGER_MIN for attached clients once told to go).
+RELEASE_TIMEOUT = 15.0
 
 
 class RequestError(Exception):
     """A request the supervisor refuses; the message goes back to the CLI."""
+
+
+class UsageError(RequestError):
+    """A request with a field the CLI should have refused (the CLI exits 2)."""
 
 
 def lock_file() -> Path:
@@ -89,21 +101,40 @@ def log_mtime(name: str) -> float | None:
         return None
 
 
+@attrs.define(eq=False)
+class Session:
+    """One session: its registry entry (its state is ``entry.life``) and the supervisor's
+    handles on its worker.  ``changed`` is set at each change of state, for the requests
+    that wait for one (stop waits for the end, resume for the new run)."""
+
+    entry: Entry
+    changed: trio.Event = attrs.Factory(trio.Event)
+    link: WorkerLink | None = None  # the watch connection to its worker, while open
+    watched_pid: int | None = None
+    restart_timer: trio.CancelScope | None = None
+    launch_error: str | None = None
+    stalled: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    async def wait_until(self, done: Any) -> None:
+        while not done(self.entry.life):
+            await self.changed.wait()
+
+
 class Supervisor:
     def __init__(self, ready_fd: int | None = None) -> None:
         self.ready_fd = ready_fd
-        self.entries: dict[str, Entry] = {}
-        self.watching: set[str] = set()
-        self.busy: set[str] = set()  # names with a start/resume/rm under way
+        self.sessions: dict[str, Session] = {}
         self.subscribers: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._next_subscriber = 1
         self._save_lock = trio.Lock()
-        self._stalled: set[str] = set()
-        self._exit_reported: set[str] = set()  # sessions whose end was already announced
         self.started_at = time.time()
         self.factory = WorkerFactory()
 
-    # ---- lifecycle ---------------------------------------------------------------------
+    # ---- our own lifecycle -------------------------------------------------------------
 
     async def run(self) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
@@ -112,15 +143,16 @@ class Supervisor:
             lock_fd = acquire_lock()
             try:
                 remove_stale_temps(registry_path())  # we hold the lock: no other writer
-                self.entries, warnings = load_entries()
+                entries, warnings = load_entries()
+                self.sessions = {name: Session(entry) for name, entry in entries.items()}
                 for warning in warnings:
                     log.warning("registry_warning", detail=warning)
                 sock = bind_control_socket()
                 open_gate(gate)
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
-                    for entry in list(self.entries.values()):
-                        await self._adopt(entry)
+                    for session in list(self.sessions.values()):
+                        await self._recover(session)
                     await self.save()
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                     nursery.start_soon(trio.serve_listeners, self._serve, [listener])
@@ -145,7 +177,7 @@ class Supervisor:
                 os.close(lock_fd)
 
     def _announce_ready(self) -> None:
-        log.info("ready", pid=os.getpid(), sessions=len(self.entries), home=str(paths.state_home()))
+        log.info("ready", pid=os.getpid(), sessions=len(self.sessions), home=str(paths.state_home()))
         sd_notify.notify(f"READY=1\nSTATUS={self.status_text()}\nMAINPID={os.getpid()}")
         if self.ready_fd is not None:
             with contextlib.suppress(OSError):
@@ -154,11 +186,11 @@ class Supervisor:
             self.ready_fd = None
 
     def status_text(self) -> str:
-        running = sum(e.running for e in self.entries.values())
-        return f"{running} running, {len(self.entries)} sessions"
+        running = sum(s.entry.running for s in self.sessions.values())
+        return f"{running} running, {len(self.sessions)} sessions"
 
     async def save(self) -> None:
-        entries = {name: Entry.from_json(e.to_json()) for name, e in self.entries.items()}
+        entries = {name: attrs.evolve(s.entry) for name, s in self.sessions.items()}
         async with self._save_lock:
             try:
                 await trio.to_thread.run_sync(save_entries, entries)
@@ -186,15 +218,12 @@ class Supervisor:
             stall_after = settings.current().stall_after
             await trio.sleep(min(30.0, stall_after / 2))
             now = time.time()
-            for name, entry in self.entries.items():
+            for name, session in self.sessions.items():
                 last = log_mtime(name)
-                stalled = entry.running and last is not None and now - last > stall_after
-                if stalled and name not in self._stalled:
+                stalled = session.entry.running and last is not None and now - last > stall_after
+                if stalled and not session.stalled:
                     self.emit("stalled", name, idle=round(now - last))  # type: ignore[operator]
-                if stalled:
-                    self._stalled.add(name)
-                else:
-                    self._stalled.discard(name)
+                session.stalled = stalled
 
     def emit(self, event: str, session: str, **fields: Any) -> None:
         body = {"event": event, "session": session, "time": time.time(), **fields}
@@ -203,23 +232,125 @@ class Supervisor:
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 channel.send_nowait(body)
 
+    # ---- the lifecycle: events in, decisions carried out ------------------------------------
+
+    def _policy(self, name: str) -> lc.Policy:
+        try:
+            restart = load_spec(name).restart
+        except (OSError, ValueError, TypeError):
+            restart = "no"  # an unreadable spec cannot be started again anyway
+        current = settings.current()
+        return lc.Policy(restart, current.restart_limit, current.restart_backoff,
+                         RESTART_BACKOFF_CAP, RESTART_RESET)
+
+    def _refusal(self, session: Session, event: lc.Event) -> str | None:
+        """Why ``event`` would be refused, without changing anything (step is pure)."""
+        _, actions = lc.step(session.entry.life, event, self._policy(session.name))
+        for action in actions:
+            if isinstance(action, lc.Refuse):
+                return action.reason.format(name=session.name)
+        return None
+
+    async def feed(self, session: Session, event: lc.Event) -> tuple[lc.Action, ...]:
+        """Let the lifecycle decide what ``event`` does to ``session``, and do it.
+
+        Raises RequestError if the lifecycle refuses (then nothing changed).
+        """
+        transition = lc.step(session.entry.life, event, self._policy(session.name))
+        await self._apply(session, transition)
+        return transition[1]
+
+    async def _apply(self, session: Session, transition: lc.Transition) -> None:
+        state, actions = transition
+        for action in actions:
+            if isinstance(action, lc.Refuse):
+                raise RequestError(action.reason.format(name=session.name))
+        if state != session.entry.life:
+            if isinstance(state, lc.Starting):
+                session.entry.forget_worker()  # a new one is launched: it must not be saved
+            session.entry.life = state
+            session.entry.updated_at = time.time()
+            session.changed.set()
+            session.changed = trio.Event()
+        for action in actions:
+            await self._perform(session, action)
+
+    async def _perform(self, session: Session, action: lc.Action) -> None:
+        name = session.name
+        match action:
+            case lc.Emit(event, fields):
+                self.emit(event, name, **fields)
+            case lc.Save():
+                await self.save()
+            case lc.Launch(note):
+                await self._launch(session, note)
+            case lc.SendStop(grace):
+                try:
+                    await send_to_worker(name, p.Stop(int(grace * 1000)), session.link)
+                except LinkError as exc:
+                    raise RequestError(str(exc)) from None
+            case lc.ReleaseWorker():
+                with contextlib.suppress(LinkError):  # it goes by itself soon enough
+                    await send_to_worker(name, p.Stop(0), session.link)
+            case lc.ScheduleRestart(due_at):
+                self._cancel_restart(session)
+                session.restart_timer = trio.CancelScope()
+                self.nursery.start_soon(self._restart_timer, session, due_at, session.restart_timer)
+            case lc.CancelRestart():
+                self._cancel_restart(session)
+
+    def _cancel_restart(self, session: Session) -> None:
+        if session.restart_timer is not None:
+            session.restart_timer.cancel()
+            session.restart_timer = None
+
+    async def _in_background(self, session: Session, event: lc.Event) -> None:
+        """Feed an event no request waits for: a bug it meets is logged, never fatal to us."""
+        try:
+            await self.feed(session, event)
+        except Exception:
+            log.exception("lifecycle_step_failed", session=session.name, lifecycle_event=repr(event))
+
+    async def _restart_timer(self, session: Session, due_at: float, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep(max(0.0, due_at - time.time()))
+        if scope.cancelled_caught or self.sessions.get(session.name) is not session:
+            return
+        if session.restart_timer is scope:
+            session.restart_timer = None
+        await self._in_background(session, lc.RestartDue(time.time()))
+
+    async def _launch(self, session: Session, note: str | None) -> None:
+        entry = session.entry
+        session.launch_error = None
+        marker = _marker(note) if note else None
+        try:
+            pid, start, agent_pid = await trio.to_thread.run_sync(
+                launch_worker, entry.name, marker, self.factory
+            )
+        except LaunchError as exc:
+            session.launch_error = str(exc)
+            await self.feed(session, lc.LaunchFailed(time.time(), str(exc)))
+            return
+        entry.worker_pid, entry.worker_start, entry.agent_pid = pid, start, agent_pid
+        entry.worker_boot = boot_id()
+        await self.feed(session, lc.Launched(time.time(), pid, agent_pid))
+        self._watch(session)
+
     # ---- workers -----------------------------------------------------------------------
 
-    async def _adopt(self, entry: Entry) -> None:
-        """After our own start: watch a worker that still lives, settle one that died."""
+    async def _recover(self, session: Session) -> None:
+        """After our own start: tell the lifecycle whether the session's worker lives."""
+        entry = session.entry
         if entry.running and not entry.worker_alive():
             await self._ask_worker(entry)
-        if entry.worker_alive():
-            if entry.state in ("starting", "interrupted"):
-                entry.state = "running"
-            self._watch(entry)
+        alive = entry.worker_alive()
+        rebooted = bool(entry.worker_boot) and entry.worker_boot != boot_id()
+        last_word, ended_at = self._last_word(entry) if entry.running and not alive else (None, None)
+        await self.feed(session, lc.Recovered(time.time(), alive, last_word, ended_at, rebooted))
+        if alive:
+            self._watch(session)
             log.info("adopted", session=entry.name, worker_pid=entry.worker_pid)
-        elif entry.running:
-            self._settle_dead_worker(entry)
-            self.nursery.start_soon(self._after_end, entry.name, True)
-        elif entry.restart_pending and not entry.user_stopped:
-            # Our predecessor died while this session waited out its restart backoff.
-            self.nursery.start_soon(self._restart, entry)
 
     async def _ask_worker(self, entry: Entry) -> None:
         """Learn a worker's identity from its socket, when the files do not name it.
@@ -227,44 +358,35 @@ class Supervisor:
         That happens when we were killed after starting a worker and before it wrote its
         first snapshot: the worker lives and answers, and its welcome says who it is.
         """
-        welcome = None
         try:
-            with trio.move_on_after(2):
-                stream = await trio.open_unix_socket(str(paths.session_socket(entry.name)))
-                async with stream:
-                    await stream.send_all(p.encode(p.Hello(p.Start.WATCH)))
-                    welcome = await receive_message(stream, p.Decoder())
-                    await stream.send_all(p.encode(p.Detach()))
-        except (OSError, EOFError, p.ProtocolError, trio.BrokenResourceError):
+            async with open_link(entry.name) as link:
+                info = link.info
+        except LinkError:
             return
-        info = welcome.info if isinstance(welcome, p.Welcome) else None
-        if not info or info.get("state") != "running":
+        if not info.running or info.worker_pid is None:
             return
-        pid = int(info["worker_pid"])
-        entry.worker_pid, entry.worker_start = pid, process_start_time(pid)
-        entry.worker_boot, entry.agent_pid = boot_id(), info.get("agent_pid")
-        entry.started_at = entry.started_at or info.get("started_at")
+        entry.worker_pid, entry.worker_start = info.worker_pid, process_start_time(info.worker_pid)
+        entry.worker_boot, entry.agent_pid = boot_id(), info.agent_pid
 
-    def _settle_dead_worker(self, entry: Entry) -> None:
-        """The worker is gone: take its last word on how the agent ended, else interrupted."""
+    def _last_word(self, entry: Entry) -> tuple[lc.Outcome | None, float | None]:
+        """How a gone worker's last snapshot says its agent ended (None: it did not say)."""
         try:
             snap, _ = read_snapshot(paths.session_dir(entry.name))
-            if snap.worker_pid == entry.worker_pid or not entry.worker_pid:
-                entry.take_snapshot(snap)
         except Exception as exc:
             log.warning("no_snapshot", session=entry.name, error=str(exc))
-        if entry.running:
-            entry.state = "interrupted"
-            entry.ended_at = entry.ended_at or time.time()
-        entry.updated_at = time.time()
+            return None, None
+        if snap.state == "running" or (entry.worker_pid and snap.worker_pid != entry.worker_pid):
+            return None, None
+        return lc.Outcome.of_exit(snap.exit_code, snap.exit_signal), snap.ended_at
 
-    def _watch(self, entry: Entry) -> None:
-        if entry.name in self.watching:
-            return
-        self.watching.add(entry.name)
-        self.nursery.start_soon(self._watch_worker, entry.name, entry.worker_pid)
+    def _watch(self, session: Session) -> None:
+        pid = session.entry.worker_pid
+        if pid and session.watched_pid != pid:
+            session.watched_pid = pid
+            self.nursery.start_soon(self._watch_worker, session, pid)
 
-    async def _watch_worker(self, name: str, pid: int) -> None:
+    async def _watch_worker(self, session: Session, pid: int) -> None:
+        """Follow one worker until its process ends (pidfd), then say so to the lifecycle."""
         try:
             try:
                 pidfd = os.pidfd_open(pid)
@@ -273,7 +395,7 @@ class Supervisor:
             if pidfd is not None:
                 try:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._forward_worker_events, name)
+                        nursery.start_soon(self._follow_worker, session)
                         await trio.lowlevel.wait_readable(pidfd)
                         nursery.cancel_scope.cancel()
                 finally:
@@ -281,130 +403,31 @@ class Supervisor:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
         finally:
-            self.watching.discard(name)
-        entry = self.entries.get(name)
-        if entry is None or entry.worker_pid != pid:
+            if session.watched_pid == pid:
+                session.watched_pid = None
+        if self.sessions.get(session.name) is not session or session.entry.worker_pid != pid:
             return
-        self._settle_dead_worker(entry)
-        await self._after_end(name, False)
+        last_word, ended_at = self._last_word(session.entry)
+        await self._in_background(session, lc.WorkerExited(time.time(), last_word, ended_at))
 
-    async def _forward_worker_events(self, name: str) -> None:
-        """Relay a worker's attached/detached/exited events to ``superv events``."""
-        path = paths.session_socket(name)
+    async def _follow_worker(self, session: Session) -> None:
+        """The worker's events: ``exited`` to the lifecycle, the rest to ``superv events``."""
         try:
-            stream = await trio.open_unix_socket(str(path))
-        except OSError:
+            async with open_link(session.name) as link:
+                session.link = link
+                try:
+                    async for event in link.events():
+                        if isinstance(event, c.Exited):
+                            outcome = lc.Outcome.of_exit(event.exit_code, event.exit_signal)
+                            await self._in_background(session, lc.AgentExited(time.time(), outcome))
+                        elif event.event != "worker_exit":
+                            fields = {k: v for k, v in event.fields.items()
+                                      if k not in ("session", "time")}
+                            self.emit(event.event, session.name, **fields)
+                finally:
+                    session.link = None
+        except LinkError:
             return
-        decoder = p.Decoder()
-        async with stream:
-            try:
-                await stream.send_all(p.encode(p.Hello(p.Start.WATCH)))
-                while True:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    decoder.feed(data)
-                    for msg in decoder:
-                        if isinstance(msg, p.Event) and self._worker_event(name, msg.body):
-                            # It will be restarted: no need to linger for new clients.
-                            await stream.send_all(p.encode(p.Stop(0)))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, p.ProtocolError):
-                return
-
-    def _worker_event(self, name: str, body: dict[str, Any]) -> bool:
-        """Record and relay a worker's event; True if its session is about to be restarted."""
-        event = str(body.get("event"))
-        if event == "worker_exit":
-            return False
-        fields = {k: v for k, v in body.items() if k not in ("event", "session", "time")}
-        entry = self.entries.get(name)
-        if event == "exited" and entry is not None:
-            # The agent ended; the worker lingers a moment for its clients, but the
-            # session's state is known now.
-            entry.state = str(body.get("state"))
-            entry.exit_code, entry.exit_signal = body.get("exit_code"), body.get("exit_signal")
-            entry.ended_at = time.time()
-            self._exit_reported.add(name)
-            self.emit(event, name, **fields)
-            return self._wants_restart(entry, adopted=False)
-        self.emit(event, name, **fields)
-        return False
-
-    def _wants_restart(self, entry: Entry, adopted: bool) -> bool:
-        try:
-            spec = load_spec(entry.name)
-        except (OSError, ValueError, TypeError):
-            return False
-        failed = entry.state != "exited 0"
-        wanted = spec.restart == "always" or (spec.restart == "on-failure" and failed)
-        if adopted and entry.state != "interrupted":
-            wanted = False  # it ended while we were down: the policy already had its chance
-        return wanted and not entry.user_stopped
-
-    async def _after_end(self, name: str, adopted: bool) -> None:
-        """A session ended: record it, and restart it if its policy says so."""
-        entry = self.entries.get(name)
-        if entry is None:
-            return
-        if name not in self._exit_reported:
-            self.emit("exited", name, state=entry.state, exit_code=entry.exit_code,
-                      exit_signal=entry.exit_signal)
-        self._exit_reported.discard(name)
-        if not self._wants_restart(entry, adopted):
-            await self.save()
-            return
-        ran_for = (entry.ended_at or time.time()) - (entry.started_at or 0)
-        if ran_for >= RESTART_RESET:
-            entry.restarts = 0
-        # Recorded before waiting, so that a restart survives our own death meanwhile.
-        entry.restart_pending = True
-        await self.save()
-        await self._restart(entry)
-
-    async def _restart(self, entry: Entry) -> None:
-        """Start an ended session again after its backoff, unless it hit its limit."""
-        name = entry.name
-        if entry.restarts >= settings.current().restart_limit:
-            self.emit("restart_limit", name, restarts=entry.restarts)
-            entry.restart_pending = False
-            entry.state = entry.state if entry.state != "interrupted" else "failed"
-            await self.save()
-            return
-        delay = min(settings.current().restart_backoff * 2**entry.restarts, RESTART_BACKOFF_CAP)
-        entry.restarts += 1
-        self.emit("restarting", name, attempt=entry.restarts, delay=delay)
-        await trio.sleep(delay)
-        if self.entries.get(name) is not entry or entry.running or entry.user_stopped:
-            entry.restart_pending = False
-            return
-        marker = _marker(f"restarted (attempt {entry.restarts}) after {entry.state}")
-        try:
-            await self._start_worker(entry, marker)
-        except RequestError as exc:
-            log.error("restart_failed", session=name, error=str(exc))
-            entry.state = "failed"
-            entry.restart_pending = False
-            await self.save()
-
-    async def _start_worker(self, entry: Entry, marker: str | None) -> None:
-        entry.state = "starting"
-        self._exit_reported.discard(entry.name)
-        try:
-            pid, start, agent_pid = await trio.to_thread.run_sync(
-                launch_worker, entry.name, marker, self.factory
-            )
-        except LaunchError as exc:
-            entry.state = "failed" if entry.started_at else entry.state
-            raise RequestError(str(exc)) from None
-        entry.worker_pid, entry.worker_start, entry.agent_pid = pid, start, agent_pid
-        entry.worker_boot = boot_id()
-        entry.state, entry.exit_code, entry.exit_signal = "running", None, None
-        entry.started_at, entry.ended_at = time.time(), None
-        entry.user_stopped = entry.restart_pending = False
-        entry.updated_at = time.time()
-        self._watch(entry)
-        self.emit("started", entry.name, worker_pid=pid, agent_pid=agent_pid)
-        await self.save()
 
     # ---- control socket ----------------------------------------------------------------
 
@@ -443,6 +466,8 @@ class Supervisor:
                 raise RequestError(f"unknown request {op!r}: is the CLI from another superv version?")
             reply = await handler(request.body)
             body = {"ok": True, **(reply or {})}
+        except UsageError as exc:
+            body = {"ok": False, "error": str(exc), "usage": True}
         except RequestError as exc:
             body = {"ok": False, "error": str(exc)}
         except paths.PathError as exc:
@@ -468,18 +493,18 @@ class Supervisor:
         finally:
             del self.subscribers[key]
 
-    def _entry(self, body: dict[str, Any]) -> Entry:
+    def _session(self, body: dict[str, Any]) -> Session:
         name = paths.validate_name(body.get("name", ""))
-        entry = self.entries.get(name)
-        if entry is None:
+        session = self.sessions.get(name)
+        if session is None:
             raise RequestError(f"no session named {name}: 'superv ls' lists them")
-        return entry
+        return session
 
     async def op_ping(self, body: dict[str, Any]) -> dict[str, Any]:
         from supervisor.cli import version
 
         return {"pid": os.getpid(), "version": version(), "home": str(paths.state_home()),
-                "sessions": len(self.entries), "started_at": self.started_at}
+                "sessions": len(self.sessions), "started_at": self.started_at}
 
     async def op_start(self, body: dict[str, Any]) -> dict[str, Any]:
         name = paths.validate_name(body.get("name", ""))
@@ -492,14 +517,14 @@ class Supervisor:
         restart = body.get("restart", "no")
         if restart not in RESTART_POLICIES:
             raise RequestError(f"restart policy {restart!r}: use no, on-failure or always")
-        if name in self.busy:
-            raise RequestError(f"session {name} is being started or removed right now")
-        existing = self.entries.get(name)
+        existing = self.sessions.get(name)
         if existing is not None:
-            if existing.running:
+            if isinstance(existing.entry.life, lc.Starting):
+                raise RequestError(f"session {name} is being started right now")
+            if existing.entry.running:
                 raise RequestError(f"session {name} is already running: 'superv attach {name}'")
             raise RequestError(
-                f"session {name} already exists ({existing.state}): "
+                f"session {name} already exists ({existing.entry.state}): "
                 f"'superv resume {name}' runs it again, 'superv rm {name}' forgets it"
             )
         env = body.get("env") or {}
@@ -510,91 +535,90 @@ class Supervisor:
             rows=int(body.get("rows") or 24), cols=int(body.get("cols") or 80),
         )
         directory = paths.session_dir(name)
-        self.busy.add(name)
         try:
             paths.ensure_private_dir(paths.sessions_dir())
             directory.mkdir(mode=0o700)
-            spec.write(directory)
-            entry = Entry(name)
-            self.entries[name] = entry
-            try:
-                await self._start_worker(entry, None)
-            except RequestError:
-                del self.entries[name]
-                shutil.rmtree(directory, ignore_errors=True)
-                raise
         except FileExistsError:
             raise RequestError(f"session {name} already has files in {directory}") from None
-        finally:
-            self.busy.discard(name)
+        spec.write(directory)
+        session = Session(Entry(name))
+        self.sessions[name] = session  # from here on a second start is refused
+        await self._apply(session, lc.begin())
+        if not session.entry.running:
+            del self.sessions[name]  # no empty record of a session that never ran
+            shutil.rmtree(directory, ignore_errors=True)
+            await self.save()
+            raise RequestError(session.launch_error or f"session {name} did not start")
+        entry = session.entry
         return {"name": name, "worker_pid": entry.worker_pid, "agent_pid": entry.agent_pid}
 
     async def op_resume(self, body: dict[str, Any]) -> dict[str, Any]:
-        entry = self._entry(body)
-        if entry.running and entry.worker_alive():
-            raise RequestError(f"session {entry.name} is running: 'superv attach {entry.name}'")
-        if entry.name in self.busy:
-            raise RequestError(f"session {entry.name} is being started right now")
-        spec = load_spec(entry.name)
+        session = self._session(body)
+        name = session.name
+        spec = load_spec(name)
         argv = shlex.split(spec.resume_cmd) if spec.resume_cmd else spec.argv
+        event = lc.ResumeRequested(time.time(), f"resumed: {shlex.join(argv)}")
+        refused = self._refusal(session, event)
+        if refused:
+            raise RequestError(refused)
         if not os.path.isdir(spec.cwd):
             raise RequestError(f"working directory {spec.cwd} no longer exists")
-        attrs.evolve(spec, argv=argv).write(paths.session_dir(entry.name))
-        self.busy.add(entry.name)
-        try:
-            entry.restarts = 0
-            await self._start_worker(entry, _marker(f"resumed: {shlex.join(argv)}"))
-        finally:
-            self.busy.discard(entry.name)
-        return {"name": entry.name, "worker_pid": entry.worker_pid}
+        # What this run executes, beside the command the session was started with.
+        attrs.evolve(spec, resumed_argv=argv if argv != spec.argv else None).write(
+            paths.session_dir(name))
+        await self.feed(session, event)
+        # An ended worker that still lingers was told to go; the new run starts once it is.
+        with trio.move_on_after(RELEASE_TIMEOUT):
+            await session.wait_until(_resume_settled)
+        life = session.entry.life
+        if isinstance(life, lc.Running):
+            return {"name": name, "worker_pid": session.entry.worker_pid}
+        if isinstance(life, lc.Ended) and life.resume_note is None:
+            raise RequestError(session.launch_error or f"session {name} did not start ({life.outcome.label})")
+        raise RequestError(f"session {name}'s previous worker has not exited yet: try again")
 
     async def op_stop(self, body: dict[str, Any]) -> dict[str, Any]:
-        entry = self._entry(body)
-        grace = float(body.get("grace", 10))
-        if entry.restart_pending and not entry.running:
-            entry.user_stopped, entry.restart_pending = True, False
-            await self.save()
-            self.emit("restart_cancelled", entry.name)
-            return {"state": entry.state}
-        if not (entry.running and entry.worker_alive()):
-            raise RequestError(f"session {entry.name} is not running ({entry.state})")
-        entry.user_stopped = True
-        await self.save()
+        session = self._session(body)
+        # Checked before anything is recorded: a refused stop leaves the policy as it was.
         try:
-            stream = await trio.open_unix_socket(str(paths.session_socket(entry.name)))
-        except OSError as exc:
-            raise RequestError(f"cannot reach session {entry.name}'s worker: {exc}") from None
-        async with stream:
-            await stream.send_all(p.encode(p.Hello(p.Start.WATCH)))
-            await stream.send_all(p.encode(p.Stop(int(grace * 1000))))
-            with trio.move_on_after(grace + 5):
-                while entry.running:
-                    await trio.sleep(0.05)
-        return {"state": entry.state}
+            event = lc.StopRequested(time.time(), body.get("grace", 10.0))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if isinstance(session.entry.life, lc.Running) and not session.entry.worker_alive():
+            # Its end is about to be learnt (the pidfd); a stop has nothing to stop.
+            raise RequestError(f"session {session.name} is not running ({session.entry.state})")
+        actions = await self.feed(session, event)
+        if any(isinstance(a, lc.SendStop) for a in actions):
+            with trio.move_on_after(event.grace + 5):
+                await session.wait_until(lambda life: not lc.is_running(life))
+        return {"state": session.entry.state}
 
     async def op_rm(self, body: dict[str, Any]) -> dict[str, Any]:
-        entry = self._entry(body)
-        if entry.running and entry.worker_alive():
-            raise RequestError(f"session {entry.name} is running: 'superv stop {entry.name}' first")
-        await self._forget(entry.name)
-        return {"removed": [entry.name]}
+        session = self._session(body)
+        if session.entry.running:
+            raise RequestError(f"session {session.name} is running: 'superv stop {session.name}' first")
+        await self._forget(session)
+        return {"removed": [session.name]}
 
     async def op_prune(self, body: dict[str, Any]) -> dict[str, Any]:
         older_than = float(body.get("older_than", 30 * 86400))
         now = time.time()
         removed = []
-        for name, entry in list(self.entries.items()):
-            if entry.running or name in self.busy:
+        for name, session in list(self.sessions.items()):
+            if session.entry.running:
                 continue
-            size = _log_size(name)
-            old = (entry.ended_at or entry.updated_at) < now - older_than
-            if old or size == 0:
-                await self._forget(name)
+            life = session.entry.life
+            ended_at = life.ended_at if isinstance(life, lc.Ended | lc.RestartPending) else None
+            old = (ended_at or session.entry.updated_at) < now - older_than
+            if old or _log_size(name) == 0:
+                await self._forget(session)
                 removed.append(name)
         return {"removed": removed}
 
-    async def _forget(self, name: str) -> None:
-        self.entries.pop(name, None)
+    async def _forget(self, session: Session) -> None:
+        name = session.name
+        self.sessions.pop(name, None)
+        self._cancel_restart(session)
         await trio.to_thread.run_sync(shutil.rmtree, paths.session_dir(name), True)
         with contextlib.suppress(OSError):
             paths.session_socket(name).unlink()
@@ -602,7 +626,7 @@ class Supervisor:
         await self.save()
 
     async def op_ls(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"sessions": [self._describe(e) for e in self.entries.values()]}
+        return {"sessions": [self._describe(s.entry) for s in self.sessions.values()]}
 
     def _describe(self, entry: Entry) -> dict[str, Any]:
         """One session for ``ls``: one read of its spec, one stat of its log."""
@@ -621,21 +645,29 @@ class Supervisor:
         if entry.running:
             with contextlib.suppress(Exception):
                 clients = sum(c.get("mode") == "attach" for c in read_snapshot(directory)[0].clients)
+        fields = lc.to_fields(entry.life)
         return {
             "name": entry.name,
-            "state": entry.state,
-            "exit_code": entry.exit_code,
-            "exit_signal": entry.exit_signal,
+            "state": fields["state"],
+            "exit_code": fields["exit_code"],
+            "exit_signal": fields["exit_signal"],
             "agent_pid": entry.agent_pid if entry.running else None,
             "worker_pid": entry.worker_pid if entry.running else None,
             "created": created,
-            "started_at": entry.started_at,
-            "ended_at": entry.ended_at,
+            "started_at": fields["started_at"],
+            "ended_at": fields["ended_at"],
             "last_output": last_output,
             "clients": clients,
-            "restarts": entry.restarts,
+            "restarts": fields["restarts"],
             "command": spec_argv,
         }
+
+
+def _resume_settled(life: lc.State) -> bool:
+    """A resume's outcome is known: the new run started, or failed to."""
+    if isinstance(life, lc.Ended):
+        return life.resume_note is None
+    return not isinstance(life, lc.Starting)
 
 
 def _marker(what: str) -> str:

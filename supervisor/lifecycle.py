@@ -182,10 +182,22 @@ class Recovered:
     rebooted: bool = False  # the worker ran on an earlier boot of this machine
 
 
+MAX_STOP_GRACE = 86400.0  # as SUPERV_STOP_GRACE accepts
+
+
+def check_grace(value: object) -> float:
+    """The seconds a stop waits from SIGTERM to SIGKILL; ValueError unless 0..MAX_STOP_GRACE."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"stop grace {value!r} is not a number of seconds")
+    if not 0 <= value <= MAX_STOP_GRACE:  # also refuses nan
+        raise ValueError(f"stop grace {value} is out of range: use 0 to {MAX_STOP_GRACE:.0f} seconds")
+    return float(value)
+
+
 @attrs.frozen
 class StopRequested:
     at: float
-    grace: float
+    grace: float = attrs.field(converter=check_grace)
 
 
 @attrs.frozen
@@ -208,7 +220,8 @@ Event = (Launched | LaunchFailed | AgentExited | WorkerExited | Recovered | Stop
 
 @attrs.frozen
 class Launch:
-    """Start a worker; feed back ``Launched`` or ``LaunchFailed``."""
+    """Start a worker (forgetting the previous one's identity before the Save that comes
+    first); feed back ``Launched`` or ``LaunchFailed``."""
 
     note: str | None = None  # the marker line to log first; None for a first start
 
@@ -290,7 +303,7 @@ Transition = tuple[State, tuple[Action, ...]]
 
 def begin() -> Transition:
     """A new session: launch its first worker."""
-    return Starting(), (Launch(None),)
+    return Starting(), (Save(), Launch(None))
 
 
 def step(state: State, event: Event, policy: Policy) -> Transition:
@@ -356,7 +369,9 @@ def step(state: State, event: Event, policy: Policy) -> Transition:
             return transition[0], (CancelRestart(), *transition[1])
         case Ended(), ResumeRequested():
             return state, (Refuse("session {name} is being resumed right now"),)
-        case Starting() | Running(), ResumeRequested():
+        case Starting(), ResumeRequested():
+            return state, (Refuse("session {name} is being started right now"),)
+        case Running(), ResumeRequested():
             return state, (Refuse("session {name} is running: 'superv attach {name}'"),)
 
     # Anything else is an event that no longer matters: a stale timer, a second word on
@@ -411,7 +426,9 @@ def _resume(state: Ended | RestartPending, note: str, worker_gone: bool) -> Tran
 
 
 def _launch(restarts: int, started_at: float | None, note: str) -> Transition:
-    return Starting(restarts=restarts, started_at=started_at), (Launch(note),)
+    # Saved first: a supervisor that dies during the launch leaves "starting" with no
+    # worker named, and the next one asks the session's socket rather than launch again.
+    return Starting(restarts=restarts, started_at=started_at), (Save(), Launch(note))
 
 
 # ---- persistence: the registry's fields ------------------------------------------------------

@@ -15,6 +15,7 @@ from agent_worker import paths
 from agent_worker import protocol as p
 from agent_worker.log import LogReader
 from agent_worker.snapshot import read_snapshot
+from supervisor.registry import state_from_files
 
 
 def session_facts(name: str) -> dict[str, Any]:
@@ -25,9 +26,8 @@ def session_facts(name: str) -> dict[str, Any]:
         snap, _ = read_snapshot(directory)
     except Exception:
         return facts
-    state = snap.state if snap.state != "running" else "interrupted"
-    facts.update(state=state, rows=snap.rows, cols=snap.cols, exit_code=snap.exit_code,
-                 exit_signal=snap.exit_signal)
+    facts.update(state=state_from_files(snap), rows=snap.rows, cols=snap.cols,
+                 exit_code=snap.exit_code, exit_signal=snap.exit_signal)
     return facts
 
 

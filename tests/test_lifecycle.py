@@ -64,7 +64,7 @@ def of(kind: type, actions: tuple[lc.Action, ...]) -> list[lc.Action]:
 
 def running(clock: Clock, policy: Policy, restarts: int = 0) -> lc.State:
     state, actions = lc.begin()
-    assert actions == (Launch(None),) and isinstance(state, Starting)
+    assert actions == (Save(), Launch(None)) and isinstance(state, Starting)
     state, actions = lc.step(state, Launched(clock(), 11, 12), policy)
     assert isinstance(state, Running) and emitted(actions) == ["started"]
     assert of(Emit, actions)[0].fields == {"worker_pid": 11, "agent_pid": 12}
@@ -231,6 +231,12 @@ def test_stop_cancels_a_pending_restart() -> None:
     assert lc.step(state, RestartDue(clock(100)), policy) == (state, ())
 
 
+@pytest.mark.parametrize("grace", [-1, 1e12, float("inf"), float("nan"), "10", True, None])
+def test_a_stop_with_a_bad_grace_is_refused_before_anything_changes(grace: object) -> None:
+    with pytest.raises(ValueError, match="stop grace"):
+        StopRequested(1.0, grace)  # type: ignore[arg-type]
+
+
 def test_stop_refuses_what_is_not_running() -> None:
     policy = Policy("always")
     ended = Ended(FAIL3, 1.0)
@@ -248,7 +254,7 @@ def test_resume_runs_an_ended_session_again_with_a_fresh_count() -> None:
     policy = Policy("always")
     ended = Ended(FAIL3, clock(), restarts=4, user_stopped=True)
     state, actions = lc.step(ended, ResumeRequested(clock(1), "resumed: x"), policy)
-    assert state == Starting(restarts=0) and actions == (Launch("resumed: x"),)
+    assert state == Starting(restarts=0) and actions == (Save(), Launch("resumed: x"))
     state, _ = lc.step(state, Launched(clock(1), 5, 6), policy)
     assert state == Running(clock.now, restarts=0, stopping=False)
 
@@ -263,7 +269,7 @@ def test_resume_of_a_session_whose_worker_lingers_waits_for_it() -> None:
     _, again = lc.step(state, ResumeRequested(clock(0.1), "resumed: x"), policy)
     assert of(Refuse, again)
     state, actions = lc.step(state, WorkerExited(clock(0.1)), policy)
-    assert isinstance(state, Starting) and actions == (Launch("resumed: x"),)
+    assert isinstance(state, Starting) and actions == (Save(), Launch("resumed: x"))
 
 
 def test_resume_of_a_pending_restart_starts_it_now() -> None:
@@ -271,14 +277,15 @@ def test_resume_of_a_pending_restart_starts_it_now() -> None:
     policy = Policy("always")
     state, _ = lc.step(running(clock, policy), WorkerExited(clock(1)), policy)
     state, actions = lc.step(state, ResumeRequested(clock(0.1), "resumed: x"), policy)
-    assert isinstance(state, Starting) and actions == (CancelRestart(), Launch("resumed: x"))
+    assert isinstance(state, Starting) and actions == (CancelRestart(), Save(), Launch("resumed: x"))
 
 
 def test_resume_refuses_a_running_session() -> None:
     policy = Policy("no")
-    for state in (Starting(), Running(1.0)):
-        _, actions = lc.step(state, ResumeRequested(2.0, "resumed: x"), policy)
-        assert actions == (Refuse("session {name} is running: 'superv attach {name}'"),)
+    _, actions = lc.step(Running(1.0), ResumeRequested(2.0, "resumed: x"), policy)
+    assert actions == (Refuse("session {name} is running: 'superv attach {name}'"),)
+    _, actions = lc.step(Starting(), ResumeRequested(2.0, "resumed: x"), policy)
+    assert actions == (Refuse("session {name} is being started right now"),)
 
 
 # ---- the supervisor's own restart, and reboots ---------------------------------------------------

@@ -192,7 +192,7 @@ def test_zombie_worker_is_not_alive(superv_env: SupervEnv) -> None:
 
     child = subprocess.Popen(["sleep", "1000"])
     try:
-        entry = Entry("z", state="running", worker_pid=child.pid,
+        entry = Entry("z", worker_pid=child.pid,
                       worker_start=process_start_time(child.pid))
         assert entry.worker_alive()
         child.kill()

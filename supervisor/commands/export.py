@@ -19,6 +19,7 @@ from agent_worker.log import LogReader
 from agent_worker.snapshot import read_snapshot
 from agent_worker.spec import SessionSpec
 from supervisor.plain import PlainText
+from supervisor.registry import state_from_files
 from supervisor.sessions import checked_name, session_directory
 
 CHUNK = 1 << 20
@@ -35,12 +36,15 @@ def facts(directory) -> dict[str, Any]:
     spec = SessionSpec.load(directory)
     info: dict[str, Any] = {"name": spec.name, "command": spec.argv, "cwd": spec.cwd,
                             "created_at": spec.created_at, "restart": spec.restart}
+    if spec.resumed_argv:
+        info["resumed_command"] = spec.resumed_argv
     try:
         snap, _ = read_snapshot(directory)
-        info.update(state=snap.state, started_at=snap.started_at, ended_at=snap.ended_at,
-                    log_end=snap.log_end)
     except Exception:
-        info["state"] = "unknown"
+        snap = None
+    else:
+        info.update(started_at=snap.started_at, ended_at=snap.ended_at, log_end=snap.log_end)
+    info["state"] = state_from_files(snap)
     return info
 
 
