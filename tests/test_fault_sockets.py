@@ -26,7 +26,7 @@ import fault_frames as ff
 import pytest
 from conftest import SupervEnv, wait_until
 from fault_report import record
-from test_cli import alive, lock_holder, script
+from test_cli import alive, lock_holder, script, sessions
 from worker_helpers import PATTERN_FN, pattern, session_socket, vm_rss_kb
 
 from agent_worker import protocol as p
@@ -74,8 +74,7 @@ class Session:
         self.rss_before = {"worker": vm_rss_kb(self.worker), "supervisor": vm_rss_kb(self.supervisor)}
 
     def info(self) -> dict:
-        listing = self.senv.superv("ls", "--json", check=True).stdout
-        return next(s for s in json.loads(listing) if s["name"] == self.name)
+        return sessions(self.senv)[self.name]
 
     def assert_unharmed(self) -> dict[str, int]:
         """Same processes alive, log byte-exact, ls answering; returns RSS growth in kB."""
@@ -251,13 +250,9 @@ def test_stdio_bridge_to_a_live_session(session: Session) -> None:
 def test_stdio_bridge_to_an_ended_session(session: Session) -> None:
     senv = session.senv
     senv.superv("start", "ended", "--", "sh", "-c", "echo bye", check=True)
-    wait_until(lambda: session_info(senv, "ended")["state"] == "exited 0", message="ended to end")
+    wait_until(lambda: sessions(senv)["ended"]["state"] == "exited 0", message="ended to end")
     bridge_fuzz(session, "ended", 4)
 
-
-def session_info(senv: SupervEnv, name: str) -> dict:
-    listing = senv.superv("ls", "--json", check=True).stdout
-    return next(s for s in json.loads(listing) if s["name"] == name)
 
 
 # ---- hostile inputs named in issue 14 -----------------------------------------------------
