@@ -37,9 +37,10 @@ The grammar is the VT500 one (Paul Williams' state machine, as xterm and tmux fo
 
 Two properties the callers rely on:
 
-* **An ESC resynchronises.**  Whatever came before, an ESC either ends a string (ST) or
-  starts a new sequence, so reading from any ESC gives the tokens reading the whole stream
-  would give from there on.  A caller may therefore skip to the first ESC it cares about.
+* **An ESC resynchronises.**  Whatever came before, an ESC either ends a string (as ST,
+  ``ESC \\``) or starts a new sequence, so reading from any ESC not followed by ``\\``
+  gives the tokens reading the whole stream would give from there on.  A caller whose
+  tokenizer is :attr:`~Tokenizer.idle` may therefore skip to the first ESC it cares about.
 * **Memory is bounded.**  An unfinished sequence is kept only up to ``max_pending``
   characters.  A longer OSC or DCS/APC/PM/SOS string (sixel, inline images) is skipped to
   its terminator and yields no token; a longer CSI or escape is dropped.
@@ -136,8 +137,7 @@ class Escape(NamedTuple):
 
 Token = Text | Control | CSI | OSC | StringSequence | Escape
 
-_TOKEN = re.compile(
-    r"(?P<text>[^\x00-\x1f\x7f]+)"
+_SEQUENCES = (
     r"|\x1b\[(?P<cp>[\x30-\x3f]*)(?P<ci>[\x20-\x2f]*)(?P<cf>[\x40-\x7e])"
     r"|(?P<c0>[\x00-\x1a\x1c-\x1f\x7f])"
     r"|\x1b\](?P<osc>[^\x07\x18\x1a\x1b]*)(?P<ot>\x07|\x1b\\)"
@@ -145,6 +145,9 @@ _TOKEN = re.compile(
     r"|\x1b(?P<ei>[\x20-\x2f]+)(?P<ef>[\x30-\x7e])"
     r"|\x1b(?P<e1>[\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e])"
 )
+_TOKEN = re.compile(r"(?P<text>[^\x00-\x1f\x7f]+)" + _SEQUENCES)
+# controls=False: a text run is everything up to the next ESC (the c0 branch never matches).
+_TOKEN_RAW = re.compile(r"(?P<text>[^\x1b]+)" + _SEQUENCES)
 # An unfinished OSC/DCS/SOS/PM/APC string or ESC-with-intermediates: wait for more input.
 _PARTIAL = re.compile(r"\x1b(?:[\]PX^_][^\x18\x1a\x1b]*\x1b?|[\x20-\x2f]*)\Z")
 _OSC_END = re.compile(r"\x07|\x1b\\?|[\x18\x1a]")
@@ -159,12 +162,19 @@ class Tokenizer:
     """An incremental tokenizer of terminal output; see the module docstring.
 
     ``text=False`` reports only sequences (CSI, OSC, strings, escapes): text and controls
-    outside sequences are skipped without being looked at.  ``max_pending`` bounds the
-    unfinished sequence kept between feeds.  Never raises on any input.
+    outside sequences are skipped without being looked at.  ``controls=False`` reports
+    the controls outside sequences as part of the :class:`Text` around them (a text run is
+    then everything up to the next ESC), for callers that strip sequences and keep the
+    rest.  ``max_pending`` bounds the unfinished sequence kept between feeds.  Never raises
+    on any input.
     """
 
-    def __init__(self, *, text: bool = True, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, *, text: bool = True, controls: bool = True, max_pending: int = MAX_PENDING
+    ) -> None:
         self.text = text
+        self.controls = controls
+        self._token = _TOKEN if controls else _TOKEN_RAW
         self.max_pending = max_pending
         self._pending = ""  # an unfinished sequence from the last feed
         self._skipping = ""  # inside an over-long string: its kind, dropped until its end
@@ -202,7 +212,7 @@ class Tokenizer:
             if pos < 0:
                 return
         end = len(data)
-        match = _TOKEN.match
+        match = self._token.match
         keep_text = self.text
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python call: twice the cost
         while pos < end:
@@ -282,7 +292,7 @@ class Tokenizer:
                 return i
             elif ch < " ":
                 if self.text:
-                    yield Control(ch)
+                    yield Control(ch) if self.controls else Text(ch)
             else:  # DEL or a non-ASCII character: not a CSI after all
                 return i
         if len(data) - pos <= self.max_pending:

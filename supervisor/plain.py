@@ -4,36 +4,38 @@ from __future__ import annotations
 
 import re
 
-# CSI, OSC (ended by BEL or ST), DCS/SOS/PM/APC strings, and two-byte escapes.
-_ESCAPE = re.compile(
-    rb"\x1b\[[0-?]*[ -/]*[@-~]"
-    rb"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
-    rb"|\x1b[PX^_][^\x1b]*\x1b\\"
-    rb"|\x1b[()*+][0-~]"
-    rb"|\x1b[ -/]*[0-~]"
-)
-# An escape that may be cut off at the end of a chunk.
-_PARTIAL = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|\x1b?|[PX^_][^\x1b]*\x1b?|[()*+])?$")
+from agent_worker.escapes import Text, Tokenizer
+
+# Controls that are not layout (BEL, backspace, DEL...): dropped.  Tab and line ends stay.
 _CONTROL = re.compile(rb"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]")
 
 
 class PlainText:
-    """A streaming escape stripper: feed chunks, get text; an escape may span chunks."""
+    """A streaming escape stripper: feed chunks, get text; an escape may span chunks.
+
+    Sequences are read by :class:`agent_worker.escapes.Tokenizer`, so a title, a DCS or
+    APC string (images included) and a CSI of any shape go whole, and a CRLF with a
+    sequence between its halves is still one line end.
+    """
 
     def __init__(self) -> None:
-        self._carry = b""
+        self._tokens = Tokenizer(controls=False)
+        self._carry = b""  # a CR at the end of the last chunk: its LF may come next
 
     def feed(self, data: bytes, final: bool = False) -> bytes:
-        data = self._carry + data
+        # latin-1 maps each byte to one character and back: UTF-8 text passes unchanged.
+        parts = [self._carry]
+        parts.extend(
+            token.text.encode("latin-1")
+            for token in self._tokens.feed(data.decode("latin-1"))
+            if type(token) is Text
+        )
+        text = b"".join(parts)
         self._carry = b""
-        if not final:
-            partial = _PARTIAL.search(data[-4096:])
-            if partial and partial.group():
-                cut = len(data) - len(partial.group())
-                data, self._carry = data[:cut], data[cut:]
-            elif data.endswith(b"\r"):
-                data, self._carry = data[:-1], b"\r"  # its \n may come in the next chunk
-        text = _ESCAPE.sub(b"", data)
+        if final:
+            self._tokens.reset()  # an escape cut off by the end of the log: dropped
+        elif text.endswith(b"\r"):
+            text, self._carry = text[:-1], b"\r"
         # A lone carriage return redraws a line (progress bars): as text, a new line.
         text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         return _CONTROL.sub(b"", text)

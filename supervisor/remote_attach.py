@@ -245,7 +245,7 @@ class RemoteAttach:
         self.status_shown = False
         self.status_text = ""
         self.shown_anything = False
-        self.alt_screen = terminal.AltScreen()  # to leave it on exit only if we entered it
+        self.alt_screen = terminal.ShownModes()  # what to put back on exit
         self._ending: asyncio.Future[Ending] | None = None
         # Set when the user detached: the link closing now is the end, not a drop.
         self.stopping = False

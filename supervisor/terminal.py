@@ -12,6 +12,7 @@ import termios
 import tty
 from collections.abc import Iterator
 
+from agent_worker.escapes import CSI, Escape, Tokenizer
 from agent_worker.screen_size import get_window_size as window_size
 from agent_worker.screen_size import set_window_size
 from agent_worker.settings import DEFAULT_DETACH_KEY, parse_key  # the detach key is a setting
@@ -19,38 +20,74 @@ from agent_worker.settings import DEFAULT_DETACH_KEY, parse_key  # the detach ke
 __all__ = ["DEFAULT_DETACH_KEY", "parse_key", "set_window_size", "window_size"]
 
 
-# What a client terminal must be put back to after showing a session: leave the alternate
-# screen, show the cursor, turn off mouse reporting, bracketed paste and application
-# cursor/keypad modes, reset colours.  A TUI may have switched any of them on.
+# Put back on every detach, whatever the stream seemed to do: the stream a client was
+# shown may have started after the program set them (``attach --tail``), and each is
+# harmless when it was not set.  Cursor shown; mouse reporting, focus reporting, bracketed
+# paste, application cursor keys and keypad off; colours reset.
 RESET_MODES = (
-    b"\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l"
+    b"\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1004l"
     b"\x1b[?2004l\x1b[?1l\x1b>\x1b[0m"
 )
 LEAVE_ALT_SCREEN = b"\x1b[?1049l"
-_ALT_ENTER = (b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[?47h")
-_ALT_LEAVE = (b"\x1b[?1049l", b"\x1b[?1047l", b"\x1b[?47l")
+_ALTERNATE = frozenset({47, 1047, 1049})
+_ON_BY_DEFAULT = frozenset({7, 25})  # autowrap, cursor visible: the rest start off
+_MAX_MODES = 64  # distinct modes remembered (a hostile stream could name thousands)
+_STARTS = (b"\x1b[?", b"\x1b=", b"\x1b>", b"\x1bc")  # where a tracked sequence can begin
 
 
-class AltScreen:
-    """Whether the stream shown so far left the terminal in the alternate screen.
+class ShownModes:
+    """The modes the stream shown so far left the user's terminal in, and how to undo them.
 
-    Leaving it on detach restores the user's own screen; sending "leave" when it was never
-    entered would move the cursor to a stale saved position instead.
+    Fed every byte shown (the repaint included, which sets every mode it relies on), it
+    reads the private modes (``CSI ? n h`` / ``l``), the keypad mode and full resets with
+    the one escape tokenizer, so a sequence split across reads counts.  On detach,
+    :meth:`reset_bytes` leaves the alternate screen only if the program is in it (leaving
+    when it was never entered would move the cursor to a stale saved position), puts back
+    every other private mode the program changed, and always sends :data:`RESET_MODES`.
     """
 
     def __init__(self) -> None:
-        self.active = False
+        self._tokens = Tokenizer(text=False)
+        self.alternate = False  # the program is on the alternate screen
+        self.modes: dict[int, bool] = {}  # private mode -> set, for the modes the stream named
 
     def feed(self, data: bytes) -> None:
-        if b"\x1b[?" not in data:
-            return
-        enter = max(data.rfind(seq) for seq in _ALT_ENTER)
-        leave = max(data.rfind(seq) for seq in _ALT_LEAVE)
-        if enter != leave:
-            self.active = enter > leave
+        if self._tokens.idle:
+            # An ESC resynchronises: nothing before the first tracked sequence matters, and
+            # a chunk with none matters only if it ends in the start of one.
+            found = [i for i in (data.find(start) for start in _STARTS) if i >= 0]
+            tail = data.rfind(b"\x1b", max(0, len(data) - 2))
+            if tail >= 0 and data[tail:] in (b"\x1b", b"\x1b["):
+                found.append(tail)
+            if not found:
+                return
+            data = data[min(found) :]
+        for token in self._tokens.feed(data.decode("latin-1")):
+            if type(token) is CSI:
+                if token.final in "hl" and token.prefix == "?" and not token.intermediates:
+                    for mode in token.values():
+                        self._set(mode, token.final == "h")
+            elif type(token) is Escape and not token.intermediates:
+                if token.final in "=>":
+                    self._set(-1, token.final == "=")  # -1: the keypad (ESC = / ESC >)
+                elif token.final == "c":  # a full reset: every mode back to its default
+                    self.modes.clear()
+                    self.alternate = False
+
+    def _set(self, mode: int, on: bool) -> None:
+        if mode in _ALTERNATE:
+            self.alternate = on
+        elif mode in self.modes or len(self.modes) < _MAX_MODES:
+            self.modes[mode] = on
 
     def reset_bytes(self) -> bytes:
-        return (LEAVE_ALT_SCREEN if self.active else b"") + RESET_MODES
+        """What puts the user's terminal back: see the class docstring."""
+        restore = b"".join(
+            b"\x1b[?%d%s" % (m, b"h" if m in _ON_BY_DEFAULT else b"l")
+            for m, on in sorted(self.modes.items())
+            if m >= 0 and on != (m in _ON_BY_DEFAULT)
+        )
+        return (LEAVE_ALT_SCREEN if self.alternate else b"") + restore + RESET_MODES
 
 
 @contextlib.contextmanager

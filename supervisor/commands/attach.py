@@ -99,7 +99,7 @@ def attach_local(
     out = sys.stdout.fileno()
     outcome = f"[detached from {name}]"
     status = 0
-    alt = terminal.AltScreen()
+    alt = terminal.ShownModes()
     try:
         with conn, terminal.raw_mode(0):
             outcome = _pump(conn, name, wake_r, out, detach_key, read_only, alt) or outcome
@@ -122,7 +122,7 @@ def show_ended(name: str, hello: p.Hello) -> int:
     from supervisor.replay import ended_messages
 
     out = sys.stdout.fileno()
-    alt = terminal.AltScreen()
+    alt = terminal.ShownModes()
     state = "ended"
     for msg in ended_messages(name, hello):
         if isinstance(msg, p.Screen | p.Output):
@@ -138,7 +138,7 @@ def show_ended(name: str, hello: p.Hello) -> int:
 
 def _pump(
     conn: Connection, name: str, wake: int, out: int, detach_key: bytes, read_only: bool,
-    alt: terminal.AltScreen,
+    alt: terminal.ShownModes,
 ) -> str | None:
     """Move bytes until detach or the session's end; return the line to print then."""
     sel = selectors.DefaultSelector()
