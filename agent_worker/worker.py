@@ -35,6 +35,7 @@ from agent_worker.peer import refusal
 from agent_worker.screen.keeper import ScreenKeeper
 from agent_worker.snapshot import Snapshot, boot_id, describe_exit, process_start_time
 from agent_worker.spec import SessionSpec
+from agent_worker.stall import report_stalls
 from agent_worker.streams import receive_message
 from agent_worker.terminal_queries import QueryAnswerer
 
@@ -216,6 +217,8 @@ class Worker:
                 nursery.start_soon(self._read_pty)
                 nursery.start_soon(self._wait_agent)
                 nursery.start_soon(self._snapshot_loop)
+                nursery.start_soon(report_stalls, self.broadcast,
+                                   lambda: self.output.last_output_at or self.started_at, self.ended)
                 nursery.start_soon(self._screen_catch_up_forever)
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.listen_sock))
                 nursery.start_soon(trio.serve_listeners, self._serve_client, [listener])

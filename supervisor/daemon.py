@@ -94,13 +94,6 @@ def bind_control_socket() -> socket.socket:
     return listen_private(path, 128)
 
 
-def log_mtime(name: str) -> float | None:
-    try:
-        return (paths.session_dir(name) / "output.log").stat().st_mtime
-    except OSError:
-        return None
-
-
 @attrs.define(eq=False)
 class Session:
     """One session: its registry entry (its state is ``entry.life``) and the supervisor's
@@ -113,7 +106,6 @@ class Session:
     watched_pid: int | None = None
     restart_timer: trio.CancelScope | None = None
     launch_error: str | None = None
-    stalled: bool = False
 
     @property
     def name(self) -> str:
@@ -157,7 +149,6 @@ class Supervisor:
                     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
                     nursery.start_soon(trio.serve_listeners, self._serve, [listener])
                     nursery.start_soon(self._snapshot_loop)
-                    nursery.start_soon(self._stall_loop)
                     nursery.start_soon(self._watchdog_loop)
                     self._announce_ready()
                     nursery.start_soon(trio.to_thread.run_sync, self.factory.warm)
@@ -211,19 +202,6 @@ class Supervisor:
         while True:
             sd_notify.notify("WATCHDOG=1")
             await trio.sleep(interval)
-
-    async def _stall_loop(self) -> None:
-        """Report a running session that printed nothing for a long time (once per stall)."""
-        while True:
-            stall_after = settings.current().stall_after
-            await trio.sleep(min(30.0, stall_after / 2))
-            now = time.time()
-            for name, session in self.sessions.items():
-                last = log_mtime(name)
-                stalled = session.entry.running and last is not None and now - last > stall_after
-                if stalled and not session.stalled:
-                    self.emit("stalled", name, idle=round(now - last))  # type: ignore[operator]
-                session.stalled = stalled
 
     def emit(self, event: str, session: str, **fields: Any) -> None:
         body = {"event": event, "session": session, "time": time.time(), **fields}
@@ -463,7 +441,8 @@ class Supervisor:
         handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
         try:
             if handler is None:
-                raise RequestError(f"unknown request {op!r}: is the CLI from another superv version?")
+                shown = repr(op) if len(repr(op)) <= 60 else repr(op)[:60] + "..."  # fits a frame
+                raise RequestError(f"unknown request {shown}: is the CLI from another superv version?")
             reply = await handler(request.body)
             body = {"ok": True, **(reply or {})}
         except UsageError as exc:

@@ -178,9 +178,6 @@ def test_control_socket(session: Session) -> None:
                         p.Request, count(300), random.Random(ff.seed() + 2))
 
 
-@pytest.mark.xfail(strict=True, reason="found by this suite: supervisor/daemon.py _serve_inner "
-                   "sends no reply to an unknown op of ~1 MiB: the refusal quoting it is over "
-                   "the frame limit (owner: wire/lifecycle)")
 def test_control_request_with_a_huge_unknown_op_is_answered(session: Session) -> None:
     path = str(session.senv.run / "supervisor.sock")
     huge = ff.frame(p.Request.KIND, json.dumps({"op": "x" * (p.MAX_FRAME - 64)}).encode())
