@@ -16,8 +16,11 @@ import contextlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -94,21 +97,30 @@ class Unreadable(Exception):
     """Neither the file nor its previous copy could be read."""
 
 
-def read_json_with_fallback(path: Path) -> tuple[Any, str | None]:
+def _load(path: Path) -> Any:
+    return json.loads(path.read_bytes())
+
+
+def read_json_with_fallback(
+    path: Path, parse: Callable[[Any], T] = lambda value: value, load: Callable[[Path], Any] = _load
+) -> tuple[T, str | None]:
     """Read a JSON file written by :func:`write_json_atomic` with ``keep_previous``.
 
+    ``parse`` turns the JSON value into what the caller wants (raising TypeError or
+    ValueError if it cannot): a copy that parses badly counts as unreadable too, so valid
+    JSON of the wrong shape (``[]``) falls back to the previous copy like a torn one.
     Returns ``(value, warning)``: ``warning`` is None when the newest copy was good, else
     a sentence saying that the previous copy was used and why.
     """
     problems = []
     for candidate in (path, previous_path(path)):
         try:
-            return json.loads(candidate.read_bytes()), (
+            return parse(load(candidate)), (
                 None if candidate == path else f"{path} was unreadable ({problems[0]}); "
                 f"using the previous snapshot {candidate.name}"
             )
         except FileNotFoundError:
             problems.append("missing")
-        except (OSError, ValueError, RecursionError) as exc:
-            problems.append(f"{type(exc).__name__}: {exc}")
+        except (OSError, ValueError, TypeError, RecursionError) as exc:
+            problems.append(str(exc).replace(f"{candidate}: ", "") or type(exc).__name__)
     raise Unreadable(f"{path}: {problems[0]}; previous copy: {problems[1]}")

@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 
 from agent_worker import settings
+from agent_worker.session_files import INDEX, LOG
 
-LOG_NAME = "output.log"
-INDEX_NAME = "output.idx"
+LOG_NAME = LOG
+INDEX_NAME = INDEX
 FSYNC_POLICIES = ("snapshot", "always", "never")
 _INDEX_RECORD = struct.Struct("!Qd")
 _INDEX_EVERY = 1.0  # seconds between index records

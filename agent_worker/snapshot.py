@@ -15,10 +15,14 @@ from typing import Any
 import attrs
 
 from agent_worker import settings
-from agent_worker.atomic import read_json_with_fallback, write_json_atomic
+from agent_worker.atomic import write_json_atomic
+from agent_worker.procfs import process_start_time
 from agent_worker.records import JsonRecord
+from agent_worker.session_files import STATE
 
-SNAPSHOT_NAME = "state.json"
+__all__ = ["Snapshot", "boot_id", "describe_exit", "process_start_time", "read_snapshot"]
+
+SNAPSHOT_NAME = STATE
 FORMAT = 1
 
 
@@ -71,12 +75,10 @@ class Snapshot(JsonRecord):
 
 
 def read_snapshot(directory: Path) -> tuple[Snapshot, str | None]:
-    """The newest readable snapshot and a warning if it had to fall back to the previous one.
+    """See :func:`agent_worker.session_files.read_state` (the one reader of state.json)."""
+    from agent_worker.session_files import read_state
 
-    Raises :class:`agent_worker.atomic.Unreadable` if there is none.
-    """
-    data, warning = read_json_with_fallback(directory / SNAPSHOT_NAME)
-    return Snapshot.from_json(data), warning
+    return read_state(directory)
 
 
 def boot_id() -> str:
@@ -86,17 +88,3 @@ def boot_id() -> str:
     except OSError:
         return ""
 
-
-def process_start_time(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot, or None if it is gone.
-
-    A pid alone can be reused by an unrelated process after a crash or reboot; pid plus
-    start time names one process for the life of the machine.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])

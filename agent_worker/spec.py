@@ -7,7 +7,6 @@ too, so that ``superv resume`` after a reboot finds everything it needs on disk.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -15,8 +14,9 @@ import attrs
 
 from agent_worker.atomic import write_json_atomic
 from agent_worker.records import JsonRecord
+from agent_worker.session_files import SPEC
 
-SPEC_NAME = "spec.json"
+SPEC_NAME = SPEC
 RESTART_POLICIES = ("no", "on-failure", "always")
 
 # Markers of the program that started superv, which must not leak into the agent: an
@@ -81,4 +81,7 @@ class SessionSpec(JsonRecord):
 
     @classmethod
     def load(cls, directory: Path) -> SessionSpec:
-        return cls.from_json(json.loads((directory / SPEC_NAME).read_bytes()))
+        """See :func:`agent_worker.session_files.read_spec` (the one reader of spec.json)."""
+        from agent_worker.session_files import read_spec
+
+        return read_spec(directory)

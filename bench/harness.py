@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent_worker.procfs import read_stat
+
 REPO = Path(__file__).resolve().parent.parent
 ROWS, COLS = 40, 120  # every client terminal and every session gets this size
 RUN_ID = f"{os.getpid():x}{int(time.time()) % 100000:05d}"
@@ -139,11 +141,8 @@ def cmdline(pid: int) -> list[str]:
 
 
 def ppid(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    stat = read_stat(pid)
+    return stat.ppid if stat else 0
 
 
 def memory_of(pid: int) -> dict[str, int]:

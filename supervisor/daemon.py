@@ -613,9 +613,12 @@ class Supervisor:
         clients = 0
         spec_argv: list[str] = []
         created = None
-        with contextlib.suppress(OSError, ValueError, TypeError):
+        problem = None  # a broken spec.json costs its own session only, and ls says so
+        try:
             spec = load_spec(entry.name)
             spec_argv, created = spec.argv, spec.created_at
+        except (OSError, ValueError) as exc:
+            problem = str(exc).replace(f"{directory}/", "")
         try:
             log_stat = (directory / "output.log").stat()
             last_output = log_stat.st_mtime if log_stat.st_size else None
@@ -639,6 +642,7 @@ class Supervisor:
             "clients": clients,
             "restarts": fields["restarts"],
             "command": spec_argv,
+            "problem": problem,
         }
 
 

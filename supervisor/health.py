@@ -300,6 +300,26 @@ def _mode(path: Path) -> int:
         return 0
 
 
+def check_session_files() -> Check:
+    """Every session's spec and snapshot readable: a broken one costs that session only,
+    but it can be neither resumed nor exported until it is mended or removed."""
+    from agent_worker import session_files
+
+    sessions = paths.sessions_dir()
+    names = sorted(p.name for p in sessions.iterdir()) if sessions.is_dir() else []
+    broken = []
+    for name in names:
+        if paths.NAME_RE.fullmatch(name):
+            problem = session_files.problem(sessions / name)
+            if problem:
+                broken.append(f"{name} ({problem})")
+    if not broken:
+        return Check("session-files", True, f"{len(names)} sessions, every spec and snapshot readable")
+    shown = "; ".join(broken[:5]) + (" ..." if len(broken) > 5 else "")
+    return Check("session-files", False, f"{len(broken)} session(s) with unreadable files: {shown}",
+                 "mend the file from its .prev copy, or 'superv rm NAME' to forget the session")
+
+
 def check_versions() -> Check:
     from supervisor.cli import version
 
@@ -318,7 +338,7 @@ def run_checks() -> list[Check]:
     results.append(check_kill_user_processes(supervisor_pid=(ping or {}).get("pid"),
                                              linger=linger.enabled))
     checks: list[Callable[[], Check]] = [check_runtime_dir, check_state_dir, check_disk,
-                                         check_stale_sockets]
+                                         check_stale_sockets, check_session_files]
     for check in checks:
         try:
             results.append(check())

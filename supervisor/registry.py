@@ -20,6 +20,7 @@ import attrs
 
 from agent_worker import paths
 from agent_worker.atomic import Unreadable, read_json_with_fallback, write_json_atomic
+from agent_worker.procfs import is_running
 from agent_worker.snapshot import Snapshot, boot_id, process_start_time, read_snapshot
 from agent_worker.spec import SessionSpec
 from supervisor import lifecycle as lc
@@ -112,7 +113,7 @@ def worker_alive(pid: int | None, start: int | None, boot: str | None) -> bool:
         return False
     # A killed worker whose parent is gone stays a zombie until init reaps it (some
     # container inits never do): same pid and start time, but nothing runs.
-    return not _zombie(pid)
+    return is_running(pid)
 
 
 def state_from_files(snap: Snapshot | None) -> str:
@@ -124,14 +125,6 @@ def state_from_files(snap: Snapshot | None) -> str:
                                                     snap.boot_id or None):
         return "interrupted"
     return snap.state
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return True
-    return stat[stat.rindex(b")") + 2 :].split()[0] in (b"Z", b"X")
 
 
 def registry_path() -> Path:

@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from agent_worker.procfs import read_stat
+
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 REPO = Path(__file__).resolve().parent.parent
@@ -57,12 +59,8 @@ def keygen(path: Path, comment: str) -> str:
 
 
 def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name is in parentheses and may hold spaces: parse after the last ')'.
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+    stat = read_stat(pid)
+    return stat.ppid if stat else None
 
 
 def _cmdline(pid: int) -> str:

@@ -32,6 +32,7 @@ from tmux_helpers import PROMPT, SUPERV, Tmux
 
 from agent_worker import protocol as p
 from agent_worker.client import Connection
+from agent_worker.procfs import is_running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,11 +121,7 @@ def wait_log(senv: SupervEnv, name: str, text: bytes, timeout: float = 10.0) -> 
 
 def alive(pid: int) -> bool:
     """Is ``pid`` a live process (not a zombie)?"""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return is_running(pid)
 
 
 def cmdline(pid: int) -> list[bytes]:

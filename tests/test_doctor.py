@@ -20,6 +20,7 @@ import pytest
 from conftest import SupervEnv, wait_until
 
 from agent_worker import protocol as p
+from agent_worker.procfs import read_stat
 from supervisor import health
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,11 +92,8 @@ def test_broken_box_fails_with_one_line_each(superv_env: SupervEnv) -> None:
 
 
 def _state(pid: int) -> bytes:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return b"X"
-    return stat[stat.rindex(b")") + 2 :].split()[0]
+    stat = read_stat(pid)
+    return stat.state.encode() if stat else b"X"
 
 
 def test_lingering_unknown_says_it_could_not_check(superv_env: SupervEnv) -> None:

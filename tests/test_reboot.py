@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from conftest import SupervEnv, wait_until
 
-from agent_worker.snapshot import process_start_time
+from agent_worker.procfs import is_running, process_start_time
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,11 +48,7 @@ def log_of(senv: SupervEnv, name: str) -> bytes:
 
 def alive(pid: int) -> bool:
     """True if ``pid`` runs (a zombie counts as gone: it runs nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
+    return is_running(pid)
 
 
 def reboot(senv: SupervEnv) -> None:

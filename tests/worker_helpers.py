@@ -23,6 +23,7 @@ import attrs
 from agent_worker import paths
 from agent_worker import protocol as p
 from agent_worker.client import Connection, ConnectionClosed
+from agent_worker.procfs import is_running
 from agent_worker.spec import SessionSpec, agent_environment
 
 if TYPE_CHECKING:
@@ -149,11 +150,7 @@ def kill_pid(pid: int) -> None:
 
 def pid_gone(pid: int) -> bool:
     """True once ``pid`` has exited (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
+    return not is_running(pid)
 
 
 def vm_rss_kb(pid: int) -> int:

@@ -13,11 +13,13 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from agent_worker.log import LogReader
+from agent_worker.session_files import BadFile, read_spec
 from agent_worker.snapshot import read_snapshot
-from agent_worker.spec import SessionSpec
+from supervisor.errors import CliError
 from supervisor.plain import PlainText
 from supervisor.registry import state_from_files
 from supervisor.sessions import checked_name, session_directory
@@ -32,8 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def facts(directory) -> dict[str, Any]:
-    spec = SessionSpec.load(directory)
+def facts(directory: Path) -> dict[str, Any]:
+    try:
+        spec = read_spec(directory)
+    except (OSError, BadFile) as exc:
+        raise CliError(f"cannot export {directory.name}: {exc}; 'superv logs {directory.name}' "
+                       "still shows its output") from None
     info: dict[str, Any] = {"name": spec.name, "command": spec.argv, "cwd": spec.cwd,
                             "created_at": spec.created_at, "restart": spec.restart}
     if spec.resumed_argv:

@@ -46,12 +46,15 @@ def run(args: argparse.Namespace) -> int:
     now = time.time()
     rows = [("NAME", "STATE", "PID", "AGE", "CLIENTS", "IDLE", "COMMAND")]
     for s in sorted(sessions, key=lambda s: s["created"] or 0):
+        problem = s.get("problem")
+        running = s["state"] in ("running", "starting")
         rows.append((
-            s["name"], s["state"], str(s["agent_pid"] or "-"),
+            s["name"], "unreadable" if problem and not running else s["state"],
+            str(s["agent_pid"] or "-"),
             human_duration(now - s["created"] if s["created"] else None),
             str(s["clients"]),
             human_duration(now - s["last_output"] if s["last_output"] else None),
-            shlex.join(s["command"]),
+            f"({problem}: superv doctor)" if problem else shlex.join(s["command"]),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:

@@ -1,0 +1,108 @@
+"""A session's files: what each is called, and the one reader of each.
+
+``$SUPERV_HOME/sessions/NAME/`` holds:
+
+- ``spec.json``: what to run (:class:`agent_worker.spec.SessionSpec`), written atomically
+  by whoever starts the worker; the worker only reads it.
+- ``state.json`` (and ``state.json.prev``): the worker's snapshot
+  (:class:`agent_worker.snapshot.Snapshot`), written atomically with the previous copy kept.
+- ``output.log`` and ``output.idx``: every byte the agent printed and its time index
+  (:mod:`agent_worker.log`).
+- ``worker.log``: the worker's own stderr (its structlog events).
+
+A file on disk is input like any other: it may be empty, truncated, of the wrong type,
+huge or nested ten thousand deep.  The readers here turn every such file into one
+:class:`BadFile` (a ValueError naming the file and what is wrong), so one broken session
+costs only itself and says why (``ls`` shows it ``unreadable``, ``doctor`` names it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent_worker.atomic import Unreadable, read_json_with_fallback
+
+if TYPE_CHECKING:
+    from agent_worker.snapshot import Snapshot
+    from agent_worker.spec import SessionSpec
+
+SPEC = "spec.json"
+STATE = "state.json"
+LOG = "output.log"
+INDEX = "output.idx"
+WORKER_LOG = "worker.log"
+# A spec carries the agent's environment (a request is at most 1 MiB); a snapshot is small.
+MAX_JSON_BYTES = 4 << 20
+
+
+class BadFile(ValueError):
+    """A session file that exists but cannot be used; the message names it and says why."""
+
+
+def load_json(path: Path) -> Any:
+    """The JSON value in ``path``; BadFile for anything but a readable, sane JSON file.
+
+    FileNotFoundError passes through: a missing file is not a broken one.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise BadFile(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise BadFile(f"{path}: over {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(data.decode())
+    except RecursionError:
+        raise BadFile(f"{path}: nested too deeply") from None
+    except ValueError as exc:
+        raise BadFile(f"{path}: not JSON ({exc})") from None
+
+
+def _record(cls: Any, value: Any, path: Path) -> Any:
+    try:
+        return cls.from_json(value)
+    except (TypeError, ValueError) as exc:
+        raise BadFile(f"{path}: {exc}") from None
+
+
+def read_spec(directory: Path) -> SessionSpec:
+    """The session's spec; FileNotFoundError if it has none, BadFile if it is broken."""
+    from agent_worker.spec import SessionSpec
+
+    path = directory / SPEC
+    return _record(SessionSpec, load_json(path), path)
+
+
+def read_state(directory: Path) -> tuple[Snapshot, str | None]:
+    """The newest usable snapshot and a warning if it had to fall back to the previous one.
+
+    Raises :class:`agent_worker.atomic.Unreadable` if neither copy is usable.
+    """
+    from agent_worker.snapshot import Snapshot
+
+    return read_json_with_fallback(directory / STATE, Snapshot.from_json, load=load_json)
+
+
+def problem(directory: Path) -> str | None:
+    """What is wrong with a session's spec or snapshot, in a few words, or None."""
+    try:
+        read_spec(directory)
+    except FileNotFoundError:
+        return f"{SPEC}: missing"
+    except BadFile as exc:
+        return _short(exc, directory)
+    if (directory / STATE).exists() or (directory / f"{STATE}.prev").exists():
+        try:
+            read_state(directory)
+        except Unreadable as exc:
+            return _short(exc, directory)
+    return None
+
+
+def _short(exc: Exception, directory: Path) -> str:
+    return str(exc).replace(f"{directory}/", "")
