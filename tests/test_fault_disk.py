@@ -146,8 +146,6 @@ def poke(senv: SupervEnv, name: str, worker: int, rng: random.Random) -> None:
         senv.superv("ls", timeout=30)  # must answer, full disk or not
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 1 (a full disk kills the sessions: logging "
-                   "to worker.log/supervisor.log raises), being fixed by files")
 def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, str | None]) -> None:
     senv, refused = small_home
     rng = random.Random(ff.seed() + 10)
