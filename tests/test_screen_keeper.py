@@ -72,6 +72,8 @@ def test_a_huge_hello_does_not_break_the_screen(superv_env: SupervEnv) -> None:
     assert ready["ok"]
     try:
         conn, _ = connect(senv, "huge", p.Start.OFFSET, 0, rows=20000, cols=20000)
+        peek = senv.superv("peek", "huge", timeout=10)  # before any output: it tracebacked
+        assert peek.returncode == 0 and peek.stdout == "\n", (peek.stdout, peek.stderr)
         conn.send(p.Input(b"go\n"))
         wait_until(lambda: b"after the huge hello" in log_bytes(senv, "huge"), message="output")
         conn.send(p.Detach())
@@ -83,5 +85,7 @@ def test_a_huge_hello_does_not_break_the_screen(superv_env: SupervEnv) -> None:
             assert isinstance(msg, p.Screen), msg
             assert msg.offset == log_size(senv, "huge")
             assert b"after the huge hello" in msg.data
+        peek = senv.superv("peek", "huge", timeout=10)  # it hung for over 10 s
+        assert peek.returncode == 0 and "after the huge hello" in peek.stdout, peek.stderr
     finally:
         stop_worker(proc)
