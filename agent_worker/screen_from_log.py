@@ -3,8 +3,8 @@
 The terminal model parses a few MB/s, so a screen is never rebuilt from a whole log: it
 starts from recent output, and the result is exact when that output has a point after
 which the screen is fully known (an anchor: a reset, a clear, entering the alternate
-screen).  Anchors are read with the one escape tokenizer, so a look-alike inside a title
-or a DCS string is not taken for one.
+screen).  Anchors are read with the one escape tokenizer, so they are found in whatever
+form the program wrote them (``CSI ? 1049 ; 25 h``, ``CSI 1 ; 1 H CSI J``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ you, what are your colours) and some wait for the answer.  With no interactive c
 attached nobody else would answer, so the worker does, as a plain xterm-like terminal would.
 
 The queries are read with :class:`agent_worker.escapes.Tokenizer`, so one split across two
-PTY reads is answered like one that came whole, and a query-like run of bytes inside some
-other sequence (a title, a DCS string) is not mistaken for one.
+PTY reads is answered like one that came whole.
 """
 
 from __future__ import annotations

@@ -53,6 +53,8 @@ class ShownModes:
 
     def feed(self, data: bytes) -> None:
         if self._tokens.idle:
+            if b"\x1b" not in data:
+                return  # the common case on the hot path: one scan
             # An ESC resynchronises: nothing before the first tracked sequence matters, and
             # a chunk with none matters only if it ends in the start of one.
             found = [i for i in (data.find(start) for start in _STARTS) if i >= 0]

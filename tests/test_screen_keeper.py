@@ -89,3 +89,24 @@ def test_a_huge_hello_does_not_break_the_screen(superv_env: SupervEnv) -> None:
         assert peek.returncode == 0 and "after the huge hello" in peek.stdout, peek.stderr
     finally:
         stop_worker(proc)
+
+
+def test_recent_start_finds_anchors_in_any_form(tmp_path: Path) -> None:
+    from agent_worker.screen_from_log import WINDOW, recent_start
+
+    filler = b"".join(b"line %05d\r\n" % i for i in range(WINDOW // 10))
+    for n, (anchor, exact) in enumerate((
+        (b"\x1b[?1049;25h", True),
+        (b"\x1b[1;1H\x1b[J", True),
+        (b"\x1b[2J", True),
+        (b"\x1bc", True),
+        (b"\x1b[5;1H\x1b[J", False),  # clears below row 5 only
+        (b"\x1b[?2J", False),
+    )):
+        (tmp_path / str(n)).mkdir()
+        out = OutputLog(tmp_path / str(n))
+        out.append(filler + anchor + b"screen")
+        start, found = recent_start(out.reader, out.end)
+        assert found is exact, anchor
+        assert 0 < start <= out.end - WINDOW + 12  # the first line start in the window
+        out.close()
