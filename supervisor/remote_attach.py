@@ -13,9 +13,16 @@ No byte is lost, none is shown twice.
 
 Dead links are noticed by SSH keepalives (one a second, three unanswered = dead: a frozen
 peer is noticed in about 4 s), not by TCP, which can take minutes.  Then a status line
-says so and the client reconnects with exponential backoff (0.25 s doubling to 5 s)
+says so and the client reconnects, quickly (the timing is :mod:`supervisor.reconnect_policy`:
+tries at most 0.5 s apart, a stuck try given up after about 2 s) and at once when the
+laptop's network changes or it resumed from suspend (:mod:`supervisor.network_watch`),
 forever, until the user detaches with the detach key (which works while disconnected) or
 presses Ctrl-C while disconnected.
+
+Every task (the connect loop, the keyboard, the network watch, a detach's flush) belongs
+to one ``asyncio.TaskGroup``; each connection is an :class:`Attempt` that owns everything
+of that connection.  An error nobody expected ends the client with one line and status 1
+rather than leaving it hanging.
 
 **Keystrokes typed while disconnected are discarded**, not queued: an agent acts on its
 input, and replaying keys typed blind, seconds or minutes late, into whatever the agent
@@ -56,8 +63,9 @@ import os
 import signal
 import stat
 import sys
-import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -67,19 +75,21 @@ from agent_worker import protocol, settings
 from agent_worker.paths import PathError, validate_name
 from agent_worker.protocol import Detach, Hello, Input, Resize, Start
 from supervisor import terminal
-from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
+from supervisor.network_watch import NetworkChange, NetworkWatch
+from supervisor.reconnect_policy import ReconnectPolicy
+from supervisor.ssh_link import (
+    REMOTE_MISSING_STATUS,
+    SshConfigError,
+    SshLink,
+    describe,
+    remote_superv,
+)
 
-FIRST_CONNECT_TIMEOUT = 20.0  # TCP + key exchange + authentication, first time
-RECONNECT_TIMEOUT = 6.0  # the same for a reconnect: short, so a retry is never stuck long
-WELCOME_TIMEOUT = 20.0  # from channel open to the worker's Welcome
-BACKOFF_START = 0.25
-BACKOFF_MAX = 5.0
-# A session that streamed this long before its link dropped is retried at once: the drop
-# was a blip, not a box that drops us right after every Welcome (that one waits 0.25 s).
-STABLE_SESSION = 1.0
 DETACH_FLUSH_TIMEOUT = 2.0  # how long a Detach may take to reach the worker
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024
 CTRL_C = b"\x03"
+# What a dropped or unreachable link raises; anything else is a refusal or a bug.
+LINK_ERRORS = (TimeoutError, OSError, asyncssh.Error)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +147,14 @@ class Ending:
     code: int
 
 
+class Ended(Exception):
+    """Raised by any of the client's tasks to end it the way ``ending`` says."""
+
+    def __init__(self, ending: Ending) -> None:
+        super().__init__(ending.outcome.value)
+        self.ending = ending
+
+
 def run_remote_attach(
     target: str,
     *,
@@ -183,34 +201,237 @@ def _is_tty(fd: int) -> bool:
         return False
 
 
-class _Channel(asyncssh.SSHClientSession[bytes]):
-    """asyncssh callbacks for one attempt's channel, forwarded to the client."""
+@attrs.define
+class StreamPosition:
+    """The client's side of the conversation that outlives its connections.
 
-    def __init__(self, client: RemoteAttach) -> None:
-        self._client = client
+    Where the user's screen is in the session's log, what to ask for on each connection,
+    and which bytes are new.  This is the seam for the protocol's sans-I/O conversation
+    object: it is what a connection would hand each message to.
+    """
+
+    start: Start
+    value: int
+    read_only: bool
+    # The first byte of the log not yet shown; None until the worker told us where the
+    # stream starts (a Screen, or the first Output of a tail).
+    next_offset: int | None = None
+    established: bool = False  # a Welcome was ever received
+
+    def hello(self, rows: int, cols: int) -> Hello:
+        if self.next_offset is not None:
+            return Hello(Start.OFFSET, self.next_offset, rows, cols, self.read_only)
+        return Hello(self.start, self.value, rows, cols, self.read_only)
+
+    def output(self, offset: int, data: bytes) -> bytes:
+        """The part of an Output frame not shown yet (a replay may overlap what was)."""
+        if self.next_offset is None:
+            self.next_offset = offset
+        if offset < self.next_offset:
+            data = data[self.next_offset - offset :]
+            offset = self.next_offset
+        if data:
+            self.next_offset = offset + len(data)
+        return data
+
+    def screen(self, offset: int) -> None:
+        self.next_offset = offset
+
+
+def _exit_message(name: str, body: dict[str, Any]) -> str:
+    code = body.get("exit_code")
+    sig = body.get("exit_signal")
+    if isinstance(sig, int) and sig:
+        try:
+            shown = signal.Signals(sig).name
+        except ValueError:
+            shown = str(sig)
+        return f"[{name} was killed by {shown}]"
+    if isinstance(code, int):
+        return f"[{name} exited with status {code}]"
+    state = body.get("state")
+    return f"[{name} ended: {state}]" if state else f"[{name} ended]"
+
+
+class Attempt:
+    """One connection to the box: connect, run the bridge, stream until the link ends.
+
+    Everything that belongs to one connection (the SSH connection, the channel, the frame
+    decoder, whether the worker said Welcome, the remote's stderr) lives here and dies
+    with it; only :class:`StreamPosition` carries over to the next one.
+    """
+
+    def __init__(self, client: RemoteAttach, budget: float) -> None:
+        self.client = client
+        self.budget = budget  # seconds from connecting to the worker's Welcome
         self.decoder = protocol.Decoder()
-        self.welcomed = False
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.writer: asyncssh.SSHWriter[bytes] | None = None
+        self.setup_time: float | None = None  # seconds to the Welcome, once it came
         self.welcomed_at = 0.0
         self.stderr_tail = b""
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.stopped = False  # the user detached: show nothing more
+        self.given_up: str | None = None  # why the try was cut short (a network change)
+        self._setup: asyncio.Timeout | None = None
+        self._began = 0.0
 
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if datatype == asyncssh.EXTENDED_DATA_STDERR:
-            # Only for error messages: keep the end, bounded.
-            self.stderr_tail = (self.stderr_tail + data)[-4096:]
-            return
-        self._client.on_stream(self, data)
+    @property
+    def welcomed(self) -> bool:
+        return self.setup_time is not None
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if not self.welcome.done():
-            self.welcome.set_result(None)
+    @property
+    def timed_out(self) -> bool:
+        """The try ran out of its budget (not cut short by a network change)."""
+        return self._setup is not None and self._setup.expired() and self.given_up is None
+
+    @property
+    def live(self) -> bool:
+        """Welcomed and not detached: keys and resizes may be sent."""
+        return self.welcomed and not self.stopped and self.writer is not None
+
+    def send(self, msg: protocol.Message) -> None:
+        if self.writer is not None:
+            self.writer.write(protocol.encode(msg))
+
+    def give_up(self, reason: str) -> None:
+        """Cut a try that has not reached its Welcome short: the network changed under it."""
+        if self._setup is not None and not self.welcomed:
+            self.given_up = reason
+            self._setup.reschedule(asyncio.get_running_loop().time())
+
+    def drop(self) -> None:
+        """Abandon the connection (it is probably dead): the stream ends as a drop."""
+        if self.conn is not None:
+            self.conn.abort()
+
+    async def run(self) -> float | None:
+        """Returns how long the session streamed, None if the worker never said Welcome.
+
+        Raises AttachError for what retrying cannot fix, Ended when the session ended,
+        and one of LINK_ERRORS when the link failed before the Welcome.
+        """
+        loop = asyncio.get_running_loop()
+        self._began = loop.time()
+        client = self.client
+        polite = False
+        try:
+            async with asyncio.timeout(self.budget) as self._setup:
+                options = await client.link.options()
+                self.conn = await asyncssh.connect(client.link.host, options=options)
+                command = remote_command_line(client.target.name, client.remote_command)
+                writer, reader, errors = await self.conn.open_session(command, encoding=None)
+                self.writer = writer
+                self.send(client.position.hello(*client.size()))
+                async with _one_error(), asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._keep_stderr(errors))
+                    await self._stream(reader)
+                await writer.channel.wait_closed()
+            polite = True
+            if not self.welcomed:
+                client.refused(writer.channel.get_exit_status(), self.stderr_tail)
+                return None  # closed before Welcome on a reconnect: try again
+            return loop.time() - self.welcomed_at
+        except LINK_ERRORS:
+            if self.welcomed:
+                return loop.time() - self.welcomed_at  # the link dropped while streaming
+            raise
+        except (Ended, AttachError, asyncio.CancelledError):
+            polite = self.welcomed
+            raise
+        finally:
+            self.writer = None
+            if self.conn is not None:
+                # A dead link is dropped at once; a finished one is closed politely.
+                if polite:
+                    self.conn.close()
+                else:
+                    self.conn.abort()
+
+    async def _keep_stderr(self, errors: asyncssh.SSHReader[bytes]) -> None:
+        # Only for error messages: keep the end, bounded.  The link failing is the
+        # stdout stream's to report, not this one's.
+        with contextlib.suppress(*LINK_ERRORS):
+            while data := await errors.read(READ_SIZE):
+                self.stderr_tail = (self.stderr_tail + data)[-4096:]
+
+    async def _stream(self, reader: asyncssh.SSHReader[bytes]) -> None:
+        while data := await reader.read(READ_SIZE):
+            self.decoder.feed(data)
+            while True:
+                try:
+                    msg = self.decoder.next_message()
+                except protocol.ProtocolError as exc:
+                    raise AttachError(
+                        f"{self.client.target.shown} is not speaking superv protocol ({exc}); "
+                        "does a shell startup file print something for non-interactive shells?"
+                    ) from None
+                if msg is None:
+                    break
+                if not self.stopped:
+                    self._on_message(msg)
+
+    def _on_message(self, msg: protocol.Message) -> None:
+        client = self.client
+        match msg:
+            case protocol.Output(offset=offset, data=data):
+                client.show(client.position.output(offset, data))
+            case protocol.Screen(offset=offset, data=data):
+                client.show(data)
+                client.position.screen(offset)
+            case protocol.Welcome():
+                now = asyncio.get_running_loop().time()
+                self.setup_time = now - self._began
+                self.welcomed_at = now
+                if self._setup is not None:
+                    self._setup.reschedule(None)  # streaming: no deadline any more
+                client.welcomed(self)
+            case protocol.Event(body=body):
+                if body.get("event") == "exited":
+                    message = _exit_message(client.target.name, body)
+                    raise Ended(Ending(Outcome.EXITED, message, 0))
+            case protocol.Error(message=message):
+                # From the bridge or the worker, on the box: say which box.
+                raise AttachError(f"{client.target.shown}: {message}")
+            case _:
+                pass  # a newer worker's message we do not know: harmless to ignore
+
+
+@contextlib.asynccontextmanager
+async def _one_error() -> Any:
+    """Re-raise a task group's single error as itself, so callers can catch it by type."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+def internal_error(exc: BaseException) -> str:
+    """One line for a bug: what was raised and where, so a report can find it."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"superv: internal error in remote attach: {type(exc).__name__}: {text}{where}; please report it"
 
 
 class RemoteAttach:
-    """One remote attach: the terminal, the reconnect loop, and the stream position."""
+    """One remote attach: the user's terminal, the reconnect loop, the stream position.
+
+    Every task has one owner, the task group of :meth:`_main`: the connect loop, the
+    keyboard, the network watch and a detach's flush.  Whichever ends the client raises
+    :class:`Ended` (or :class:`AttachError`); anything else raised is a bug, and ends the
+    client too, with one line and status 1, instead of leaving it hanging.
+    """
 
     def __init__(
         self,
@@ -226,31 +447,27 @@ class RemoteAttach:
     ) -> None:
         self.target = target
         self.read_only = read_only
-        self.start = start
-        self.value = value
         self.detach_key = detach_key
         self.remote_command = remote_command
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.tty_in = _is_tty(stdin_fd)
         self.tty_out = _is_tty(stdout_fd)
-        # The first byte of the log not yet shown; None until the worker told us where
-        # the stream starts (a Screen, or the first Output of a tail).
-        self.next_offset: int | None = None
-        self.established = False  # a Welcome was ever received
-        self.channel: _Channel | None = None
-        self.chan: asyncssh.SSHClientChannel[bytes] | None = None
-        self.exit_event: dict[str, Any] | None = None
+        self.position = StreamPosition(start, value, read_only)
+        self.policy = ReconnectPolicy()
+        self.link = SshLink(target.host, target.user)
+        self.attempt: Attempt | None = None  # the current connection, if any
         self.discarded = 0  # keystrokes dropped during the current outage
+        # Set when the user detached: the link closing now is the end, not a drop.
+        self.stopping = False
         self.status_shown = False
         self.status_text = ""
         self.shown_anything = False
         self.alt_screen = terminal.ShownModes()  # what to put back on exit
-        self._ending: asyncio.Future[Ending] | None = None
-        # Set when the user detached: the link closing now is the end, not a drop.
-        self.stopping = False
         self._last_status: tuple[int, float | None] | None = None
-        self.link = SshLink(target.host, target.user)
+        self._ending: asyncio.Future[Ending] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._network_changed: asyncio.Event | None = None
 
     # ----------------------------------------------------------------- the whole run
 
@@ -282,118 +499,124 @@ class RemoteAttach:
     async def _main(self) -> Ending:
         loop = asyncio.get_running_loop()
         self._ending = loop.create_future()
-        self._watch_stdin(loop)
-        for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)):
-            loop.add_signal_handler(signum, self._on_signal, signum, code)
+        self._network_changed = asyncio.Event()
+        handled = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+        for signum, code in zip(handled, (130, 143, 129), strict=True):
+            loop.add_signal_handler(signum, self._finish, Ending(Outcome.INTERRUPTED, "", code))
         if self.tty_in or self.tty_out:
-            loop.add_signal_handler(signal.SIGWINCH, self._on_winch)
-        runner = asyncio.create_task(self._connect_loop())
+            handled.append(signal.SIGWINCH)
+            loop.add_signal_handler(signal.SIGWINCH, self._guarded(self._on_winch))
         try:
-            ending = await self._ending
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                tasks.create_task(self._connect_loop())
+                tasks.create_task(self._read_keys())
+                tasks.create_task(NetworkWatch(self._on_network_change).run())
+                raise Ended(await self._ending)
+        except BaseExceptionGroup as group:
+            return self._ending_of(group)
         finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await runner
-            with contextlib.suppress(Exception):
-                loop.remove_reader(self.stdin_fd)
-        return ending
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+        raise AssertionError("the task group ended without an ending")  # pragma: no cover
+
+    @staticmethod
+    def _ending_of(group: BaseExceptionGroup[BaseException]) -> Ending:
+        leaves = list(_leaves(group))
+        expected = (Ended, AttachError, SshConfigError)
+        for error in leaves:
+            if not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt, SystemExit: not ours to turn into a line
+        bugs = [error for error in leaves if not isinstance(error, expected)]
+        if bugs:
+            return Ending(Outcome.ERROR, internal_error(bugs[0]), 1)
+        first = leaves[0]
+        if isinstance(first, Ended):
+            return first.ending
+        return Ending(Outcome.ERROR, f"superv: {first}", 1)
 
     def _finish(self, ending: Ending) -> None:
+        """End the client from a loop callback (a signal); tasks raise Ended instead."""
         if self._ending is not None and not self._ending.done():
             self._ending.set_result(ending)
 
-    @property
-    def finished(self) -> bool:
-        return self._ending is not None and self._ending.done()
+    def _guarded(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """A loop callback whose errors end the client, as a task's would."""
+
+        def call() -> None:
+            try:
+                callback()
+            except Exception as exc:  # a bug: end the client with its one line
+                if self._ending is not None and not self._ending.done():
+                    self._ending.set_exception(exc)
+
+        return call
 
     # ---------------------------------------------------------------- connections
 
     async def _connect_loop(self) -> None:
-        attempt = 0
-        delay = BACKOFF_START
-        while not (self.finished or self.stopping):
-            began = time.monotonic()
-            lived: float | None
+        loop = asyncio.get_running_loop()
+        tries = 0
+        while True:
+            attempt = Attempt(self, self.policy.budget())
+            self.attempt = attempt
+            assert self._network_changed is not None
+            self._network_changed.clear()
+            began = loop.time()
             try:
-                lived = await self._attempt()
-            except (AttachError, SshConfigError) as exc:
-                self._finish(Ending(Outcome.ERROR, f"superv: {exc}", 1))
-                return
-            except (TimeoutError, OSError, asyncssh.Error) as exc:
-                if not self.established:
-                    self._finish(Ending(Outcome.ERROR, f"superv: {self.link.unreachable(exc)}", 1))
-                    return
+                lived = await attempt.run()
+            except LINK_ERRORS as exc:
+                if not self.position.established:
+                    raise AttachError(self.link.unreachable(exc)) from None
                 lived = None
-                log.debug("attempt failed after %.2fs: %s", time.monotonic() - began, exc)
-            if self.finished or self.stopping:
+                log.debug("try failed after %.2fs: %r", loop.time() - began, exc)
+            finally:
+                self.attempt = None
+            if self.stopping:
                 return
             if lived is not None:
-                # The link had been streaming: a new outage starts, and the backoff with it.
-                # After a long session the first retry is immediate (the drop was a blip);
-                # after a short one it waits, so a box that drops us right after every
-                # Welcome is not hammered.
-                attempt, delay = 0, BACKOFF_START
-                wait = 0.0 if lived >= STABLE_SESSION else BACKOFF_START
+                # The link had been streaming: a new outage starts, and the count with it.
+                tries = 0
+                wait = self.policy.dropped(lived)
             else:
-                wait = delay
-                delay = min(delay * 2, BACKOFF_MAX)
-            attempt += 1
-            self._show_status(attempt, wait)
+                wait = self.policy.failed(loop.time() - began, timed_out=attempt.timed_out)
+            if self._network_changed.is_set():
+                wait = 0.0
+            tries += 1
+            self._show_status(tries, wait)
             if wait:
-                await asyncio.sleep(wait)
-            self._show_status(attempt, None)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._network_changed.wait()
+            self._show_status(tries, None)
 
-    async def _attempt(self) -> float | None:
-        """One connection: connect, run the bridge, stream until the link ends.
+    def _on_network_change(self, change: NetworkChange) -> None:
+        """Retry at once: wake a waiting reconnect, restart a try stuck on the old network."""
+        log.debug("network: %s", change.reason)
+        assert self._network_changed is not None
+        self._network_changed.set()
+        attempt = self.attempt
+        if attempt is None or not self.position.established:
+            return
+        if not attempt.welcomed:
+            attempt.give_up(change.reason)
+        elif change.resumed:
+            # After a suspend the connection is most likely dead (NAT and leases expired)
+            # but keepalives would take seconds to say so; a reconnect loses nothing.
+            attempt.drop()
 
-        Returns how long the session had been streaming, None if it never got a Welcome.
-        Raises AttachError for what retrying cannot fix, and asyncssh/OS errors for the
-        link.
-        """
-        first = not self.established
-        options = await self.link.options()
-        conn = await asyncio.wait_for(
-            asyncssh.connect(
-                self.link.host,
-                options=options,
-                connect_timeout=FIRST_CONNECT_TIMEOUT if first else RECONNECT_TIMEOUT,
-            ),
-            timeout=(FIRST_CONNECT_TIMEOUT if first else RECONNECT_TIMEOUT) + 1,
-        )
-        try:
-            command = remote_command_line(self.target.name, self.remote_command)
-            chan, channel = await conn.create_session(
-                lambda: _Channel(self), command, encoding=None
-            )
-            self.chan, self.channel = chan, channel
-            rows, cols = self._size()
-            if self.next_offset is not None:
-                hello = Hello(Start.OFFSET, self.next_offset, rows, cols, self.read_only)
-            else:
-                hello = Hello(self.start, self.value, rows, cols, self.read_only)
-            chan.write(protocol.encode(hello))
-            try:
-                await asyncio.wait_for(asyncio.shield(channel.welcome), WELCOME_TIMEOUT)
-            except TimeoutError:
-                raise asyncssh.ConnectionLost("no answer from the session in time") from None
-            if not channel.welcomed:
-                await channel.closed
-                self._refused(chan, channel)
-                return None  # closed before Welcome on a reconnect: try again
-            await channel.closed
-            return time.monotonic() - channel.welcomed_at
-        finally:
-            self.chan = self.channel = None
-            # A dead link is dropped at once; a finished one is closed politely.
-            if self.finished or self.stopping:
-                conn.close()
-            else:
-                conn.abort()
+    def welcomed(self, attempt: Attempt) -> None:
+        assert attempt.setup_time is not None
+        self.policy.connected(attempt.setup_time)
+        self.position.established = True
+        self._clear_status()
+        if self.discarded:
+            self._notice(f"{self.discarded} keystrokes typed while disconnected were discarded")
+            self.discarded = 0
 
-    def _refused(self, chan: asyncssh.SSHClientChannel[bytes], channel: _Channel) -> None:
+    def refused(self, status: int | None, stderr_tail: bytes) -> None:
         """The channel closed before a Welcome: say why, if retrying cannot help."""
-        status = chan.get_exit_status()
-        stderr = channel.stderr_tail.decode("utf-8", "replace").strip()
+        stderr = stderr_tail.decode("utf-8", "replace").strip()
         last = stderr.splitlines()[-1] if stderr else ""
         where = self.target.shown
         if status == REMOTE_MISSING_STATUS:
@@ -407,186 +630,134 @@ class RemoteAttach:
                 "nor in ~/.local/bin): install it there, or name it with --remote-command "
                 "PATH or SUPERV_REMOTE_COMMAND"
             )
-        if status is not None and status != 0 and not self.established:
+        if status is not None and status != 0 and not self.position.established:
             detail = f": {last}" if last else ""
             raise AttachError(
                 f"the remote 'superv attach --stdio' on {where} failed (exit {status}){detail}"
             )
-        if not self.established:
+        if not self.position.established:
             detail = f": {last}" if last else ""
             raise AttachError(f"{where} closed the session before it started{detail}")
 
     # --------------------------------------------------------------------- stream
 
-    def on_stream(self, channel: _Channel, data: bytes) -> None:
-        """Bytes from the bridge: decode frames, show output, track the offset."""
-        if self.finished or channel is not self.channel:
+    def show(self, data: bytes) -> None:
+        if not data:
             return
+        self.shown_anything = True
+        self.alt_screen.feed(data)
         try:
-            channel.decoder.feed(data)
-            for msg in channel.decoder:
-                self._on_message(channel, msg)
-                if self.finished:
-                    return
-        except protocol.ProtocolError as exc:
-            self._finish(
-                Ending(
-                    Outcome.ERROR,
-                    f"superv: {self.target.shown} is not speaking superv protocol ({exc}); "
-                    "does a shell startup file print something for non-interactive shells?",
-                    1,
-                )
-            )
-
-    def _on_message(self, channel: _Channel, msg: protocol.Message) -> None:
-        match msg:
-            case protocol.Output(offset=offset, data=data):
-                if self.next_offset is None:
-                    self.next_offset = offset
-                if offset < self.next_offset:
-                    # Already shown (a replay overlapping what we had): drop, never repeat.
-                    data = data[self.next_offset - offset :]
-                    offset = self.next_offset
-                if data:
-                    self._show(data)
-                    self.next_offset = offset + len(data)
-            case protocol.Screen(offset=offset, data=data):
-                self._show(data)
-                self.next_offset = offset
-            case protocol.Welcome():
-                channel.welcomed = True
-                channel.welcomed_at = time.monotonic()
-                if not channel.welcome.done():
-                    channel.welcome.set_result(None)
-                self.established = True
-                self._clear_status()
-                if self.discarded:
-                    self._notice(
-                        f"{self.discarded} keystrokes typed while disconnected were discarded"
-                    )
-                    self.discarded = 0
-            case protocol.Event(body=body):
-                if body.get("event") == "exited":
-                    self.exit_event = body
-                    self._finish(Ending(Outcome.EXITED, self._exit_message(body), 0))
-            case protocol.Error(message=message):
-                # From the bridge or the worker, on the box: say which box.
-                self._finish(Ending(Outcome.ERROR, f"superv: {self.target.shown}: {message}", 1))
-            case _:
-                pass  # a newer worker's message we do not know: harmless to ignore
-
-    def _show(self, data: bytes) -> None:
-        if data:
-            self.shown_anything = True
-            self.alt_screen.feed(data)
-            try:
-                terminal.write_all(self.stdout_fd, data)
-            except BrokenPipeError:
-                self._finish(Ending(Outcome.INTERRUPTED, "", 0))
-
-    def _exit_message(self, body: dict[str, Any]) -> str:
-        name = self.target.name
-        code = body.get("exit_code")
-        sig = body.get("exit_signal")
-        if isinstance(sig, int) and sig:
-            try:
-                shown = signal.Signals(sig).name
-            except ValueError:
-                shown = str(sig)
-            return f"[{name} was killed by {shown}]"
-        if isinstance(code, int):
-            return f"[{name} exited with status {code}]"
-        state = body.get("state")
-        return f"[{name} ended: {state}]" if state else f"[{name} ended]"
+            terminal.write_all(self.stdout_fd, data)
+        except BrokenPipeError:
+            raise Ended(Ending(Outcome.INTERRUPTED, "", 0)) from None
+        except OSError as exc:
+            raise AttachError(f"cannot write to standard output: {describe(exc)}") from None
 
     # -------------------------------------------------------------- the user's side
 
-    def _watch_stdin(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _read_keys(self) -> None:
         try:
             mode = os.fstat(self.stdin_fd).st_mode
         except OSError:
             return
         if stat.S_ISREG(mode) or (stat.S_ISCHR(mode) and not self.tty_in):
             return  # a file or /dev/null: no keys will ever come (and epoll refuses them)
-        with contextlib.suppress(OSError, ValueError):
-            loop.add_reader(self.stdin_fd, self._on_stdin, loop)
+        loop = asyncio.get_running_loop()
+        typed: asyncio.Queue[bytes] = asyncio.Queue()
 
-    def _on_stdin(self, loop: asyncio.AbstractEventLoop) -> None:
+        def readable() -> None:
+            # Read here, while the fd is known to be readable: stdin stays blocking (it is
+            # shared with the user's shell), so a read from the task could block the loop.
+            try:
+                data = os.read(self.stdin_fd, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(self.stdin_fd)
+            typed.put_nowait(data)
+
         try:
-            data = os.read(self.stdin_fd, READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+            loop.add_reader(self.stdin_fd, readable)
+        except (OSError, ValueError):
             return
-        except OSError:
-            data = b""
-        if not data:
-            # Input closed (a pipe, /dev/null): keep showing output, stop reading.
+        try:
+            while data := await typed.get():
+                if self._on_keys(data):
+                    return
+            # Input closed (a pipe, /dev/null): keep showing output.
+        finally:
             loop.remove_reader(self.stdin_fd)
-            return
+
+    def _on_keys(self, data: bytes) -> bool:
+        """Send or discard what was typed; True once the user detached."""
         key = data.find(self.detach_key) if self.detach_key else -1
         if key >= 0:
             self._send_input(data[:key])
             self._detach()
-            return
-        if self.chan is None or self.channel is None or not self.channel.welcomed:
+            return True
+        attempt = self.attempt
+        if attempt is None or not attempt.live:
             if CTRL_C in data and self.tty_in:
                 gave_up = f"[gave up reconnecting to {self.target.shown}]"
-                self._finish(Ending(Outcome.INTERRUPTED, gave_up, 130))
-                return
+                raise Ended(Ending(Outcome.INTERRUPTED, gave_up, 130))
             if not self.read_only:
                 self.discarded += len(data)
                 self._refresh_status()
-            return
+            return False
         self._send_input(data)
+        return False
 
     def _send_input(self, data: bytes) -> None:
-        if not data or self.read_only or self.chan is None:
+        if not data or self.read_only:
             return
-        if self.channel is None or not self.channel.welcomed:
+        attempt = self.attempt
+        if attempt is None or not attempt.live:
             self.discarded += len(data)
             return
-        self.chan.write(protocol.encode(Input(data)))
+        attempt.send(Input(data))
 
     def _detach(self) -> None:
         ending = Ending(Outcome.DETACHED, f"[detached from {self.target.name}]", 0)
-        chan = self.chan
-        if chan is None:
-            self._finish(ending)
-            return
+        attempt = self.attempt
+        if attempt is None or not attempt.live:
+            raise Ended(ending)
         # Tell the worker this was a deliberate detach, and give the frame a moment to
         # get there before the connection is closed.
-        chan.write(protocol.encode(Detach()))
-        with contextlib.suppress(Exception):
-            chan.write_eof()
+        attempt.send(Detach())
+        assert attempt.writer is not None
+        with contextlib.suppress(*LINK_ERRORS):
+            attempt.writer.write_eof()
         self.stopping = True
-        self.chan = None  # nothing more is shown or sent
-        self.channel = None
+        attempt.stopped = True  # nothing more is shown or sent
+        assert self._tasks is not None
+        self._tasks.create_task(self._flush_detach(attempt.writer.channel, ending))
 
-        async def flush() -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(chan.wait_closed(), DETACH_FLUSH_TIMEOUT)
-            self._finish(ending)
-
-        asyncio.get_running_loop().create_task(flush())
-
-    def _on_signal(self, signum: int, code: int) -> None:
-        self._finish(Ending(Outcome.INTERRUPTED, "", code))
+    @staticmethod
+    async def _flush_detach(channel: asyncssh.SSHClientChannel[bytes], ending: Ending) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DETACH_FLUSH_TIMEOUT):
+                await channel.wait_closed()
+        raise Ended(ending)
 
     def _on_winch(self) -> None:
-        rows, cols = self._size()
-        if self.chan is not None and self.channel is not None and self.channel.welcomed:
-            self.chan.write(protocol.encode(Resize(rows, cols)))
+        rows, cols = self.size()
+        attempt = self.attempt
+        if attempt is not None and attempt.live:
+            attempt.send(Resize(rows, cols))
         if self.status_shown:
             self._paint_status(self.status_text)
 
     def _tty_fd(self) -> int:
         return self.stdin_fd if self.tty_in else self.stdout_fd
 
-    def _size(self) -> tuple[int, int]:
+    def size(self) -> tuple[int, int]:
         rows, cols = terminal.window_size(self._tty_fd())
         return max(1, min(rows, 0xFFFF)), max(1, min(cols, 0xFFFF))
 
     def _rows(self) -> int:
-        return self._size()[0]
+        return self.size()[0]
 
     # ----------------------------------------------------------------- status line
 
@@ -615,7 +786,7 @@ class RemoteAttach:
             self._paint_status(self._status_words(*last))
 
     def _paint_status(self, text: str) -> None:
-        rows, cols = self._size()
+        rows, cols = self.size()
         if len(text) > cols - 2:
             text = text[: max(0, cols - 3)] + "…"
         self.status_text = text

@@ -13,6 +13,7 @@ the session's durable log, ``$SUPERV_HOME/sessions/NAME/output.log``, byte for b
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -24,11 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SupervEnv, wait_until
 from ssh_fixtures import SshFactory, sshd, sshd_factory, superv_installed  # noqa: F401
-from sshd import VENV_BIN, SshServer, children, keygen, signal_all
+from sshd import REPO, VENV_BIN, SshServer, children, keygen, signal_all
 from worker_helpers import PATTERN_FN, PY, log_bytes, log_size, pid_gone, start_worker, wait_exit
 
 from agent_worker.paths import PathError
@@ -652,3 +654,124 @@ def test_ls_logs_and_peek_over_ssh(superv_env: SupervEnv, sshd: SshServer) -> No
 
     assert "no session named nosuch" in one_line_error(run_cli(env, "logs", "box:nosuch"))
     assert "cannot" in one_line_error(run_cli(env, "peek", "closed:far"))
+
+
+# ------------------------------------------------- errors end the client, promptly
+
+# A remote "superv attach --stdio" that starts the conversation properly (a Welcome, then
+# output), but at an offset so near the end of the 64-bit range that the client's next
+# position does not fit the protocol; then it hangs up.  The reconnect that follows cannot
+# even be asked for: an error inside the connect loop, which must end the client.
+EDGE_OF_OFFSETS = """\
+import os, sys
+from agent_worker import protocol as p
+os.write(1, p.encode(p.Welcome({"name": "edge"})))
+os.write(1, p.encode(p.Output((1 << 64) - 4, b"12345678")))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_error_inside_the_connect_loop_ends_the_client_with_one_line(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    script = superv_env.root / "edge.py"
+    script.write_text(EDGE_OF_OFFSETS)
+    env = client_env(superv_env, sshd)
+    began = time.monotonic()
+    proc = run_cli(env, "attach", "--remote-command", f"{PY} {script}", "box:edge", timeout=20)
+    took = time.monotonic() - began
+    assert proc.returncode == 1, f"exit {proc.returncode}; stderr: {proc.stderr!r}"
+    # Besides the status lines of the reconnect (stdout is not a terminal), one line.
+    lines = [line for line in proc.stderr.strip().splitlines() if "reconnecting to" not in line]
+    assert len(lines) == 1 and lines[0].startswith("superv: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert took < 10, f"the client took {took:.1f}s to give up"
+
+
+@pytest.mark.timeout(60)
+def test_a_stdout_that_cannot_be_written_ends_the_client_with_one_line(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    start_bulk(superv_env, "full", 50)
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [SUPERV, "attach", "--from-start", "box:full"],
+            env=client_env(superv_env, sshd),
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 1, f"exit {proc.returncode}; stderr: {proc.stderr!r}"
+    assert proc.stderr.strip() == (
+        "superv: cannot write to standard output: No space left on device"
+    ), proc.stderr
+
+
+# --------------------------------------------------------- fast reconnect (issue 12)
+
+
+def link_proxy() -> Any:
+    """The bench's cuttable TCP proxy (bench/ is not an installed package)."""
+    spec = importlib.util.spec_from_file_location("tcp_proxy", REPO / "bench" / "tcp_proxy.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def via_proxy(server: SshServer, alias: str, port: int) -> None:
+    """Let ``alias`` reach ``server`` through 127.0.0.1:``port`` (a proxy in front of it)."""
+    with server.known_hosts.open("a") as known:
+        known.write(f"[127.0.0.1]:{port} {server.host_pub}\n")
+    with server.config.open("a") as config:
+        config.write(
+            f"\nHost {alias}\n    HostName 127.0.0.1\n    Port {port}\n"
+            f"    User {os.environ.get('USER') or 'root'}\n"
+            f"    IdentityFile {server.client_key}\n    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {server.known_hosts}\n    BatchMode yes\n"
+        )
+
+
+@pytest.mark.timeout(90)
+def test_a_network_change_restarts_a_stuck_try_at_once_and_typing_stays_discarded(
+    superv_env: SupervEnv, sshd: SshServer, clients: Callable[..., Client]  # noqa: F811
+) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this test adds an address to lo: run it as root (scripts/test does)")
+    proxy = link_proxy().LinkProxy(sshd.port)
+    via_proxy(sshd, "flaky", proxy.port)
+    address = f"192.0.2.{random.randrange(2, 250)}/32"  # TEST-NET-1, on lo: used by nobody
+    added = False
+    try:
+        start_bulk(superv_env, "roam", 100)
+        client = clients(
+            [SUPERV, "attach", "--from-start", "flaky:roam"], client_env(superv_env, sshd)
+        )
+        client.wait_out(100 * LINE)
+        proxy.cut("blackhole")  # packets lost: only keepalives can tell
+        client.wait_err("reconnecting to flaky", timeout=10)
+        client.send(b"oops\r")  # typed blind: must never reach the agent
+        client.wait_err("keys typed were discarded", timeout=10)
+        # A try is under way and stuck (the proxy holds it); its budget is at least 2 s.
+        held = proxy.accepted
+        wait_until(lambda: proxy.accepted > held, timeout=10, message="a reconnect try")
+        held = proxy.accepted
+        changed_at = time.monotonic()
+        subprocess.run(["ip", "addr", "add", address, "dev", "lo"], check=True, timeout=10)
+        added = True
+        wait_until(lambda: proxy.accepted > held, timeout=10, message="a try after the change")
+        restarted = time.monotonic() - changed_at
+        assert restarted < 1.0, f"the next try came {restarted:.2f}s after the network change"
+        proxy.restore()
+        client.wait_err("keystrokes typed while disconnected were discarded", timeout=15)
+        client.send(b"done\r")
+        assert client.finish() == 0, client.stderr()
+    finally:
+        if added:
+            subprocess.run(["ip", "addr", "del", address, "dev", "lo"], timeout=10)
+        proxy.close()
+    log = log_bytes(superv_env, "roam")
+    assert b"oops" not in log
+    assert_same_stream(client.out, log)
