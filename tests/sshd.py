@@ -143,7 +143,11 @@ class SshServer:
         return self
 
     def _write_server_config(self, host_key: Path) -> None:
-        env = {"PATH": self.path, **self.session_env}
+        # PYENV_REHASH_TIMEOUT: a login shell that runs 'pyenv init' (root's .bashrc on
+        # these machines) waits up to 60 s for pyenv's rehash lock, and a rehash killed
+        # with its session (our teardown SIGKILLs them) leaves that lock behind: every
+        # later ssh session, in every test, would start a minute late.
+        env = {"PATH": self.path, "PYENV_REHASH_TIMEOUT": "1", **self.session_env}
         # SetEnv takes NAME=VALUE words; quote values so a path with spaces survives.
         set_env = " ".join(f'"{key}={value}"' for key, value in env.items())
         (self.root / "sshd_config").write_text(
