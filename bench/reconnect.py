@@ -1,15 +1,24 @@
-"""Reconnect time after a dropped SSH connection (superv only).
+"""Reconnect time after a dropped SSH connection, and after an outage (superv only).
 
 A loopback OpenSSH ``sshd`` (its own host key, authorized_keys and client config, on
 127.0.0.1), a superv session printing a numbered, time-stamped line every 10 ms, and
-``superv attach box:NAME`` in a terminal we own.  We then kill the per-connection
-``sshd`` child (the server side of the link drops at once, as on a server restart or a
-NAT reset) and time from the kill until the first line the session printed *after* the
-kill is drawn on the client's terminal: the user's "it is live again" moment.  This is
-repeated a few times on the same client.
+``superv attach box:NAME`` in a terminal we own.
 
-Verified: the numbered lines drawn from the first drop to the end are consecutive, with
-none missing and none shown twice, across every reconnect.
+- **Killed connection**: we kill the per-connection ``sshd`` child (the server side of
+  the link drops at once, as on a server restart or a NAT reset) and time from the kill
+  until the first line the session printed *after* the kill is drawn on the client's
+  terminal: the user's "it is live again" moment.
+- **Outage**: the client reaches sshd through :class:`bench.tcp_proxy.LinkProxy`, which
+  takes the link down for a few seconds (longer than the keepalives take to declare it
+  dead) and brings it back, either as a ``blackhole`` (packets lost: the usual Wi-Fi or
+  mobile drop) or ``refuse`` (every connection reset: the path is gone).  We time from
+  the link coming back until the first resumed byte (the first line not yet drawn; the
+  lines printed during the outage come first, from the log) and until the first line
+  printed after the link came back ("live").
+
+Each is repeated a few times on the same client.  Verified: the numbered lines drawn
+from the first outage to the end are consecutive, with none missing and none shown
+twice, across every reconnect.
 
 Peers: ``ssh -t box tmux attach`` has no reconnect of its own (the user reruns it), and
 mosh / Eternal Terminal are not installed here, so this row compares with nothing.
@@ -41,6 +50,7 @@ from bench.harness import (
     visible_text,
 )
 from bench.hosts import Host, Superv
+from bench.tcp_proxy import LinkProxy
 
 SSHD = "/usr/sbin/sshd"
 STAMPED = re.compile(rb"L(\d{9}) (\d+\.\d{6})\r?\n")
@@ -72,7 +82,7 @@ class Sshd:
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.root = root
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privsep directory
-        host_pub = keygen(root / "host_key")
+        self.host_pub = keygen(root / "host_key")
         (root / "authorized_keys").write_text(keygen(root / "client_key") + "\n")
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -83,14 +93,13 @@ class Sshd:
             "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPrintMotd no\n"
             "UseDNS no\nLogLevel ERROR\n"
+            # A login shell running 'pyenv init' would wait up to 60 s for a rehash lock
+            # that a killed session left behind (see tests/sshd.py).
+            "SetEnv PYENV_REHASH_TIMEOUT=1\n"
         )
-        (root / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_pub}\n")
-        user = os.environ.get("USER") or "root"
-        (root / "ssh_config").write_text(
-            f"Host box\n  HostName 127.0.0.1\n  Port {self.port}\n  User {user}\n"
-            f"  IdentityFile {root / 'client_key'}\n  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {root / 'known_hosts'}\n"
-        )
+        (root / "known_hosts").write_text("")
+        (root / "ssh_config").write_text("")
+        self.add_alias("box", self.port)
         self.proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
             env=env,
@@ -108,6 +117,18 @@ class Sshd:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise BenchError(f"sshd did not start: {(root / 'sshd.log').read_text()[-300:]}")
             time.sleep(0.02)
+
+    def add_alias(self, alias: str, port: int) -> None:
+        """``alias`` reaches this sshd through 127.0.0.1:``port`` (a proxy in front of it)."""
+        user = os.environ.get("USER") or "root"
+        with (self.root / "known_hosts").open("a") as known:
+            known.write(f"[127.0.0.1]:{port} {self.host_pub}\n")
+        with (self.root / "ssh_config").open("a") as config:
+            config.write(
+                f"Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
+                f"  IdentityFile {self.root / 'client_key'}\n  IdentitiesOnly yes\n"
+                f"  UserKnownHostsFile {self.root / 'known_hosts'}\n"
+            )
 
     def connections(self) -> list[int]:
         """The per-connection sshd processes (the listener's children)."""
@@ -128,7 +149,7 @@ def stamped(term: Terminal, start: int = 0) -> list[tuple[int, float]]:
     return [(int(n), float(t)) for n, t in STAMPED.findall(visible_text(bytes(term.buf[start:])))]
 
 
-def measure(host: Superv, sshd: Sshd, drops: int) -> tuple[list[float], str]:
+def client_env(host: Superv, sshd: Sshd) -> dict[str, str]:
     env = dict(host.env)
     env["SUPERV_SSH_CONFIG"] = str(sshd.root / "ssh_config")
     env["SUPERV_KNOWN_HOSTS"] = str(sshd.root / "known_hosts")
@@ -137,6 +158,19 @@ def measure(host: Superv, sshd: Sshd, drops: int) -> tuple[list[float], str]:
         f"env SUPERV_HOME={host.home} SUPERV_RUNTIME_DIR={host.dir / 'run'} "
         f"PYTHONPATH={REPO} BENCH_TAG={host.tag} {' '.join(host.superv())}"
     )
+    return env
+
+
+def consecutive(term: Terminal, start: int, what: str) -> str:
+    numbers = [n for n, _ in stamped(term, start)]
+    bad = [(a, b) for a, b in itertools.pairwise(numbers) if b != a + 1]
+    if not numbers or bad:
+        raise BenchError(f"lines not consecutive across reconnects: {bad[:5]}")
+    return f"{len(numbers)} lines consecutive across {what} (no loss, no repeat)"
+
+
+def measure(host: Superv, sshd: Sshd, drops: int) -> tuple[list[float], str]:
+    env = client_env(host, sshd)
     with Terminal([*host.superv(), "attach", "box:rc"], env, cwd=str(host.dir)) as term:
         term.read_until(STAMPED, 30, what="the session's lines over ssh")
         term.read_until(STAMPED, 5, start=len(term.buf))
@@ -160,29 +194,85 @@ def measure(host: Superv, sshd: Sshd, drops: int) -> tuple[list[float], str]:
             times.append(time.monotonic() - t0)
             time.sleep(0.3)  # let the catch-up finish before the next drop
         term.read_some(0.2)
-        numbers = [n for n, _ in stamped(term, first_drop)]
-    bad = [(a, b) for a, b in itertools.pairwise(numbers) if b != a + 1]
-    if not numbers or bad:
-        raise BenchError(f"lines not consecutive across reconnects: {bad[:5]}")
-    return times, f"{len(numbers)} lines consecutive across {drops} drops (no loss, no repeat)"
+        verified = consecutive(term, first_drop, f"{drops} drops")
+    return times, verified
+
+
+def measure_outages(
+    host: Superv, sshd: Sshd, mode: str, rounds: int, outage: float
+) -> tuple[list[float], list[float], str]:
+    """Per round: link back -> first resumed byte, and link back -> first new line."""
+    proxy = LinkProxy(sshd.port)
+    alias = f"via-{mode}"
+    sshd.add_alias(alias, proxy.port)
+    resumed, live = [], []
+    try:
+        argv = [*host.superv(), "attach", f"{alias}:rc"]
+        with Terminal(argv, client_env(host, sshd), cwd=str(host.dir)) as term:
+            term.read_until(STAMPED, 30, what="the session's lines through the proxy")
+            first = len(term.buf)
+            for _ in range(rounds):
+                term.read_until(STAMPED, 10, start=len(term.buf), what="lines before an outage")
+                proxy.cut(mode)
+                end = time.monotonic() + outage
+                while (left := end - time.monotonic()) > 0:  # the outage's length
+                    term.read_some(min(left, 0.1))
+                shown = max((n for n, _ in stamped(term, max(0, len(term.buf) - 4096))), default=0)
+                back_at = time.time()
+                t0 = time.monotonic()
+                proxy.restore()
+                mark = max(0, len(term.buf) - 64)
+                deadline = t0 + 30
+                got_resumed = None
+                while True:
+                    lines = stamped(term, mark)
+                    if got_resumed is None and any(n > shown for n, _ in lines):
+                        got_resumed = time.monotonic() - t0
+                    if any(t > back_at for _, t in lines):
+                        break
+                    if time.monotonic() > deadline or term.eof:
+                        raise BenchError(
+                            f"no new line 30 s after a {mode} outage: {bytes(term.buf[-200:])!r}"
+                        )
+                    term.read_some(0.005)
+                live.append(time.monotonic() - t0)
+                resumed.append(got_resumed if got_resumed is not None else live[-1])
+                time.sleep(0.3)  # let the catch-up finish before the next outage
+            term.read_some(0.2)
+            verified = consecutive(term, first, f"{rounds} {mode} outages of {outage:g} s")
+    finally:
+        proxy.close()
+    return resumed, live, verified
 
 
 def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
     result = Result("reconnect over ssh", "superv", None, "s", comparable=False)
+    outages = {
+        mode: Result(f"outage over ssh ({mode})", "superv", None, "s", comparable=False)
+        for mode in ("blackhole", "refuse")
+    }
+    every = [result, *outages.values()]
     if Superv not in hosts:
         return []
     if not (REPO / "supervisor" / "remote_attach.py").exists():
         result.skipped, result.note = True, "not yet measured: supervisor/remote_attach.py missing"
         return [result]
     if why := Superv.unavailable() or (None if os.access(SSHD, os.X_OK) else "no sshd"):
-        result.skipped, result.note = True, why
-        return [result]
+        for each in every:
+            each.skipped, each.note = True, why
+        return every
     if not shutil.which("ssh-keygen"):
-        result.skipped, result.note = True, "ssh-keygen is not installed"
-        return [result]
+        for each in every:
+            each.skipped, each.note = True, "ssh-keygen is not installed"
+        return every
     log("reconnect over ssh: superv")
     drops = 3 if cfg.quick else 10
+    rounds = 1 if cfg.quick else 5
+    # Longer than the keepalives take to declare a silent link dead (about 4 s), so the
+    # client has to reconnect, not just carry on.
+    outage = 5.0
     sshd = None
+    current = result
     try:
         with Superv(cfg.scratch) as host:
             root = host.dir / "ssh"
@@ -190,12 +280,23 @@ def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
             sshd = Sshd(root, host.env)
             host.start("rc", ["python3", "-c", PRINTER])
             times, result.verified = measure(host, sshd, drops)
+            result.value = statistics.median(times)
+            result.detail = f"{drops} drops: " + ", ".join(f"{t * 1000:.0f}" for t in times) + " ms"
+            for mode, row in outages.items():
+                current = row
+                log(f"outage over ssh ({mode}): superv")
+                resumed, live, row.verified = measure_outages(host, sshd, mode, rounds, outage)
+                row.value = statistics.median(resumed)
+                row.detail = (
+                    f"{rounds} outages of {outage:g} s, link back -> first resumed byte "
+                    + ", ".join(f"{t * 1000:.0f}" for t in resumed)
+                    + " ms; -> first new line "
+                    + ", ".join(f"{t * 1000:.0f}" for t in live)
+                    + " ms"
+                )
     except (BenchError, OSError, subprocess.SubprocessError) as exc:
-        result.ok, result.note = False, str(exc)[:300]
-        return [result]
+        current.ok, current.note = False, str(exc)[:300]
     finally:
         if sshd:
             sshd.close()
-    result.value = statistics.median(times)
-    result.detail = f"{drops} drops: " + ", ".join(f"{t * 1000:.0f}" for t in times) + " ms"
-    return [result]
+    return [row for row in every if row.value is not None or not row.ok]
