@@ -51,7 +51,10 @@ class Snapshot(JsonRecord):
     argv: list[str]
     cwd: str
     started_at: float
-    state: str  # "starting", "running", "exited N", "killed SIG"
+    # The worker's own view: "running", or how its agent ended ("exited N", "killed SIG").
+    # The session's state (starting, interrupted, restarting...) is the supervisor's:
+    # supervisor/lifecycle.py decides it; registry.state_from_files reads it without one.
+    state: str
     exit_code: int | None = None
     exit_signal: int | None = None
     ended_at: float | None = None
@@ -64,11 +67,6 @@ class Snapshot(JsonRecord):
     boot_id: str = ""  # the boot the worker ran in: pid and start time repeat across boots
     written_at: float = attrs.Factory(time.time)
     format: int = FORMAT
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
 
     def write(self, directory: Path) -> None:
         write_json_atomic(directory / SNAPSHOT_NAME, self.to_json(), keep_previous=True)

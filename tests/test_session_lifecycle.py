@@ -160,3 +160,24 @@ def test_a_stall_is_reported_once_per_stretch_without_output(superv_env: SupervE
         assert b"two" in log_bytes(senv, "quiet")  # the second stall came after new output
     finally:
         events.close()
+
+
+@pytest.mark.parametrize("registry", [
+    "[]", '{"sessions": "abc"}', "{", '{"sessions": [[], {"name": 5}, {"name": "a", "restarts": "x"}]}',
+])
+def test_a_malformed_registry_costs_nothing_its_session_files_can_tell(
+        superv_env: SupervEnv, registry: str) -> None:
+    senv = superv_env
+    start(senv, "a", *script(senv, "ticker", TICKER))
+    start(senv, "b", "sh", "-c", "echo done")
+    wait_until(lambda: sessions(senv)["b"]["state"] == "exited 0")
+    worker = sessions(senv)["a"]["worker_pid"]
+    sigkill_and_wait(lock_holder(senv))
+    for name in ("registry.json", "registry.json.prev"):
+        (senv.home / name).write_text(registry)
+    (senv.session_dir("b") / "state.json").write_text("[]")  # and one bad snapshot
+    (senv.session_dir("b") / "state.json.prev").unlink(missing_ok=True)
+    after = sessions(senv)
+    assert after["a"]["state"] == "running" and after["a"]["worker_pid"] == worker
+    assert set(after) == {"a", "b"}
+    assert "registry_warning" in (senv.home / "supervisor.log").read_text()
