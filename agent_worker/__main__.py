@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from agent_worker import paths, settings
+from agent_worker.activity.monitor import prepare_launch
 from agent_worker.agent import AgentStartError, ignore_terminal_signals, spawn
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.log import OutputLog, fsync_policy
@@ -69,17 +70,24 @@ def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
     interval, grace = snapshot_interval(), stop_grace()
     remove_stale_temps(directory / SNAPSHOT_NAME)  # we are its only writer, not yet writing
     sock, sock_path = bind_session_socket(name)
+    hook_sock = None
     try:
+        # activity: the agent's hooks (per launch) and the socket they report to
+        argv, hook_sock = prepare_launch(spec, directory)
         output = OutputLog(directory, fsync_policy())
         try:
-            agent = spawn(spec.command, spec.cwd, spec.env, spec.rows, spec.cols)
+            agent = spawn(argv, spec.cwd, spec.env, spec.rows, spec.cols)
         except AgentStartError:
             output.close()
             raise
         if marker:
             output.append(marker.encode())
-        return Worker(spec, directory, sock, agent, output, interval, early, grace)
+        worker = Worker(spec, directory, sock, agent, output, interval, early, grace)
+        worker.activity.hook_sock = hook_sock
+        return worker
     except BaseException:
+        if hook_sock is not None:
+            hook_sock.close()
         sock.close()
         with contextlib.suppress(OSError):
             sock_path.unlink()
@@ -142,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trio.run(worker.run)
     worker.output.close()
+    worker.activity.close()
     with contextlib.suppress(OSError):
         paths.session_socket(args.name).unlink()
     return 0

@@ -65,6 +65,14 @@ class Snapshot(JsonRecord):
     clients: list[dict[str, Any]] = attrs.Factory(list)
     seq: int = 0
     boot_id: str = ""  # the boot the worker ran in: pid and start time repeat across boots
+    # What the agent is doing and which conversation it holds (agent_worker.activity).
+    agent: str = "generic"
+    activity: str = "unknown"
+    activity_since: float | None = None
+    activity_source: str | None = None
+    attention: str | None = None
+    conversation_id: str | None = None
+    transcript: str | None = None
     written_at: float = attrs.Factory(time.time)
     format: int = FORMAT
 

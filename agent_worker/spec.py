@@ -12,6 +12,7 @@ from pathlib import Path
 
 import attrs
 
+from agent_worker import agent_kinds
 from agent_worker.atomic import write_json_atomic
 from agent_worker.records import JsonRecord
 from agent_worker.session_files import SPEC
@@ -19,16 +20,12 @@ from agent_worker.session_files import SPEC
 SPEC_NAME = SPEC
 RESTART_POLICIES = ("no", "on-failure", "always")
 
-# Markers of the program that started superv, which must not leak into the agent: an
-# agent that inherits another agent's session id writes its transcript into that session
-# (or nowhere).  Terminal-multiplexer and systemd variables would point at the wrong host.
+# Markers of the program that started superv, which must not leak into the agent.  The
+# agents' own session markers are agent_kinds.MARKERS (an agent that inherits another
+# agent's session markers writes its transcript into that session, or nowhere);
+# terminal-multiplexer and systemd variables would point at the wrong host.
 SCRUBBED_ENV = frozenset(
     {
-        "CLAUDECODE",
-        "CLAUDE_CODE_SESSION_ID",
-        "CLAUDE_CODE_ENTRYPOINT",
-        "CLAUDE_CODE_SSE_PORT",
-        "CODEX_SESSION_ID",
         "TMUX",
         "TMUX_PANE",
         "STY",
@@ -48,7 +45,7 @@ SCRUBBED_ENV = frozenset(
 
 def agent_environment(base: dict[str, str], overrides: dict[str, str], name: str) -> dict[str, str]:
     """The environment an agent starts with: the caller's, scrubbed, plus ``--env``."""
-    env = {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
+    env = {k: v for k, v in agent_kinds.without_markers(base).items() if k not in SCRUBBED_ENV}
     env.update(overrides)
     env.setdefault("TERM", "xterm-256color")
     env["SUPERV_SESSION"] = name
@@ -66,6 +63,7 @@ class SessionSpec(JsonRecord):
     # What ``superv resume`` last ran instead of ``argv`` (its --resume-cmd): the worker
     # runs this when set, and ``argv`` stays the command the session was started with.
     resumed_argv: list[str] | None = None
+    agent: str = "generic"  # the agent's kind (agent_kinds.KINDS), resolved at start
     rows: int = 24
     cols: int = 80
     created_at: float = attrs.Factory(time.time)

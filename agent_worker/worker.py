@@ -29,6 +29,7 @@ import trio
 
 from agent_worker import protocol as p
 from agent_worker import settings
+from agent_worker.activity.monitor import ActivityMonitor
 from agent_worker.agent import Agent, wait_status
 from agent_worker.log import OutputLog
 from agent_worker.peer import refusal
@@ -127,6 +128,7 @@ class Worker:
         self.queries = QueryAnswerer()  # answers them while no terminal is attached
         self.unlogged = b""  # output read from the PTY that the disk has not taken yet
         self._disk_refused = False
+        self.activity = ActivityMonitor(self)  # activity: what the agent is doing
 
     # ---- state -------------------------------------------------------------------------
 
@@ -157,6 +159,7 @@ class Worker:
             clients=[attrs.asdict(c) for c in self.clients.values()],
             seq=self._seq,
             boot_id=self.boot_id,
+            **self.activity.snapshot_fields(),  # activity
         )
 
     def info(self) -> dict[str, Any]:
@@ -220,6 +223,7 @@ class Worker:
                 nursery.start_soon(report_stalls, self.broadcast,
                                    lambda: self.output.last_output_at or self.started_at, self.ended)
                 nursery.start_soon(self._screen_catch_up_forever)
+                nursery.start_soon(self.activity.run)  # activity: off the hot path
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.listen_sock))
                 nursery.start_soon(trio.serve_listeners, self._serve_client, [listener])
                 # Not just ``ended``: the exit must be on disk before shutdown cancels anything.
@@ -287,6 +291,7 @@ class Worker:
             await trio.sleep(DISK_RETRY)
         self.ended_at = time.time()
         self.ended.set()
+        self.activity.agent_ended()  # activity
         self._wake_all()
         log.info("agent_exited", state=self.state)
         await self.persist("exited")

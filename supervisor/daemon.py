@@ -28,9 +28,10 @@ import attrs
 import structlog
 import trio
 
+from agent_worker import agent_kinds, paths, settings
 from agent_worker import conversation as c
-from agent_worker import paths, settings
 from agent_worker import protocol as p
+from agent_worker.activity.report import activity_fields
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.logs import configure_logging
 from agent_worker.peer import listen_private, refusal
@@ -508,9 +509,13 @@ class Supervisor:
             )
         env = body.get("env") or {}
         overrides = body.get("env_overrides") or {}
+        try:
+            kind = agent_kinds.resolve(body.get("agent"), argv)  # activity: the agent's kind
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
         spec = SessionSpec(
             name=name, argv=argv, cwd=cwd, env=agent_environment(env, overrides, name),
-            restart=restart, resume_cmd=body.get("resume_cmd") or None,
+            restart=restart, resume_cmd=body.get("resume_cmd") or None, agent=kind,
             rows=int(body.get("rows") or 24), cols=int(body.get("cols") or 80),
         )
         directory = paths.session_dir(name)
@@ -613,10 +618,11 @@ class Supervisor:
         clients = 0
         spec_argv: list[str] = []
         created = None
+        kind = None
         problem = None  # a broken spec.json costs its own session only, and ls says so
         try:
             spec = load_spec(entry.name)
-            spec_argv, created = spec.argv, spec.created_at
+            spec_argv, created, kind = spec.argv, spec.created_at, spec.agent
         except (OSError, ValueError) as exc:
             problem = str(exc).replace(f"{directory}/", "")
         try:
@@ -624,9 +630,11 @@ class Supervisor:
             last_output = log_stat.st_mtime if log_stat.st_size else None
         except OSError:
             last_output = None
-        if entry.running:
-            with contextlib.suppress(Exception):
-                clients = sum(c.get("mode") == "attach" for c in read_snapshot(directory)[0].clients)
+        snap = None
+        with contextlib.suppress(Exception):
+            snap = read_snapshot(directory)[0]
+        if entry.running and snap is not None:
+            clients = sum(c.get("mode") == "attach" for c in snap.clients)
         fields = lc.to_fields(entry.life)
         return {
             "name": entry.name,
@@ -643,6 +651,7 @@ class Supervisor:
             "restarts": fields["restarts"],
             "command": spec_argv,
             "problem": problem,
+            **activity_fields(kind, snap, entry.running, fields["ended_at"]),  # activity
         }
 
 

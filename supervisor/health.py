@@ -320,6 +320,31 @@ def check_session_files() -> Check:
                  "mend the file from its .prev copy, or 'superv rm NAME' to forget the session")
 
 
+def check_agent_markers(pid: int | None) -> Check:
+    """The supervisor must not run with another agent's session markers in its environment.
+
+    Agents it starts are scrubbed of them (agent_kinds.MARKERS) either way; a supervisor
+    that has them was started from inside an agent (its Bash tool, say), which is worth
+    knowing: restarted from there, it would be again.
+    """
+    from agent_worker.agent_kinds import markers_in
+
+    if pid is None:
+        return Check("agent-markers", True, "supervisor not running: nothing to check")
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError as exc:
+        return Check("agent-markers", True, f"cannot read the supervisor's environment: {exc.strerror}")
+    env = dict(item.partition(b"=")[::2] for item in raw.split(b"\0") if item)
+    found = markers_in({k.decode(errors="replace"): "" for k in env})
+    if not found:
+        return Check("agent-markers", True, "the supervisor carries no agent session markers")
+    return Check("agent-markers", False,
+                 f"the supervisor (pid {pid}) runs with another agent's session markers: "
+                 f"{', '.join(found)} (agents it starts are scrubbed of them)",
+                 f"restart it from a plain shell: 'kill {pid}', then 'superv ls' outside any agent")
+
+
 def check_versions() -> Check:
     from supervisor.cli import version
 
@@ -337,6 +362,7 @@ def run_checks() -> list[Check]:
     results.append(check_lingering(linger))
     results.append(check_kill_user_processes(supervisor_pid=(ping or {}).get("pid"),
                                              linger=linger.enabled))
+    results.append(check_agent_markers((ping or {}).get("pid")))
     checks: list[Callable[[], Check]] = [check_runtime_dir, check_state_dir, check_disk,
                                          check_stale_sockets, check_session_files]
     for check in checks:

@@ -44,12 +44,13 @@ def run(args: argparse.Namespace) -> int:
         print("no sessions: superv start NAME -- CMD")
         return 0
     now = time.time()
-    rows = [("NAME", "STATE", "PID", "AGE", "CLIENTS", "IDLE", "COMMAND")]
+    rows = [("NAME", "STATE", "ACTIVITY", "PID", "AGE", "CLIENTS", "IDLE", "COMMAND")]
     for s in sorted(sessions, key=lambda s: s["created"] or 0):
         problem = s.get("problem")
         running = s["state"] in ("running", "starting")
         rows.append((
             s["name"], "unreadable" if problem and not running else s["state"],
+            s.get("activity") or "unknown",
             str(s["agent_pid"] or "-"),
             human_duration(now - s["created"] if s["created"] else None),
             str(s["clients"]),

@@ -1,10 +1,12 @@
-"""``superv start [-a] [--cwd DIR] [--env K=V]... [--restart P] [--resume-cmd CMD] NAME -- CMD``"""
+"""``superv start [-a] [--agent KIND] [--cwd DIR] [--env K=V]... [--restart P] [--resume-cmd CMD]
+NAME -- CMD``"""
 
 from __future__ import annotations
 
 import argparse
 import os
 
+from agent_worker.agent_kinds import CHOICES
 from agent_worker.screen_size import get_window_size
 from supervisor import control
 from supervisor.errors import CliError
@@ -14,6 +16,8 @@ from supervisor.sessions import checked_name
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser("start", help="start a session")
     parser.add_argument("-a", "--attach", action="store_true", help="attach at once")
+    parser.add_argument("--agent", choices=CHOICES, default="auto", metavar="KIND",
+                        help="the agent's kind: " + ", ".join(CHOICES) + " (default: auto, from the command)")
     parser.add_argument("--cwd", help="working directory (default: this one)")
     parser.add_argument("--env", action="append", default=[], metavar="K=V",
                         help="set an environment variable for the agent (repeatable)")
@@ -46,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         reply = control.request(
             "start", name=name, argv=command, cwd=cwd, env=dict(os.environ),
             env_overrides=overrides, restart=args.restart, resume_cmd=args.resume_cmd,
+            agent=args.agent,
             rows=rows, cols=cols,
         )
     except control.TooLarge as exc:

@@ -1,0 +1,251 @@
+"""The worker's side of activity: hook socket, terminal signals, screen rules, quiet time.
+
+Everything here runs off the hot path.  The PTY reader only wakes us (the parking lot it
+already wakes for the terminal model); we then read the new bytes back from the log,
+coalesced, scan them for terminal signals (a bounded tail of a flood, never all of it),
+and check the screen rules once the output has gone quiet.  The hook socket
+(``sessions/NAME.hook`` beside the session socket, 0600, peer uid checked) takes one
+JSON line per connection from :mod:`agent_worker.activity.hook_client`.
+
+Each change is sent to watchers as an ``activity`` event (the supervisor relays it to
+``superv events``) and made durable in the snapshot, which is what ``ls`` reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from agent_worker import agent_kinds, paths
+from agent_worker.activity import hooks, rules
+from agent_worker.activity.terminal import Signal, TerminalScanner
+from agent_worker.activity.tracker import Change, Tracker
+from agent_worker.peer import listen_private, refusal
+from agent_worker.snapshot import read_snapshot
+from agent_worker.spec import SessionSpec
+
+if TYPE_CHECKING:
+    from agent_worker.worker import Worker
+
+log = structlog.get_logger("agent_worker.activity")
+
+COALESCE = 0.02  # seconds to let output gather before it is scanned
+SCAN_TAIL = 64 * 1024  # of a backlog bigger than this, only the newest bytes are scanned
+SCREEN_QUIET = 0.1  # seconds of quiet before the screen rules are checked
+SCREEN_BUSY_EVERY = 0.5  # ...and at least this often while the output keeps flowing
+HOOK_READ_TIMEOUT = 2.0
+HOOK_KINDS = ("claude",)  # kinds whose launches get our hooks
+
+
+def hook_socket(name: str) -> Path:
+    """The session's hook socket, beside its session socket."""
+    return paths.check_socket_path(paths.session_socket(name).with_suffix(".hook"))
+
+
+def prepare_launch(spec: SessionSpec, directory: Path) -> tuple[list[str], socket.socket | None]:
+    """The command line to start (with our hooks where the agent takes them) and the hook
+    socket, bound before the agent starts so that its first hook (SessionStart) finds us."""
+    if spec.agent not in HOOK_KINDS:
+        return list(spec.command), None
+    path = hook_socket(spec.name)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # left by a dead worker of this session: the name is ours now
+    sock = listen_private(path, 16)
+    argv = hooks.with_claude_hooks(spec.command, agent_kinds.program_index(spec.command), spec.cwd,
+                                   directory, path, spec.name)
+    return argv, sock
+
+
+def previous_conversation(directory: Path) -> dict[str, Any]:
+    """The conversation the session's last snapshot recorded (a resume continues it)."""
+    try:
+        snap, _ = read_snapshot(directory)
+    except Exception:
+        return {}
+    return {"conversation_id": snap.conversation_id, "transcript": snap.transcript}
+
+
+class ActivityMonitor:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.kind = worker.spec.agent
+        self.tracker = Tracker()
+        self.tracker.start(time.time())
+        self.scanner = TerminalScanner()
+        self.rules, warning = rules.load(self.kind)
+        if warning:
+            log.warning("activity_rules_ignored", detail=warning)
+        self.offset = worker.output.end  # the log before our start is an earlier run's
+        previous = previous_conversation(worker.directory)
+        # The conversation outlives a run: kept from the last snapshot until the agent
+        # names a new one (SessionStart).
+        self.conversation_id: str | None = previous.get("conversation_id")
+        self.transcript: str | None = previous.get("transcript")
+        self._last_output = 0.0
+        self._screen_checked = 0.0
+        self._screen_due: float | None = None
+        self.hook_sock: socket.socket | None = None  # from prepare_launch
+
+    # ---- what the snapshot carries ---------------------------------------------------
+
+    def snapshot_fields(self) -> dict[str, Any]:
+        return {**self.tracker.current.to_fields(), "agent": self.kind,
+                "conversation_id": self.conversation_id, "transcript": self.transcript}
+
+    def _changed(self, change: Change | None) -> None:
+        if change is None:
+            return
+        log.info("activity", activity=change.activity.state, previous=change.previous,
+                 source=change.activity.source)
+        self.worker.broadcast(change.event())
+        self.worker._nursery.start_soon(self.worker.persist, "activity")
+
+    def agent_ended(self) -> None:
+        self._changed(self.tracker.ended(time.time(), "process"))
+
+    # ---- tasks -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve_hooks)
+            await self._watch_output()
+
+    def close(self) -> None:
+        if self.hook_sock is not None:
+            self.hook_sock.close()
+            with contextlib.suppress(OSError, paths.PathError):
+                hook_socket(self.worker.spec.name).unlink()
+
+    async def _serve_hooks(self) -> None:
+        if self.hook_sock is None:
+            return
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.hook_sock))
+        await trio.serve_listeners(self._serve_hook, [listener])
+
+    async def _serve_hook(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            refused = refusal(stream.socket)  # type: ignore[arg-type]
+            reply: dict[str, Any]
+            if refused:
+                reply = {"ok": False, "error": refused}
+            else:
+                try:
+                    raw = await self._read_call(stream)
+                    reply = self.apply_hook(raw)
+                except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError), \
+                    trio.move_on_after(1):
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+
+    async def _read_call(self, stream: trio.SocketStream) -> bytes:
+        limit = hooks.MAX_PAYLOAD + 4096
+        data = b""
+        with trio.fail_after(HOOK_READ_TIMEOUT):
+            while b"\n" not in data and len(data) <= limit:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if len(data) > limit:
+                # Refused for its size; read the rest away so the caller gets our reply
+                # (closing on unread data would reset the connection instead).
+                while await stream.receive_some(65536):
+                    pass
+        return data
+
+    def apply_hook(self, raw: bytes) -> dict[str, Any]:
+        """Take one hook call; the reply for the client.  A refused call changes nothing."""
+        try:
+            report = hooks.parse(raw, self.worker.spec.name, self.conversation_id)
+        except hooks.HookError as exc:
+            log.warning("hook_refused", error=str(exc))
+            return {"ok": False, "error": str(exc)}
+        now = time.time()
+        conversation_changed = False
+        if report.conversation_id and report.conversation_id != self.conversation_id:
+            self.conversation_id, conversation_changed = report.conversation_id, True
+        if report.transcript and report.transcript != self.transcript:
+            self.transcript, conversation_changed = report.transcript, True
+        if report.ended:
+            change = self.tracker.ended(now, "hook", report.attention)
+        elif report.state is not None:
+            change = self.tracker.report("hook", report.state, now, report.attention)
+        else:
+            change = None
+        self._changed(change)
+        if conversation_changed and change is None:
+            self.worker._nursery.start_soon(self.worker.persist, "conversation")
+        return {"ok": True}
+
+    async def _watch_output(self) -> None:
+        worker = self.worker
+        while True:
+            wake_at = min((t for t in (self.tracker.next_tick(), self._screen_due) if t is not None),
+                          default=None)
+            if worker.output.end <= self.offset:
+                with trio.move_on_at(trio.current_time() + max(0.0, wake_at - time.time())
+                                     if wake_at is not None else float("inf")):
+                    await worker.screen_lot.park()
+            await trio.sleep(COALESCE)
+            now = time.time()
+            if worker.output.end > self.offset:
+                self._scan(now)
+            self._changed(self.tracker.tick(now))
+            if self._screen_due is not None and (now >= self._screen_due or
+                                                 now - self._screen_checked >= SCREEN_BUSY_EVERY):
+                self._check_screen(now)
+
+    def _scan(self, now: float) -> None:
+        end = self.worker.output.end
+        start = self.offset
+        if end - start > SCAN_TAIL:
+            start = end - SCAN_TAIL
+            self.scanner = TerminalScanner()  # what it held belongs to the skipped bytes
+        data = self.worker.output.reader.read(start, end - start)
+        self.offset = start + len(data)
+        self._last_output = now
+        self._changed(self.tracker.output(now))
+        for signal in self.scanner.feed(data):
+            self._changed(self._terminal(signal, now))
+        if self.rules.screen:
+            self._screen_due = now + SCREEN_QUIET
+
+    def _terminal(self, signal: Signal, now: float) -> Change | None:
+        if signal.kind == "title":
+            found = self.rules.for_title(signal.text)
+            if found is not None:
+                return self.tracker.report("terminal", found[0], now, found[1])
+            return None
+        if self.kind in HOOK_KINDS:
+            return None  # its hooks say exactly what a bell or a notification would hint at
+        if signal.kind in ("notify", "bell"):
+            return self.tracker.report("terminal", "needs_input", now,
+                                       signal.text[:200] or None)
+        if signal.kind == "progress":
+            state, _, _ = signal.text.partition(";")
+            return self.tracker.report("terminal", None if state in ("", "0") else "working", now)
+        return None
+
+    def _check_screen(self, now: float) -> None:
+        self._screen_checked = now
+        if now >= (self._screen_due or 0):
+            self._screen_due = None
+        model = self.worker.screen.screen(self.worker.output.end)  # caught up now
+        if model is None:
+            return
+        try:
+            text = model.text()
+        except Exception:
+            log.exception("screen_model_failed")
+            return
+        found = self.rules.for_screen(text)
+        state, attention = found if found is not None else (None, None)
+        self._changed(self.tracker.report("screen", state, now, attention))

@@ -1,0 +1,215 @@
+"""Activity without Claude Code: the state rules, the signal scanner, agent kinds, and a
+generic session's quiet-time and BEL rules with a scripted program under the real superv."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SupervEnv, wait_until
+
+from agent_worker import agent_kinds
+from agent_worker.activity import hooks, rules
+from agent_worker.activity.terminal import Signal, TerminalScanner
+from agent_worker.activity.tracker import Tracker
+from agent_worker.spec import agent_environment
+
+# ---- the state rules ----------------------------------------------------------------
+
+
+def test_a_later_title_overrides_a_hook_that_missed_an_interrupt() -> None:
+    t = Tracker()
+    t.start(0.0)
+    t.report("hook", "working", 1.0)  # UserPromptSubmit
+    t.report("terminal", "working", 1.1)  # spinner
+    assert t.current.state == "working" and t.current.source == "hook"
+    # The user pressed Esc: no Stop hook, but the title goes back to the idle mark.
+    change = t.report("terminal", "idle", 5.0)
+    assert change is not None and change.previous == "working"
+    assert (t.current.state, t.current.source) == ("idle", "terminal")
+    # A new prompt: the hook is newer again and wins.
+    t.report("hook", "working", 6.0)
+    assert (t.current.state, t.current.source) == ("working", "hook")
+
+
+def test_an_idle_title_during_an_approval_does_not_hide_it() -> None:
+    t = Tracker()
+    t.start(0.0)
+    t.report("terminal", "working", 1.0)
+    t.report("hook", "needs_approval", 2.0, "Bash: rm -rf build")
+    t.report("terminal", "idle", 2.1)  # Claude shows its idle mark under the prompt
+    t.report("screen", "needs_approval", 2.2, "approval prompt on screen")
+    assert (t.current.state, t.current.attention) == ("needs_approval", "Bash: rm -rf build")
+
+
+def test_quiet_time_bell_and_output() -> None:
+    t = Tracker(quiet_after=2.0)
+    t.start(0.0)
+    t.output(1.0)
+    assert t.current.state == "working" and t.current.source == "output"
+    assert t.tick(2.5) is None
+    t.output(2.9)
+    assert t.next_tick() == 4.9
+    change = t.tick(5.0)
+    assert change is not None and t.current.state == "idle"
+    assert t.current.since == 5.0
+    t.output(6.0)
+    t.report("terminal", "needs_input", 6.0, "bell")  # a prompt and a BEL in one burst
+    assert t.current.state == "needs_input"
+    t.tick(9.0)  # quiet after the bell: still waiting for the user
+    assert t.current.state == "needs_input"
+    t.output(12.0)  # it printed again: working
+    assert t.current.state == "working"
+
+
+def test_ended_is_final() -> None:
+    t = Tracker()
+    t.start(0.0)
+    t.report("hook", "idle", 1.0)
+    assert t.ended(2.0, "process") is not None
+    assert t.report("hook", "working", 3.0) is None and t.current.state == "ended"
+
+
+# ---- terminal signals ---------------------------------------------------------------
+
+
+def test_scanner_finds_titles_notifications_and_real_bells_across_reads() -> None:
+    s = TerminalScanner()
+    data = (b"text\x1b]0;\xe2\xa0\x82 Claude Code\x07more\x07"
+            b"\x1b]9;Build done\x1b\\\x1b]777;notify;Title;Body\x07\x1b]9;4;1;50\x07"
+            b"\x1b]99;i=1:d=0;kitty says\x1b\\")
+    whole = TerminalScanner().feed(data)
+    pieces = [sig for i in range(len(data)) for sig in s.feed(data[i : i + 1])]
+    expected = [Signal("title", "\u2802 Claude Code"), Signal("bell"), Signal("notify", "Build done"),
+                Signal("notify", "Title: Body"), Signal("progress", "1;50"),
+                Signal("notify", "kitty says")]
+    assert whole == expected
+    assert pieces == expected  # byte by byte: nothing lost at a split, no BEL from an OSC end
+
+
+# ---- agent kinds, markers, resume ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "kind"), [
+    (["claude"], "claude"),
+    (["/home/u/.tools/node_modules/.bin/claude", "--model", "x"], "claude"),
+    (["env", "A=1", "npx", "-y", "@anthropic-ai/claude-code@2.1.197"], "claude"),
+    (["npm", "exec", "codex"], "codex"),
+    (["uvx", "aider-chat"], "aider"),
+    (["gemini"], "gemini"),
+    (["opencode"], "opencode"),
+    (["sh", "-c", "claude"], "generic"),
+])
+def test_kind_from_the_command(argv: list[str], kind: str) -> None:
+    assert agent_kinds.detect(argv) == kind
+    assert agent_kinds.resolve("auto", argv) == kind
+    assert agent_kinds.resolve("aider", argv) == "aider"
+
+
+def test_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="use one of"):
+        agent_kinds.resolve("vim", ["vim"])
+
+
+def test_markers_are_scrubbed_and_user_settings_kept() -> None:
+    base = {"CLAUDECODE": "1", "CLAUDE_CODE_CHILD_SESSION": "1", "CLAUDE_CODE_SESSION_ID": "x",
+            "CODEX_THREAD_ID": "t", "CODEX_SANDBOX_NETWORK_DISABLED": "1", "AI_AGENT": "a",
+            "ANTHROPIC_API_KEY": "k", "ANTHROPIC_BASE_URL": "u", "CLAUDE_CODE_USE_BEDROCK": "1",
+            "OPENAI_API_KEY": "o", "PATH": "/bin"}
+    env = agent_environment(base, {}, "s")
+    assert set(env) == {"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_CODE_USE_BEDROCK",
+                        "OPENAI_API_KEY", "PATH", "TERM", "SUPERV_SESSION"}
+
+
+def test_resume_commands() -> None:
+    argv = ["env", "A=1", "claude", "--resume", "old", "-c", "--model", "opus"]
+    assert agent_kinds.resume_argv("claude", argv, "NEW") == [
+        "env", "A=1", "claude", "--resume", "NEW", "--model", "opus"]
+    assert agent_kinds.resume_argv("codex", ["codex", "--full-auto", "fix it"], "T") == [
+        "codex", "resume", "T", "--full-auto"]
+    assert agent_kinds.resume_argv("generic", ["sh"], "x") is None
+
+
+# ---- hooks --------------------------------------------------------------------------
+
+
+def test_user_settings_are_merged_with_ours(tmp_path: Path) -> None:
+    user = {"model": "x", "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "mine"}]}]}}
+    argv = ["claude", "--settings", json.dumps(user), "--model", "y"]
+    out = hooks.with_claude_hooks(argv, 0, str(tmp_path), tmp_path, tmp_path / "h.hook", "s")
+    assert out[:2] == ["claude", "--settings"] and out[3:] == ["--model", "y"]
+    merged = json.loads(Path(out[2]).read_text())
+    assert merged["model"] == "x"
+    stop = merged["hooks"]["Stop"]
+    assert stop[0]["hooks"][0]["command"] == "mine" and "hook_client.py" in stop[1]["hooks"][0]["command"]
+    assert set(merged["hooks"]) >= set(hooks.EVENTS)
+
+
+def test_hook_meanings() -> None:
+    def call(payload: dict[str, object]) -> hooks.HookReport:
+        return hooks.parse(json.dumps({"session": "s", "payload": payload}).encode(), "s", "c1")
+
+    start = call({"hook_event_name": "SessionStart", "session_id": "c2", "transcript_path": "/t"})
+    assert (start.state, start.conversation_id, start.transcript) == ("idle", "c2", "/t")
+    ask = call({"hook_event_name": "PermissionRequest", "session_id": "c1", "tool_name": "Bash",
+                "tool_input": {"command": "rm -rf build"}})
+    assert (ask.state, ask.attention) == ("needs_approval", "Bash: rm -rf build")
+    question = call({"hook_event_name": "PreToolUse", "tool_name": "AskUserQuestion",
+                     "tool_input": {"questions": [{"question": "Which one?"}]}})
+    assert (question.state, question.attention) == ("needs_input", "Which one?")
+    assert call({"hook_event_name": "SessionEnd", "reason": "logout"}).ended
+
+
+def test_hook_client_never_fails_the_agent(tmp_path: Path) -> None:
+    """No receiver, garbage input: exit 0, quickly, without a traceback."""
+    proc = subprocess.run([sys.executable, "-I", "-S", str(hooks.CLIENT), str(tmp_path / "none"), "s"],
+                          input=b"garbage", capture_output=True, timeout=10)
+    assert proc.returncode == 0 and proc.stderr == b""
+
+
+# ---- screen rules as data -----------------------------------------------------------
+
+
+def test_user_rules_come_first_and_bad_ones_are_reported(tmp_path: Path) -> None:
+    mine = tmp_path / "activity-rules.json"
+    mine.write_text(json.dumps({"claude": {"screen": [
+        {"match": "Proceed\\? \\[y/N\\]", "activity": "needs_approval", "attention": "mine"}]}}))
+    found, warning = rules.load("claude", mine)
+    assert warning is None
+    assert found.for_screen("Proceed? [y/N]") == ("needs_approval", "mine")
+    assert found.for_screen(" Do you want to proceed?\n \u276f 1. Yes\n")[0] == "needs_approval"
+    mine.write_text(json.dumps({"claude": {"screen": [{"match": "(", "activity": "idle"}]}}))
+    found, warning = rules.load("claude", mine)
+    assert warning is not None and "claude.screen[0]" in warning
+    assert found.for_title("\u2733 Claude Code") == ("idle", None)  # the shipped rules still apply
+
+
+# ---- a generic session under the real superv ----------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_generic_session_quiet_time_and_bell(superv_env: SupervEnv, tmp_path: Path) -> None:
+    senv = superv_env
+    go = tmp_path / "go"
+    # Prints, goes quiet, then asks with a BEL and waits for a file.
+    script = f"echo working; sleep 0.3; echo more; while [ ! -e {go} ]; do sleep 0.05; done; " \
+             f"printf 'Continue? \\a'; read answer; echo got $answer; sleep 100"
+    senv.superv("start", "g", "--", "sh", "-c", script, check=True)
+
+    def activity() -> dict[str, object]:
+        return next(s for s in json.loads(senv.superv("ls", "--json", check=True).stdout)
+                    if s["name"] == "g")
+
+    first = wait_until(lambda: (s := activity())["activity"] in ("working", "idle") and s)
+    assert first["agent"] == "generic"
+    idle = wait_until(lambda: (s := activity())["activity"] == "idle" and s, timeout=15)
+    assert idle["activity_source"] == "output"
+    go.touch()
+    asking = wait_until(lambda: (s := activity())["activity"] == "needs_input" and s, timeout=15)
+    assert asking["activity_source"] == "terminal"
+    senv.superv("send", "--enter", "g", "yes", check=True)
+    wait_until(lambda: activity()["activity"] == "working", timeout=15)
+    assert "ACTIVITY" in senv.superv("ls", check=True).stdout
