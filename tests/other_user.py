@@ -35,7 +35,8 @@ def other_uid() -> int:
     return pwd.getpwnam(OTHER_USER).pw_uid
 
 
-_AS_OTHER = textwrap.dedent("""
+# Imports all of superv as root, then becomes the uid in argv[1]; what follows runs as it.
+AS_OTHER_PRELUDE = textwrap.dedent("""
     import importlib, os, pkgutil, sys
     import agent_worker, supervisor
     # Everything superv may import lazily, while we may still read our own interpreter.
@@ -49,9 +50,8 @@ _AS_OTHER = textwrap.dedent("""
     os.setgid(uid)
     os.setuid(uid)
     os.chdir("/")
-    from supervisor.cli import main
-    sys.exit(main(sys.argv[2:]))
 """)
+_AS_OTHER = AS_OTHER_PRELUDE + "from supervisor.cli import main\nsys.exit(main(sys.argv[2:]))\n"
 
 
 def run_as_other(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
