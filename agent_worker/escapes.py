@@ -50,8 +50,10 @@ characters); a caller that only cares about the sequences decodes with ``latin-1
 maps each byte to one character, so offsets and text round-trip exactly
 (``text.encode("latin-1")``).
 
-Speed: one regex match per token.  ``Tokenizer(text=False)`` reports only sequences and
-jumps from ESC to ESC, so plain output costs almost nothing; callers on a hot path use it.
+Speed: one regex match per token.  ``Tokenizer(text=False, controls=False)`` reports only
+sequences and jumps from ESC to ESC, so plain output costs almost nothing; callers on a hot
+path use it.  ``Tokenizer(text=False)`` reports sequences and controls (BEL, for one), and
+jumps over text.
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ _PARTIAL = re.compile(r"\x1b(?:[\]PX^_][^\x18\x1a\x1b]*\x1b?|[\x20-\x2f]*)\Z")
 _OSC_END = re.compile(r"\x07|\x1b\\?|[\x18\x1a]")
 _STRING_END = re.compile(r"\x1b\\?|[\x18\x1a]")
 _STRINGS = ("]", "P", "X", "^", "_")
+_CONTROL_OR_ESC = re.compile(r"[\x00-\x1f\x7f]")
 # A match is told apart by the last group it closed (``Match.lastindex``: cheaper than names).
 _G = _TOKEN.groupindex
 _TEXT, _CSI, _C0, _OSC, _ESC, _ESC1 = _G["text"], _G["cf"], _G["c0"], _G["ot"], _G["ef"], _G["e1"]
@@ -161,12 +164,12 @@ _TEXT, _CSI, _C0, _OSC, _ESC, _ESC1 = _G["text"], _G["cf"], _G["c0"], _G["ot"], 
 class Tokenizer:
     """An incremental tokenizer of terminal output; see the module docstring.
 
-    ``text=False`` reports only sequences (CSI, OSC, strings, escapes): text and controls
-    outside sequences are skipped without being looked at.  ``controls=False`` reports
-    the controls outside sequences as part of the :class:`Text` around them (a text run is
-    then everything up to the next ESC), for callers that strip sequences and keep the
-    rest.  ``max_pending`` bounds the unfinished sequence kept between feeds.  Never raises
-    on any input.
+    ``text=False``: no :class:`Text`; text is skipped without being looked at.
+    ``controls=False``: no :class:`Control`; with text, controls are part of the
+    :class:`Text` around them (a text run is then everything up to the next ESC, for callers
+    that strip sequences and keep the rest); without text, they are skipped too, and only
+    sequences are reported.  ``max_pending`` bounds the unfinished sequence kept between
+    feeds.  Never raises on any input.
     """
 
     def __init__(
@@ -214,10 +217,15 @@ class Tokenizer:
         end = len(data)
         match = self._token.match
         keep_text = self.text
+        skip = None if keep_text else ("\x1b" if not self.controls else _CONTROL_OR_ESC)
         new = tuple.__new__  # a NamedTuple's own __new__ is a Python call: twice the cost
         while pos < end:
-            if not keep_text and data[pos] != "\x1b":
-                pos = data.find("\x1b", pos)
+            if skip is not None and data[pos] != "\x1b":
+                if skip == "\x1b":
+                    pos = data.find("\x1b", pos)
+                else:
+                    found = _CONTROL_OR_ESC.search(data, pos)
+                    pos = found.start() if found is not None else -1
                 if pos < 0:
                     return
             m = match(data, pos)
@@ -233,8 +241,7 @@ class Tokenizer:
             elif kind == _CSI:
                 yield new(CSI, (m["cp"], m["ci"], m[_CSI]))
             elif kind == _C0:
-                if keep_text:
-                    yield new(Control, (m[_C0],))
+                yield new(Control, (m[_C0],))
             elif kind == _ESC1:
                 yield new(Escape, ("", m[_ESC1]))
             elif kind == _OSC:
@@ -291,8 +298,10 @@ class Tokenizer:
             elif ch == "\x1b":
                 return i
             elif ch < " ":
-                if self.text:
-                    yield Control(ch) if self.controls else Text(ch)
+                if self.controls:
+                    yield Control(ch)
+                elif self.text:
+                    yield Text(ch)
             else:  # DEL or a non-ASCII character: not a CSI after all
                 return i
         if len(data) - pos <= self.max_pending:

@@ -36,7 +36,7 @@ class QueryAnswerer:
     """
 
     def __init__(self) -> None:
-        self._tokens = Tokenizer(text=False)
+        self._tokens = Tokenizer(text=False, controls=False)
 
     def feed(self, data: bytes, cursor: Callable[[], tuple[int, int] | None]) -> bytes:
         if self._tokens.idle:

@@ -47,7 +47,7 @@ class ShownModes:
     """
 
     def __init__(self) -> None:
-        self._tokens = Tokenizer(text=False)
+        self._tokens = Tokenizer(text=False, controls=False)
         self.alternate = False  # the program is on the alternate screen
         self.modes: dict[int, bool] = {}  # private mode -> set, for the modes the stream named
 

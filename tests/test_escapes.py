@@ -49,6 +49,10 @@ def test_each_kind_of_token() -> None:
         StringSequence("P", "1$r\x07x"), StringSequence("_", "kitty"),
         Escape("(", "0"), Escape("", "7"), Escape("", "c"),
     ]
+    sequences = tokens([stream], text=False, controls=False)
+    assert sequences == [t for t in tokens([stream]) if type(t) not in (Text, Control)]
+    assert tokens([stream], text=False) == [Control("\r"), Control("\n"), *sequences]
+    assert tokens(["a\x07b\x1b]0;t\x07"], text=False) == [Control("\x07"), OSC("0;t", "\x07")]
     assert CSI("?1049;25", "", "h").values() == [1049, 25]
     assert CSI("?1049", "", "h").prefix == "?" and CSI("1;2", "", "H").prefix == ""
 
@@ -67,7 +71,7 @@ def test_the_vt500_recoveries() -> None:
 def test_any_chunking_gives_the_same_tokens(stream: str, data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
-    for options in ({}, {"text": False}, {"controls": False}):
+    for options in ({}, {"text": False}, {"controls": False}, {"text": False, "controls": False}):
         assert tokens(chunks, **options) == tokens([stream], **options), (chunks, options)
 
 
@@ -78,8 +82,8 @@ def test_an_esc_resynchronises(before: str, after: str) -> None:
     after = "\x1b" + after
     if after.startswith("\x1b\\"):
         return  # ST: it ends what came before
-    tail = tokens([after], text=False)
-    whole = tokens([before + after], text=False)
+    tail = tokens([after], text=False, controls=False)
+    whole = tokens([before + after], text=False, controls=False)
     assert whole[len(whole) - len(tail) :] == tail
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import SupervEnv, wait_until
 from test_worker import FAST, agent
 from worker_helpers import connect, log_bytes, log_size, start_worker, stop_worker
@@ -29,7 +30,9 @@ class BuggyKeeper(ScreenKeeper):
         return BuggyModel(self.rows, self.cols)
 
 
-def test_a_failed_model_is_rebuilt_from_recent_output(tmp_path: Path) -> None:
+def test_a_failed_model_is_rebuilt_from_recent_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = OutputLog(tmp_path)
     keeper = BuggyKeeper(out.reader, 0, 5, 40)
     out.append(b"\x1b[2J\x1b[Hfirst screen\r\n")
@@ -37,6 +40,8 @@ def test_a_failed_model_is_rebuilt_from_recent_output(tmp_path: Path) -> None:
     out.append(b"a BUG here\r\n")
     assert keeper.step(out.end, 4096)  # the failure is logged, the model dropped
     assert keeper.failed
+    logged = capsys.readouterr()
+    assert "screen_model_failed" in logged.out + logged.err and "planted bug" in logged.out + logged.err
     assert keeper.step(out.end, 4096) and keeper.failed  # no retry in the background
     assert keeper.render(out.end) is None  # the rebuild meets the same bug: no screen
     # Once the bug has scrolled out of the recent output, the next request rebuilds it.

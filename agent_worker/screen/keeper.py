@@ -13,6 +13,9 @@ tries again: nothing a client sends or a program prints makes the screen broken 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import structlog
 
 from agent_worker.log import LogReader
@@ -20,6 +23,7 @@ from agent_worker.screen import ScreenModel
 from agent_worker.screen_from_log import recent_start
 
 log = structlog.get_logger("agent_worker.screen")
+T = TypeVar("T")
 
 BACKLOG = 512 * 1024  # beyond this far behind, the model restarts from recent output
 RESTART_WINDOW = 64 * 1024  # how much recent output a restarted model is fed
@@ -43,13 +47,9 @@ class ScreenKeeper:
 
     def screen(self, until: int) -> ScreenModel | None:
         """The model, fed up to ``until``; None if it cannot be built (logged)."""
-        for _ in range(2):  # the model as it is (or a rebuilt one), then one rebuild
-            try:
-                self._feed(until)
-            except Exception:
-                self._fail()
-                continue
-            return self._model
+        for _ in range(2):  # the model as it is (or rebuilt after a failure), then a rebuild
+            if self._guarded(self._feed, until) is not None:
+                return self._model
         return None
 
     def step(self, until: int, size: int) -> bool:
@@ -58,11 +58,8 @@ class ScreenKeeper:
         a bug met on some output is not met again and again in the background."""
         if self.failed:
             return True
-        try:
-            return self._feed(until, size)
-        except Exception:
-            self._fail()
-            return True
+        done = self._guarded(self._feed, until, size)
+        return True if done is None else done
 
     def render(self, until: int) -> bytes | None:
         """:meth:`ScreenModel.render` as of ``until``; None if there is no model."""
@@ -70,10 +67,9 @@ class ScreenKeeper:
             model = self.screen(until)
             if model is None:
                 return None
-            try:
-                return model.render()
-            except Exception:
-                self._fail()
+            painted = self._guarded(model.render)
+            if painted is not None:
+                return painted
         return None
 
     def cursor(self, until: int) -> tuple[int, int] | None:
@@ -85,11 +81,8 @@ class ScreenKeeper:
         """The PTY changes size: the model sees everything printed at the old size first."""
         if self._model is not None:
             model = self.screen(until)
-            try:
-                if model is not None:
-                    model.resize(rows, cols)
-            except Exception:
-                self._fail()
+            if model is not None:
+                self._guarded(model.resize, rows, cols)
         self.rows, self.cols = rows, cols
 
     def _feed(self, until: int, size: int | None = None) -> bool:
@@ -118,7 +111,13 @@ class ScreenKeeper:
         """A fresh model of the session's size (a fault-injection test overrides it)."""
         return ScreenModel(self.rows, self.cols)
 
-    def _fail(self) -> None:
-        log.exception("screen_model_failed", offset=self.offset, rows=self.rows, cols=self.cols)
-        self._model = None
-        self.failed = True
+    def _guarded(self, action: Callable[..., T], *args: Any) -> T | None:
+        """``action(*args)``; if it raises, None, with the failure logged and the model
+        dropped.  The one place a failure of the model is caught (see the module docstring)."""
+        try:
+            return action(*args)
+        except Exception:
+            log.exception("screen_model_failed", offset=self.offset, rows=self.rows, cols=self.cols)
+            self._model = None
+            self.failed = True
+            return None
