@@ -32,6 +32,7 @@ from agent_worker import agent_kinds, paths, settings
 from agent_worker import conversation as c
 from agent_worker import protocol as p
 from agent_worker.activity.report import activity_fields
+from agent_worker.activity.resume import plan as resume_plan
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.logs import configure_logging
 from agent_worker.peer import listen_private, refusal
@@ -302,6 +303,8 @@ class Supervisor:
     async def _launch(self, session: Session, note: str | None) -> None:
         entry = session.entry
         session.launch_error = None
+        if note is not None and note.startswith("restarted"):
+            note += self._continue_conversation(entry.name)  # activity
         marker = _marker(note) if note else None
         try:
             pid, start, agent_pid = await trio.to_thread.run_sync(
@@ -315,6 +318,20 @@ class Supervisor:
         entry.worker_boot = boot_id()
         await self.feed(session, lc.Launched(time.time(), pid, agent_pid))
         self._watch(session)
+
+    def _continue_conversation(self, name: str) -> str:
+        """A restart continues the agent's recorded conversation, as ``resume`` does; the
+        marker line says which, or why not."""
+        try:
+            spec = load_spec(name)
+        except (OSError, ValueError, TypeError):
+            return ""
+        resume = resume_plan(spec, paths.session_dir(name))
+        attrs.evolve(spec, resumed_argv=resume.argv if resume.argv != spec.argv else None).write(
+            paths.session_dir(name))
+        if resume.continues:
+            return f", continuing conversation {resume.continues}"
+        return f" ({resume.reason})" if resume.reason else ""
 
     # ---- workers -----------------------------------------------------------------------
 
@@ -540,8 +557,10 @@ class Supervisor:
         session = self._session(body)
         name = session.name
         spec = load_spec(name)
-        argv = shlex.split(spec.resume_cmd) if spec.resume_cmd else spec.argv
-        event = lc.ResumeRequested(time.time(), f"resumed: {shlex.join(argv)}")
+        resume = resume_plan(spec, paths.session_dir(name))  # activity: its conversation
+        argv = resume.argv
+        event = lc.ResumeRequested(time.time(), f"resumed: {shlex.join(argv)}"
+                                   + (f" ({resume.reason})" if resume.reason else ""))
         refused = self._refusal(session, event)
         if refused:
             raise RequestError(refused)
@@ -556,7 +575,8 @@ class Supervisor:
             await session.wait_until(_resume_settled)
         life = session.entry.life
         if isinstance(life, lc.Running):
-            return {"name": name, "worker_pid": session.entry.worker_pid}
+            return {"name": name, "worker_pid": session.entry.worker_pid,
+                    "continues": resume.continues, "note": resume.reason}
         if isinstance(life, lc.Ended) and life.resume_note is None:
             raise RequestError(session.launch_error or f"session {name} did not start ({life.outcome.label})")
         raise RequestError(f"session {name}'s previous worker has not exited yet: try again")

@@ -160,3 +160,61 @@ def hook_socket_of(claude: ClaudeSetup, name: str) -> Path:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def test_resume_after_a_reboot_continues_the_conversation(claude: ClaudeSetup) -> None:
+    """SIGKILL of every process, then: `superv resume` and a `--restart always` session both
+    run `claude --resume ID`, and the fake API's next request carries the earlier messages."""
+    from test_reboot import reboot
+
+    claude.api.on("banana", Text("Noted: banana."))
+    claude.start("r", "--model", "sonnet")
+    claude.superv("start", "--restart", "always", "--cwd", str(claude.project), "k", "--",
+                  claude.binary)
+    for name in ("r", "k"):
+        claude.wait_activity(name, "idle")
+        claude.superv("send", "--enter", name, f"remember banana for {name}")
+    before = {}
+    for name in ("r", "k"):
+        claude.wait_screen(name, "Noted: banana.")
+        before[name] = wait_until(
+            lambda n=name: (s := claude.session(n))["activity"] == "idle" and s["transcript"]
+            and f"banana for {n}".encode() in Path(s["transcript"]).read_bytes() and s,
+            message=f"{name}'s transcript to hold the prompt")
+
+    reboot(claude.senv)
+
+    resumed = claude.superv("resume", "r")  # starts the supervisor again, too
+    assert f"continuing conversation {before['r']['conversation_id']}" in resumed.stdout
+    claude.api.on("what did", Text("You said banana."))
+    for name in ("r", "k"):
+        wait_until(lambda n=name: claude.session(n)["state"] == "running", timeout=30,
+                   message=f"{name} running again")
+        claude.wait_activity(name, "idle")
+        claude.superv("send", "--enter", name, f"what did I say, {name}?")
+        request = claude.api.wait_for_request(
+            lambda r, n=name: r.get("tools") and f"what did I say, {n}?" in json.dumps(r["messages"]))
+        assert f"remember banana for {name}" in json.dumps(request["messages"]), (
+            f"{name} did not continue its conversation")
+        claude.wait_screen(name, "You said banana.")
+    log = (claude.senv.session_dir("k") / "output.log").read_bytes()
+    assert f"continuing conversation {before['k']['conversation_id']}".encode() in log
+    spec = json.loads((claude.senv.session_dir("r") / "spec.json").read_text())
+    assert spec["resumed_argv"][-4:] == ["--resume", before["r"]["conversation_id"], "--model", "sonnet"]
+
+
+def test_resume_without_a_transcript_starts_afresh_and_says_why(claude: ClaudeSetup) -> None:
+    claude.start("f")
+    session = wait_until(lambda: (s := claude.session("f"))["transcript"] and s,
+                         message="a recorded conversation")
+    claude.superv("send", "--enter", "f", "/exit")
+    claude.wait_activity("f", "ended")
+    wait_until(lambda: claude.session("f")["state"] != "running", message="f to end")
+    exported = json.loads(claude.superv("export", "--format", "jsonl", "f").stdout.splitlines()[0])
+    assert (exported["agent"], exported["conversation_id"], exported["transcript"]) == (
+        "claude", session["conversation_id"], session["transcript"])
+    Path(session["transcript"]).unlink(missing_ok=True)  # never written, or removed
+    resumed = claude.superv("resume", "f")
+    assert "starting afresh" in resumed.stdout and "transcript" in resumed.stdout, resumed.stdout
+    spec = json.loads((claude.senv.session_dir("f") / "spec.json").read_text())
+    assert "--resume" not in (spec.get("resumed_argv") or spec["argv"])

@@ -50,6 +50,9 @@ def facts(directory: Path) -> dict[str, Any]:
         snap = None
     else:
         info.update(started_at=snap.started_at, ended_at=snap.ended_at, log_end=snap.log_end)
+        # activity: which agent, and the conversation superv would resume
+        info.update(agent=spec.agent, conversation_id=snap.conversation_id,
+                    transcript=snap.transcript)
     info["state"] = state_from_files(snap)
     return info
 
@@ -95,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"# superv session `{name}`\n\n")
         out.write(f"- command: `{shlex.join(info['command'])}`\n- cwd: `{info['cwd']}`\n")
         out.write(f"- state: {info['state']}\n- created: {stamp(info['created_at'])}\n")
-        out.write(f"- ended: {stamp(info.get('ended_at'))}\n\n````text\n")
+        out.write(f"- ended: {stamp(info.get('ended_at'))}\n")
+        if info.get("conversation_id"):
+            out.write(f"- conversation: `{info['conversation_id']}` (`{info.get('transcript')}`)\n")
+        out.write("\n````text\n")
     for _, line in plain_lines(reader):
         out.write(line + "\n")
     if args.format == "markdown":

@@ -17,7 +17,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     name = checked_name(args.name)
-    control.request("resume", name=name)
+    reply = control.request("resume", name=name)
+    # activity: say whether the agent's conversation continues, and if not, why not
+    if reply.get("continues"):
+        print(f"continuing conversation {reply['continues']}")
+    elif reply.get("note"):
+        print(f"starting afresh: {reply['note']}")
     if args.attach:
         from supervisor.commands.attach import attach_local
 
