@@ -33,7 +33,8 @@ from agent_worker.atomic import remove_stale_temps
 from agent_worker.log import OutputLog, fsync_policy
 from agent_worker.logs import configure_logging
 from agent_worker.peer import listen_private
-from agent_worker.snapshot import SNAPSHOT_NAME, snapshot_interval
+from agent_worker.session_files import LOG, STATE
+from agent_worker.snapshot import snapshot_interval
 from agent_worker.spec import SessionSpec
 from agent_worker.worker import EarlySignals, Worker, stop_grace
 
@@ -68,7 +69,7 @@ def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
     except (ValueError, TypeError) as exc:
         raise StartError(f"unreadable spec for session {name}: {exc}") from None
     interval, grace = snapshot_interval(), stop_grace()
-    remove_stale_temps(directory / SNAPSHOT_NAME)  # we are its only writer, not yet writing
+    remove_stale_temps(directory / STATE)  # we are its only writer, not yet writing
     sock, sock_path = bind_session_socket(name)
     hook_sock = None
     try:
@@ -97,8 +98,8 @@ def start(name: str, marker: str | None, early: EarlySignals) -> Worker:
 def forget_if_empty(name: str) -> None:
     """A session whose agent never started leaves no stub behind (unless it has history)."""
     directory = paths.session_dir(name)
-    log_file = directory / "output.log"
-    has_history = (directory / SNAPSHOT_NAME).exists() or (
+    log_file = directory / LOG
+    has_history = (directory / STATE).exists() or (
         log_file.exists() and log_file.stat().st_size > 0
     )
     if not has_history:

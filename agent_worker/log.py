@@ -33,8 +33,6 @@ from pathlib import Path
 from agent_worker import settings
 from agent_worker.session_files import INDEX, LOG
 
-LOG_NAME = LOG
-INDEX_NAME = INDEX
 FSYNC_POLICIES = ("snapshot", "always", "never")
 _INDEX_RECORD = struct.Struct("!Qd")
 _INDEX_EVERY = 1.0  # seconds between index records
@@ -48,11 +46,11 @@ class OutputLog:
     """The worker's writing end of a session log."""
 
     def __init__(self, directory: Path, policy: str = "snapshot") -> None:
-        self.path = directory / LOG_NAME
+        self.path = directory / LOG
         self.policy = policy
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._index_fd = os.open(
-            directory / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+            directory / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         self.end = os.fstat(self._fd).st_size
         self._last_index = 0.0
@@ -102,7 +100,7 @@ class LogReader:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._fd = os.open(directory / LOG_NAME, os.O_RDONLY | os.O_CLOEXEC)
+        self._fd = os.open(directory / LOG, os.O_RDONLY | os.O_CLOEXEC)
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
@@ -139,7 +137,7 @@ class LogReader:
     def index(self) -> list[tuple[int, float]]:
         """The ``(offset, time)`` records, in order, without a torn last record."""
         try:
-            raw = (self.directory / INDEX_NAME).read_bytes()
+            raw = (self.directory / INDEX).read_bytes()
         except FileNotFoundError:
             return []
         usable = len(raw) - len(raw) % _INDEX_RECORD.size

@@ -1,4 +1,4 @@
-"""A session's files: what each is called, and the one reader of each.
+"""A session's files: what each is called, and the one reader and writer of each JSON file.
 
 ``$SUPERV_HOME/sessions/NAME/`` holds:
 
@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent_worker.atomic import Unreadable, read_json_with_fallback
+from agent_worker.atomic import Unreadable, read_json_with_fallback, write_json_atomic
 
 if TYPE_CHECKING:
     from agent_worker.snapshot import Snapshot
@@ -86,6 +86,16 @@ def read_state(directory: Path) -> tuple[Snapshot, str | None]:
     from agent_worker.snapshot import Snapshot
 
     return read_json_with_fallback(directory / STATE, Snapshot.from_json, load=load_json)
+
+
+def write_spec(directory: Path, spec: SessionSpec) -> None:
+    """Write ``spec.json`` atomically (whoever starts the worker; the worker only reads it)."""
+    write_json_atomic(directory / SPEC, spec.to_json())
+
+
+def write_state(directory: Path, snap: Snapshot) -> None:
+    """Write ``state.json`` atomically, keeping the previous copy as ``state.json.prev``."""
+    write_json_atomic(directory / STATE, snap.to_json(), keep_previous=True)
 
 
 def problem(directory: Path) -> str | None:

@@ -14,15 +14,12 @@ from typing import Any
 
 import attrs
 
-from agent_worker import settings
-from agent_worker.atomic import write_json_atomic
+from agent_worker import session_files, settings
 from agent_worker.procfs import process_start_time
 from agent_worker.records import JsonRecord
-from agent_worker.session_files import STATE
 
 __all__ = ["Snapshot", "boot_id", "describe_exit", "process_start_time", "read_snapshot"]
 
-SNAPSHOT_NAME = STATE
 FORMAT = 1
 
 
@@ -77,7 +74,7 @@ class Snapshot(JsonRecord):
     format: int = FORMAT
 
     def write(self, directory: Path) -> None:
-        write_json_atomic(directory / SNAPSHOT_NAME, self.to_json(), keep_previous=True)
+        session_files.write_state(directory, self)
 
 
 def read_snapshot(directory: Path) -> tuple[Snapshot, str | None]:

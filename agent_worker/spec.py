@@ -12,12 +12,9 @@ from pathlib import Path
 
 import attrs
 
-from agent_worker import agent_kinds
-from agent_worker.atomic import write_json_atomic
+from agent_worker import agent_kinds, session_files
 from agent_worker.records import JsonRecord
-from agent_worker.session_files import SPEC
 
-SPEC_NAME = SPEC
 RESTART_POLICIES = ("no", "on-failure", "always")
 
 # Markers of the program that started superv, which must not leak into the agent.  The
@@ -75,11 +72,9 @@ class SessionSpec(JsonRecord):
         return self.resumed_argv or self.argv
 
     def write(self, directory: Path) -> None:
-        write_json_atomic(directory / SPEC_NAME, self.to_json())
+        session_files.write_spec(directory, self)
 
     @classmethod
     def load(cls, directory: Path) -> SessionSpec:
         """See :func:`agent_worker.session_files.read_spec` (the one reader of spec.json)."""
-        from agent_worker.session_files import read_spec
-
-        return read_spec(directory)
+        return session_files.read_spec(directory)

@@ -23,6 +23,7 @@ REPEATS = 20
 
 
 def persist_times(directory) -> tuple[float, list[float], str]:
+    from agent_worker import session_files
     from agent_worker.log import OutputLog
     from agent_worker.snapshot import read_snapshot
 
@@ -40,7 +41,7 @@ def persist_times(directory) -> tuple[float, list[float], str]:
     finally:
         output.close()
     back, _ = read_snapshot(directory)
-    log_size = (directory / "output.log").stat().st_size
+    log_size = (directory / session_files.LOG).stat().st_size
     if back.seq != snap.seq or back.log_end < log_size:
         raise BenchError(f"snapshot read back has seq {back.seq}, log_end {back.log_end} (log {log_size})")
     return times[0], times[1:], f"read back: seq and log_end {fmt_bytes(back.log_end)} match"

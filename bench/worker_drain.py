@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent_worker import protocol as p  # noqa: E402
+from agent_worker import session_files  # noqa: E402
 from agent_worker.client import Connection  # noqa: E402
 from agent_worker.spec import SessionSpec, agent_environment  # noqa: E402
 
@@ -142,7 +143,7 @@ def superv(env: Env, path: Path, expected: int, client: bool = True) -> float:
         conn.hello(p.Hello(p.Start.OFFSET, 0, 40, 120))
         time.sleep(0.2)  # as for bare: sh reaches `read`
         want = expected + expected // 100
-        log_file = paths.session_dir(name) / "output.log"
+        log_file = paths.session_dir(name) / session_files.LOG
         t0 = time.perf_counter()
         conn.send(p.Input(b"go\n"))
         if client:

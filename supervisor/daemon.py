@@ -28,7 +28,7 @@ import attrs
 import structlog
 import trio
 
-from agent_worker import agent_kinds, paths, settings
+from agent_worker import agent_kinds, paths, session_files, settings
 from agent_worker import conversation as c
 from agent_worker import protocol as p
 from agent_worker.activity.report import activity_fields
@@ -646,7 +646,7 @@ class Supervisor:
         except (OSError, ValueError) as exc:
             problem = str(exc).replace(f"{directory}/", "")
         try:
-            log_stat = (directory / "output.log").stat()
+            log_stat = (directory / session_files.LOG).stat()
             last_output = log_stat.st_mtime if log_stat.st_size else None
         except OSError:
             last_output = None
@@ -689,7 +689,7 @@ def _marker(what: str) -> str:
 
 def _log_size(name: str) -> int:
     try:
-        return (paths.session_dir(name) / "output.log").stat().st_size
+        return (paths.session_dir(name) / session_files.LOG).stat().st_size
     except OSError:
         return 0
 

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from agent_worker import paths
 from agent_worker.atomic import open_private_log
+from agent_worker.session_files import WORKER_LOG
 from agent_worker.snapshot import process_start_time
 
 READY_TIMEOUT = 15.0
@@ -109,7 +110,7 @@ def launch_worker(name: str, marker: str | None = None, factory: WorkerFactory |
     directory = paths.session_dir(name)
     read_end, write_end = os.pipe()
     try:
-        with open_private_log(directory / "worker.log") as worker_log:
+        with open_private_log(directory / WORKER_LOG) as worker_log:
             pid = None
             if factory is not None:
                 try:
@@ -130,7 +131,7 @@ def launch_worker(name: str, marker: str | None = None, factory: WorkerFactory |
     except ValueError:
         ready = {}
     if not ready.get("ok"):
-        error = ready.get("error") or _last_line(directory / "worker.log") or "worker did not start"
+        error = ready.get("error") or _last_line(directory / WORKER_LOG) or "worker did not start"
         raise LaunchError(error)
     start = process_start_time(pid) or 0
     return pid, start, int(ready["agent_pid"])

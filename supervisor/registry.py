@@ -21,6 +21,7 @@ import attrs
 from agent_worker import paths
 from agent_worker.atomic import Unreadable, read_json_with_fallback, write_json_atomic
 from agent_worker.procfs import is_running
+from agent_worker.session_files import SPEC
 from agent_worker.snapshot import Snapshot, boot_id, process_start_time, read_snapshot
 from agent_worker.spec import SessionSpec
 from supervisor import lifecycle as lc
@@ -160,7 +161,7 @@ def load_entries() -> tuple[dict[str, Entry], list[str]]:
     names = sorted(p.name for p in sessions.iterdir()) if sessions.is_dir() else []
     for name in names:
         directory = sessions / name
-        if not paths.NAME_RE.fullmatch(name) or not (directory / "spec.json").exists():
+        if not paths.NAME_RE.fullmatch(name) or not (directory / SPEC).exists():
             continue
         known = name in entries
         entry = entries.setdefault(name, Entry(name))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent_worker import paths
+from agent_worker import paths, session_files
 from agent_worker import protocol as p
 from agent_worker.client import Connection
 from supervisor.errors import CliError
@@ -28,7 +28,7 @@ class NotRunning(CliError):
 def session_directory(name: str) -> Path:
     directory = paths.session_dir(checked_name(name))
     try:
-        (directory / "spec.json").stat()
+        (directory / session_files.SPEC).stat()
     except PermissionError:
         raise CliError(permission_denied(directory)) from None
     except OSError:

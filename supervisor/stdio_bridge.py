@@ -31,6 +31,7 @@ import selectors
 import socket
 
 from agent_worker.paths import PathError, session_dir, session_socket, validate_name
+from agent_worker.session_files import SPEC
 
 # Large reads: the SSH channel and the worker both move data in big chunks, and every
 # read/write pair is a Python-level loop iteration.
@@ -64,7 +65,7 @@ def run_bridge(name: str) -> int:
 
 def _known(name: str) -> bool:
     try:
-        return (session_dir(name) / "spec.json").exists()
+        return (session_dir(name) / SPEC).exists()
     except (PathError, OSError):
         return False
 

@@ -17,7 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_worker.log import INDEX_NAME, LOG_NAME, LogReader, OutputLog, offset_at_time
+from agent_worker.log import LogReader, OutputLog, offset_at_time
+from agent_worker.session_files import INDEX as INDEX_NAME
+from agent_worker.session_files import LOG as LOG_NAME
 
 # Mostly line-shaped output (the edge cases of tail_offset live at line ends), some binary.
 chunks = st.lists(
