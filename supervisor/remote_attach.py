@@ -71,7 +71,7 @@ from typing import Any
 import asyncssh
 import attrs
 
-from agent_worker import protocol, settings
+from agent_worker import conversation, protocol, settings
 from agent_worker.paths import PathError, validate_name
 from agent_worker.protocol import Detach, Hello, Input, Resize, Start
 from supervisor import terminal
@@ -203,11 +203,11 @@ def _is_tty(fd: int) -> bool:
 
 @attrs.define
 class StreamPosition:
-    """The client's side of the conversation that outlives its connections.
+    """What carries over from one connection to the next: where the user's screen is.
 
-    Where the user's screen is in the session's log, what to ask for on each connection,
-    and which bytes are new.  This is the seam for the protocol's sans-I/O conversation
-    object: it is what a connection would hand each message to.
+    Each connection is a fresh :class:`~agent_worker.conversation.ClientConversation`
+    (the protocol's rules: duplicates dropped, a gap refused); this opens each one at the
+    log offset the last one reached, so a reconnect shows every byte once.
     """
 
     start: Start
@@ -215,56 +215,41 @@ class StreamPosition:
     read_only: bool
     # The first byte of the log not yet shown; None until the worker told us where the
     # stream starts (a Screen, or the first Output of a tail).
-    next_offset: int | None = None
+    offset: int | None = None
     established: bool = False  # a Welcome was ever received
 
-    def hello(self, rows: int, cols: int) -> Hello:
-        if self.next_offset is not None:
-            return Hello(Start.OFFSET, self.next_offset, rows, cols, self.read_only)
-        return Hello(self.start, self.value, rows, cols, self.read_only)
-
-    def output(self, offset: int, data: bytes) -> bytes:
-        """The part of an Output frame not shown yet (a replay may overlap what was)."""
-        if self.next_offset is None:
-            self.next_offset = offset
-        if offset < self.next_offset:
-            data = data[self.next_offset - offset :]
-            offset = self.next_offset
-        if data:
-            self.next_offset = offset + len(data)
-        return data
-
-    def screen(self, offset: int) -> None:
-        self.next_offset = offset
+    def conversation(self, rows: int, cols: int) -> conversation.ClientConversation:
+        if self.offset is not None:
+            hello = Hello(Start.OFFSET, self.offset, rows, cols, self.read_only)
+        else:
+            hello = Hello(self.start, self.value, rows, cols, self.read_only)
+        return conversation.ClientConversation(hello, self.offset)
 
 
-def _exit_message(name: str, body: dict[str, Any]) -> str:
-    code = body.get("exit_code")
-    sig = body.get("exit_signal")
-    if isinstance(sig, int) and sig:
+def _exit_message(name: str, exited: conversation.Exited) -> str:
+    if exited.exit_signal:
         try:
-            shown = signal.Signals(sig).name
+            shown = signal.Signals(exited.exit_signal).name
         except ValueError:
-            shown = str(sig)
+            shown = str(exited.exit_signal)
         return f"[{name} was killed by {shown}]"
-    if isinstance(code, int):
-        return f"[{name} exited with status {code}]"
-    state = body.get("state")
-    return f"[{name} ended: {state}]" if state else f"[{name} ended]"
+    if exited.exit_code is not None:
+        return f"[{name} exited with status {exited.exit_code}]"
+    return f"[{name} ended: {exited.state}]" if exited.state else f"[{name} ended]"
 
 
 class Attempt:
     """One connection to the box: connect, run the bridge, stream until the link ends.
 
-    Everything that belongs to one connection (the SSH connection, the channel, the frame
-    decoder, whether the worker said Welcome, the remote's stderr) lives here and dies
-    with it; only :class:`StreamPosition` carries over to the next one.
+    Everything that belongs to one connection (the SSH connection, the channel, the
+    protocol conversation, whether the worker said Welcome, the remote's stderr) lives
+    here and dies with it; only :class:`StreamPosition` carries over to the next one.
     """
 
     def __init__(self, client: RemoteAttach, budget: float) -> None:
         self.client = client
         self.budget = budget  # seconds from connecting to the worker's Welcome
-        self.decoder = protocol.Decoder()
+        self.conversation = client.position.conversation(*client.size())
         self.conn: asyncssh.SSHClientConnection | None = None
         self.writer: asyncssh.SSHWriter[bytes] | None = None
         self.setup_time: float | None = None  # seconds to the Welcome, once it came
@@ -289,9 +274,9 @@ class Attempt:
         """Welcomed and not detached: keys and resizes may be sent."""
         return self.welcomed and not self.stopped and self.writer is not None
 
-    def send(self, msg: protocol.Message) -> None:
+    def send(self, msg: Input | Resize | Detach) -> None:
         if self.writer is not None:
-            self.writer.write(protocol.encode(msg))
+            self.writer.write(self.conversation.send(msg))
 
     def give_up(self, reason: str) -> None:
         """Cut a try that has not reached its Welcome short: the network changed under it."""
@@ -321,7 +306,7 @@ class Attempt:
                 command = remote_command_line(client.target.name, client.remote_command)
                 writer, reader, errors = await self.conn.open_session(command, encoding=None)
                 self.writer = writer
-                self.send(client.position.hello(*client.size()))
+                writer.write(self.conversation.initiate())
                 async with _one_error(), asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._keep_stderr(errors))
                     await self._stream(reader)
@@ -355,45 +340,45 @@ class Attempt:
                 self.stderr_tail = (self.stderr_tail + data)[-4096:]
 
     async def _stream(self, reader: asyncssh.SSHReader[bytes]) -> None:
-        while data := await reader.read(READ_SIZE):
-            self.decoder.feed(data)
-            while True:
-                try:
-                    msg = self.decoder.next_message()
-                except protocol.ProtocolError as exc:
-                    raise AttachError(
-                        f"{self.client.target.shown} is not speaking superv protocol ({exc}); "
-                        "does a shell startup file print something for non-interactive shells?"
-                    ) from None
-                if msg is None:
-                    break
-                if not self.stopped:
-                    self._on_message(msg)
+        """Hand what the bridge sends to the conversation until the stream ends."""
+        talk = self.conversation
+        while True:
+            event = talk.next_event()
+            if event is conversation.NEED_DATA:
+                talk.receive_data(await reader.read(READ_SIZE))
+            elif isinstance(event, conversation.Closed):
+                return
+            elif not self.stopped:
+                self._on_event(event)
+                self.client.position.offset = talk.position
 
-    def _on_message(self, msg: protocol.Message) -> None:
+    def _on_event(self, event: object) -> None:
         client = self.client
-        match msg:
-            case protocol.Output(offset=offset, data=data):
-                client.show(client.position.output(offset, data))
-            case protocol.Screen(offset=offset, data=data):
+        match event:
+            case protocol.Output(data=data) | protocol.Screen(data=data):
                 client.show(data)
-                client.position.screen(offset)
-            case protocol.Welcome():
+            case conversation.SessionInfo():
                 now = asyncio.get_running_loop().time()
                 self.setup_time = now - self._began
                 self.welcomed_at = now
                 if self._setup is not None:
                     self._setup.reschedule(None)  # streaming: no deadline any more
                 client.welcomed(self)
-            case protocol.Event(body=body):
-                if body.get("event") == "exited":
-                    message = _exit_message(client.target.name, body)
-                    raise Ended(Ending(Outcome.EXITED, message, 0))
-            case protocol.Error(message=message):
+            case conversation.Exited():
+                message = _exit_message(client.target.name, event)
+                raise Ended(Ending(Outcome.EXITED, message, 0))
+            case conversation.Failed(message=message):
                 # From the bridge or the worker, on the box: say which box.
                 raise AttachError(f"{client.target.shown}: {message}")
+            case conversation.Violation(message=message) if not self.welcomed:
+                raise AttachError(
+                    f"{client.target.shown} is not speaking superv protocol ({message}); "
+                    "does a shell startup file print something for non-interactive shells?"
+                )
+            case conversation.Violation(message=message):
+                raise AttachError(f"{client.target.shown} broke the superv protocol: {message}")
             case _:
-                pass  # a newer worker's message we do not know: harmless to ignore
+                pass  # a notice (attached, detached, ...): nothing to show
 
 
 @contextlib.asynccontextmanager
@@ -744,7 +729,7 @@ class RemoteAttach:
     def _on_winch(self) -> None:
         rows, cols = self.size()
         attempt = self.attempt
-        if attempt is not None and attempt.live:
+        if attempt is not None and attempt.live and not self.read_only:
             attempt.send(Resize(rows, cols))
         if self.status_shown:
             self._paint_status(self.status_text)
@@ -754,7 +739,10 @@ class RemoteAttach:
 
     def size(self) -> tuple[int, int]:
         rows, cols = terminal.window_size(self._tty_fd())
-        return max(1, min(rows, 0xFFFF)), max(1, min(cols, 0xFFFF))
+        return (
+            max(1, min(rows, conversation.MAX_ROWS)),
+            max(1, min(cols, conversation.MAX_COLS)),
+        )
 
     def _rows(self) -> int:
         return self.size()[0]

@@ -775,3 +775,29 @@ def test_a_network_change_restarts_a_stuck_try_at_once_and_typing_stays_discarde
     log = log_bytes(superv_env, "roam")
     assert b"oops" not in log
     assert_same_stream(client.out, log)
+
+
+# A remote bridge whose stream skips bytes: the client must refuse it, not show a hole.
+GAP_IN_STREAM = """\
+import os
+from agent_worker import protocol as p
+os.write(1, p.encode(p.Welcome({"name": "gap"})))
+os.write(1, p.encode(p.Output(0, b"ab")))
+os.write(1, p.encode(p.Output(10, b"cd")))
+os.read(0, 1 << 16)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_stream_with_missing_bytes_is_refused_in_one_line(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    script = superv_env.root / "gap.py"
+    script.write_text(GAP_IN_STREAM)
+    proc = run_cli(client_env(superv_env, sshd), "attach", "--remote-command", f"{PY} {script}",
+                   "box:gap", timeout=20)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == "ab"
+    assert proc.stderr.strip() == (
+        "superv: box broke the superv protocol: output at offset 10 after 2: bytes are missing"
+    )
