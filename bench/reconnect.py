@@ -93,10 +93,13 @@ class Sshd:
             "UsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPrintMotd no\n"
             "UseDNS no\nLogLevel ERROR\n"
-            # A login shell running 'pyenv init' would wait up to 60 s for a rehash lock
-            # that a killed session left behind (see tests/sshd.py).
-            "SetEnv PYENV_REHASH_TIMEOUT=1\n"
+            # A HOME of its own: the remote shell reads none of this machine's startup
+            # files (root's runs 'pyenv init', whose rehash can wait a minute for a lock
+            # a killed session left behind; see tests/sshd.py), so the figures are
+            # superv's, not this machine's .bashrc's.
+            f"SetEnv HOME={root / 'box-home'}\n"
         )
+        (root / "box-home").mkdir(exist_ok=True)
         (root / "known_hosts").write_text("")
         (root / "ssh_config").write_text("")
         self.add_alias("box", self.port)

@@ -119,6 +119,7 @@ class SshServer:
         self.other_key = root / "other_ed25519"  # a key sshd does not accept
         self.known_hosts = root / "known_hosts"
         self.config = root / "ssh_config"
+        self.box_home = root / "box-home"  # the remote user's HOME in every session
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -143,11 +144,13 @@ class SshServer:
         return self
 
     def _write_server_config(self, host_key: Path) -> None:
-        # PYENV_REHASH_TIMEOUT: a login shell that runs 'pyenv init' (root's .bashrc on
-        # these machines) waits up to 60 s for pyenv's rehash lock, and a rehash killed
-        # with its session (our teardown SIGKILLs them) leaves that lock behind: every
-        # later ssh session, in every test, would start a minute late.
-        env = {"PATH": self.path, "PYENV_REHASH_TIMEOUT": "1", **self.session_env}
+        # HOME: the box's user is a fresh one, whose shell reads no startup file of the
+        # machine's real user.  (root's .bashrc here runs 'pyenv init', which waits up to
+        # 60 s for pyenv's rehash lock; a rehash killed with its session leaves that lock
+        # behind, and every later ssh session, in every test, started a minute late.)
+        # SetEnv overrides what sshd sets itself, HOME included.
+        self.box_home.mkdir(exist_ok=True)
+        env = {"PATH": self.path, "HOME": str(self.box_home), **self.session_env}
         # SetEnv takes NAME=VALUE words; quote values so a path with spaces survives.
         set_env = " ".join(f'"{key}={value}"' for key, value in env.items())
         (self.root / "sshd_config").write_text(
