@@ -670,15 +670,22 @@ os.write(1, p.encode(p.Output((1 << 64) - 4, b"12345678")))
 """
 
 
+def attach_to_fake_bridge(
+    senv: SupervEnv, server: SshServer, name: str, source: str
+) -> subprocess.CompletedProcess[str]:
+    """``superv attach box:NAME`` where the box's bridge is the Python program ``source``."""
+    script = senv.root / f"{name}.py"
+    script.write_text(source)
+    return run_cli(client_env(senv, server), "attach", "--remote-command", f"{PY} {script}",
+                   f"box:{name}", timeout=20)
+
+
 @pytest.mark.timeout(60)
 def test_an_error_inside_the_connect_loop_ends_the_client_with_one_line(
     superv_env: SupervEnv, sshd: SshServer  # noqa: F811
 ) -> None:
-    script = superv_env.root / "edge.py"
-    script.write_text(EDGE_OF_OFFSETS)
-    env = client_env(superv_env, sshd)
     began = time.monotonic()
-    proc = run_cli(env, "attach", "--remote-command", f"{PY} {script}", "box:edge", timeout=20)
+    proc = attach_to_fake_bridge(superv_env, sshd, "edge", EDGE_OF_OFFSETS)
     took = time.monotonic() - began
     assert proc.returncode == 1, f"exit {proc.returncode}; stderr: {proc.stderr!r}"
     # Besides the status lines of the reconnect (stdout is not a terminal), one line.
@@ -792,10 +799,7 @@ os.read(0, 1 << 16)
 def test_a_stream_with_missing_bytes_is_refused_in_one_line(
     superv_env: SupervEnv, sshd: SshServer  # noqa: F811
 ) -> None:
-    script = superv_env.root / "gap.py"
-    script.write_text(GAP_IN_STREAM)
-    proc = run_cli(client_env(superv_env, sshd), "attach", "--remote-command", f"{PY} {script}",
-                   "box:gap", timeout=20)
+    proc = attach_to_fake_bridge(superv_env, sshd, "gap", GAP_IN_STREAM)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout == "ab"
     assert proc.stderr.strip() == (
