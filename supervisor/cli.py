@@ -84,17 +84,18 @@ def main(argv: list[str] | None = None) -> int:
         # options before it may come before or after NAME.
         cut = argv.index("--")
         argv, after_dashes = argv[:cut], argv[cut + 1 :]
-    _Parser.command = command
-    args = build_parser(command).parse_args(argv)
-    if after_dashes is not None:
-        args.agent_command = (args.agent_command or []) + after_dashes
     try:
         # Every SUPERV_* variable is checked here, before anything starts (a daemon or a
-        # worker started from here inherits them): one line naming the bad one.
+        # worker started from here inherits them; parsers take defaults from them): one
+        # line naming the bad one.
         settings.check()
     except settings.SettingError as exc:
         sys.stderr.write(f"superv: {exc}\n")
         return 2
+    _Parser.command = command
+    args = build_parser(command).parse_args(argv)
+    if after_dashes is not None:
+        args.agent_command = (args.agent_command or []) + after_dashes
     try:
         return int(args._run(args) or 0)
     except CliError as exc:

@@ -91,6 +91,15 @@ def test_cli_says_what_is_wrong_and_starts_nothing(superv_env: SupervEnv, name: 
     assert _no_supervisor(senv)
 
 
+@pytest.mark.parametrize("args", [["attach", "x"], ["--help"]])
+def test_a_bad_default_of_an_option_is_one_line_too(superv_env: SupervEnv, args: list[str]) -> None:
+    senv = superv_env
+    senv.env["SUPERV_DETACH_KEY"] = "ctrl-alt-x"
+    proc = senv.superv(*args)
+    assert proc.returncode == 2 and proc.stderr.startswith("superv: SUPERV_DETACH_KEY='ctrl-alt-x'")
+    assert len(proc.stderr.splitlines()) == 1
+
+
 def test_daemon_refuses_a_bad_value_at_once(superv_env: SupervEnv) -> None:
     senv = superv_env
     env = {**senv.env, "SUPERV_SNAPSHOT_INTERVAL": "soon"}
