@@ -251,6 +251,37 @@ class Tokenizer:
             else:
                 yield new(StringSequence, (m["sk"], m["sb"]))
 
+    def feed_at(self, data: str, starts: re.Pattern[str], longest: int) -> Iterator[Token]:
+        """Tokens of only the sequences in ``data`` that begin where ``starts`` matches.
+
+        The fast path for a caller that looks for a few kinds of sequence in a lot of output
+        (the worker's query answers, the attach client's modes): everything else is passed
+        over by ``starts`` at C speed, never tokenized.  ``starts`` must match the beginning
+        of a sequence, ESC first, and match no ESC after it; ``longest`` is the length of
+        its longest match.  Each match is read up to the next ESC (which ends or abandons
+        whatever it began: an ESC resynchronises) or through the ST that ends the string
+        it began, and a match cut off by the end of
+        ``data`` is completed by the next call.  Use one tokenizer with either
+        :meth:`feed` or this, not both.
+        """
+        if self._pending or self._skipping:
+            data, self._pending, self._skipping = self.unfinished + data, "", ""
+        end = len(data)
+        done = 0
+        for m in starts.finditer(data):
+            stop = data.find("\x1b", m.end())
+            if stop < 0 or stop == end - 1:  # none, or one that may begin an ST: read on
+                stop = end
+            elif data.startswith(ST, stop):
+                stop += 2  # the ST that ends a string the match began
+            yield from self.feed(data[m.start() : stop])
+            if stop < end:
+                self.reset()
+            done = stop
+        last = data.rfind("\x1b", max(done, end - longest))
+        if last >= done and not self._pending:  # may begin a match the next call completes
+            self._pending = data[last:]
+
     def _irregular(self, data: str, pos: int) -> Iterator[Token]:
         """``data[pos]`` is an ESC that starts no complete sequence the fast path knows:
         keep it for the next feed if it may still become one, else recover as a VT500

@@ -10,6 +10,7 @@ PTY reads is answered like one that came whole.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from agent_worker.escapes import CSI, OSC, Tokenizer
@@ -27,6 +28,9 @@ _OSC_ANSWERS = {
     "11;?": "11;rgb:0000/0000/0000",  # background
 }
 
+_MAY_BEGIN = re.compile(r"\x1b\[[>0-9]*[cn]|\x1b\]1[01];")  # what every query starts with
+_LONGEST = 8  # the longest match of _MAY_BEGIN that any query makes
+
 
 class QueryAnswerer:
     """Feed it the session's output; it returns the answers to the queries in it.
@@ -39,13 +43,9 @@ class QueryAnswerer:
         self._tokens = Tokenizer(text=False, controls=False)
 
     def feed(self, data: bytes, cursor: Callable[[], tuple[int, int] | None]) -> bytes:
-        if self._tokens.idle:
-            start = data.find(b"\x1b")  # an ESC resynchronises: nothing before it matters
-            if start < 0:
-                return b""
-            data = data[start:]
+        # On the PTY reader's path: only where a query may begin is the output read.
         answers: list[bytes] = []
-        for token in self._tokens.feed(data.decode("latin-1")):
+        for token in self._tokens.feed_at(data.decode("latin-1"), _MAY_BEGIN, _LONGEST):
             if type(token) is CSI:
                 if token.intermediates:
                     continue

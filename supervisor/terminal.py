@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import termios
 import tty
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ LEAVE_ALT_SCREEN = b"\x1b[?1049l"
 _ALTERNATE = frozenset({47, 1047, 1049})
 _ON_BY_DEFAULT = frozenset({7, 25})  # autowrap, cursor visible: the rest start off
 _MAX_MODES = 64  # distinct modes remembered (a hostile stream could name thousands)
-_STARTS = (b"\x1b[?", b"\x1b=", b"\x1b>", b"\x1bc")  # where a tracked sequence can begin
+_STARTS = re.compile(r"\x1b(?:\[\?|[=>c])")  # where a tracked sequence begins
 
 
 class ShownModes:
@@ -52,19 +53,9 @@ class ShownModes:
         self.modes: dict[int, bool] = {}  # private mode -> set, for the modes the stream named
 
     def feed(self, data: bytes) -> None:
-        if self._tokens.idle:
-            if b"\x1b" not in data:
-                return  # the common case on the hot path: one scan
-            # An ESC resynchronises: nothing before the first tracked sequence matters, and
-            # a chunk with none matters only if it ends in the start of one.
-            found = [i for i in (data.find(start) for start in _STARTS) if i >= 0]
-            tail = data.rfind(b"\x1b", max(0, len(data) - 2))
-            if tail >= 0 and data[tail:] in (b"\x1b", b"\x1b["):
-                found.append(tail)
-            if not found:
-                return
-            data = data[min(found) :]
-        for token in self._tokens.feed(data.decode("latin-1")):
+        if b"\x1b" not in data and self._tokens.idle:
+            return  # the common case on the attach client's output path: one scan
+        for token in self._tokens.feed_at(data.decode("latin-1"), _STARTS, 3):
             if type(token) is CSI:
                 if token.final in "hl" and token.prefix == "?" and not token.intermediates:
                     for mode in token.values():

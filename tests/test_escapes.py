@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,3 +99,34 @@ def test_unfinished_strings_use_bounded_memory() -> None:
     assert list(tokenizer.feed("\x1b]0;" + "t" * 500)) == []
     assert tokenizer.unfinished == "\x1b]0;" + "t" * 500  # short enough: kept whole
     assert list(tokenizer.feed("\x07")) == [OSC("0;" + "t" * 500, "\x07")]
+
+
+MODES = re.compile(r"\x1b(?:\[\?|[=>c])")
+OSCS = re.compile(r"\x1b\]")
+
+
+def wanted(token: Token) -> bool:
+    """What MODES and OSCS pick out of a stream, told from the tokens of all of it."""
+    if type(token) is CSI:
+        return token.params.startswith("?")
+    if type(token) is Escape:
+        return token in (("", "="), ("", ">"), ("", "c"))
+    return type(token) is OSC
+
+
+@settings(max_examples=500, deadline=None)
+@given(STREAMS, st.data())
+def test_feed_at_reads_what_feed_reads_there(stream: str, data: st.DataObject) -> None:
+    # A control between a CSI's [ and its ? makes a mode change MODES does not look for.
+    cut = re.compile(r"\x1b\[[\x00-\x17\x19\x1c-\x1f]+\?")
+    while cut.search(stream):
+        stream = cut.sub("", stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    modes, oscs = Tokenizer(text=False, controls=False), Tokenizer(text=False, controls=False)
+    got = []
+    for chunk in chunks:
+        got += list(modes.feed_at(chunk, MODES, 3))
+        got += list(oscs.feed_at(chunk, OSCS, 2))
+    expected = [t for t in tokens([stream], text=False, controls=False) if wanted(t)]
+    assert sorted(got) == sorted(expected), chunks

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from conftest import SupervEnv, wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_worker import FAST, agent
 from worker_helpers import log_bytes, start_worker, stop_worker, wait_exit
 
+from agent_worker.escapes import CSI, OSC, Tokenizer
 from agent_worker.terminal_queries import QueryAnswerer
 
 QUERIES = (
@@ -90,3 +93,30 @@ def test_query_split_across_two_pty_reads_is_answered(superv_env: SupervEnv) -> 
     finally:
         stop_worker(proc)
     wait_exit(proc)
+
+
+PIECES = st.sampled_from([
+    "\x1b", "[", "]", "P", "?", ">", "0", "1", "6", "10", "11", ";", "c", "n", "h", "m",
+    "\x07", "\\", "\x18", "\r\n", "text", "é",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PIECES, max_size=40).map("".join), st.data())
+def test_the_shortcut_answers_what_reading_everything_answers(
+    stream: str, data: st.DataObject
+) -> None:
+    """Skipping to where a query may begin gives the answers of reading every sequence."""
+    raw = stream.encode()
+    expected = b""
+    for token in Tokenizer().feed(raw.decode("latin-1")):
+        if type(token) in (CSI, OSC):
+            one = QueryAnswerer()  # a whole query alone is answered: the reference
+            expected += one.feed(("\x1b[" + "".join(token) if type(token) is CSI else
+                                  "\x1b]" + "".join(token)).encode("latin-1"), cursor)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(raw)), max_size=5)))
+    answerer = QueryAnswerer()
+    got = b"".join(
+        answerer.feed(raw[a:b], cursor) for a, b in zip([0, *cuts], [*cuts, len(raw)], strict=True)
+    )
+    assert got == expected
