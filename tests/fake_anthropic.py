@@ -258,6 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                               "message": self.path}})
             return
         body["_path"] = self.path
+        body["_received_at"] = time.time()
         self.api.record(body)
         answer = self.api.answer_for(body)
         model = str(body.get("model") or MODEL)
@@ -278,6 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # Claude Code went away mid-answer (an interrupt): nothing to do
+        body["_answered_at"] = time.time()  # for the benchmark: when the answer was complete
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_scanner_finds_titles_notifications_and_real_bells_across_reads() -> Non
     s = TerminalScanner()
     data = (b"text\x1b]0;\xe2\xa0\x82 Claude Code\x07more\x07"
             b"\x1b]9;Build done\x1b\\\x1b]777;notify;Title;Body\x07\x1b]9;4;1;50\x07"
-            b"\x1b]99;i=1:d=0;kitty says\x1b\\")
+            b"\x1b]99;i=1:d=0;kitty says\x1b\\\x1bPq#0\x07\x1b\\")  # a BEL inside a DCS is no bell
     whole = TerminalScanner().feed(data)
     pieces = [sig for i in range(len(data)) for sig in s.feed(data[i : i + 1])]
     expected = [Signal("title", "\u2802 Claude Code"), Signal("bell"), Signal("notify", "Build done"),

@@ -5,7 +5,8 @@ already wakes for the terminal model); we then read the new bytes back from the 
 coalesced, scan them for terminal signals (a bounded tail of a flood, never all of it),
 and check the screen rules once the output has gone quiet.  The hook socket
 (``sessions/NAME.hook`` beside the session socket, 0600, peer uid checked) takes one
-JSON line per connection from :mod:`agent_worker.activity.hook_client`.
+JSON object per connection (ended by the client closing its side) from
+:mod:`agent_worker.activity.hook_client`.
 
 Each change is sent to watchers as an ``activity`` event (the supervisor relays it to
 ``superv events``) and made durable in the snapshot, which is what ``ls`` reads.
@@ -149,7 +150,7 @@ class ActivityMonitor:
         limit = hooks.MAX_PAYLOAD + 4096
         data = b""
         with trio.fail_after(HOOK_READ_TIMEOUT):
-            while b"\n" not in data and len(data) <= limit:
+            while len(data) <= limit:  # the client closes its side when it has sent all
                 chunk = await stream.receive_some(65536)
                 if not chunk:
                     break

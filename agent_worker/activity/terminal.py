@@ -1,21 +1,18 @@
 """Terminal signals in an agent's output: titles, notifications, progress, a real BEL.
 
-An incremental scanner over the raw bytes of the log (a sequence split across reads is
-completed by the next one).  It looks only for ``ESC ]`` (OSC) and BEL with ``bytes.find``,
-so it costs little, and the worker runs it off the hot path, after the bytes are logged.
-A BEL that ends an OSC is a terminator, not a bell.
-
-(The ``screen`` work on main is building one escape tokenizer for the whole worker; this
-scanner should become a client of it when it lands.)
+Read with the worker's one escape tokenizer (:mod:`agent_worker.escapes`), reporting
+sequences and controls only (it jumps over text), off the hot path: the worker scans the
+log after the bytes are logged.  A BEL that ends an OSC is a terminator, not a bell; one
+inside a DCS or APC string is part of the string.
 """
 
 from __future__ import annotations
 
 import attrs
 
-MAX_OSC = 4096  # an OSC longer than this is not a title or a notification: dropped
+from agent_worker.escapes import OSC, Control, Tokenizer
 
-ESC, BEL, ST = b"\x1b", b"\x07", b"\x1b\\"
+MAX_OSC = 4096  # an OSC longer than this is not a title or a notification: skipped
 
 
 @attrs.frozen
@@ -26,43 +23,24 @@ class Signal:
 
 @attrs.define
 class TerminalScanner:
-    _pending: bytes = b""
+    _tokens: Tokenizer = attrs.Factory(lambda: Tokenizer(text=False, max_pending=MAX_OSC))
 
     def feed(self, data: bytes) -> list[Signal]:
-        buf = self._pending + data if self._pending else data
-        self._pending = b""
+        # latin-1 maps each byte to one character: the sequences are found byte-exact, and
+        # an OSC's body is decoded as UTF-8 afterwards.
         signals: list[Signal] = []
-        pos = 0
-        while True:
-            osc = buf.find(b"\x1b]", pos)
-            bell = buf.find(BEL, pos)
-            if bell != -1 and (osc == -1 or bell < osc):
-                signals.append(Signal("bell"))
-                pos = bell + 1
-                continue
-            if osc == -1:
-                if buf.endswith(ESC):
-                    self._pending = ESC  # maybe the start of an OSC
-                break
-            end_bel = buf.find(BEL, osc + 2)
-            end_st = buf.find(ST, osc + 2)
-            ends = [e for e in (end_bel, end_st) if e != -1]
-            if not ends:
-                rest = buf[osc:]
-                self._pending = rest if len(rest) <= MAX_OSC else b""
-                break
-            end = min(ends)
-            signal = _osc(buf[osc + 2 : end])
-            if signal is not None:
-                signals.append(signal)
-            pos = end + (1 if end == end_bel else 2)
+        for token in self._tokens.feed(data.decode("latin-1")):
+            if isinstance(token, Control):
+                if token.char == "\x07":
+                    signals.append(Signal("bell"))
+            elif isinstance(token, OSC):
+                signal = _osc(token.body.encode("latin-1").decode("utf-8", "replace"))
+                if signal is not None:
+                    signals.append(signal)
         return signals
 
 
-def _osc(body: bytes) -> Signal | None:
-    if len(body) > MAX_OSC:
-        return None
-    text = body.decode("utf-8", "replace")
+def _osc(text: str) -> Signal | None:
     code, _, rest = text.partition(";")
     if code in ("0", "2"):
         return Signal("title", rest)
