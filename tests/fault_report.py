@@ -26,8 +26,9 @@ def record(where: str, tally: Any, silent: list[str], growth: dict[str, int]) ->
     and the RSS growth of the processes it hit."""
     answered_silent = sum(1 for s in silent if s == "error")
     memory = ", ".join(f"{k} RSS {v:+d} kB" for k, v in growth.items())
-    note(f"{where}: {tally.summary()}; silent/half-frame connections answered "
-         f"{answered_silent}/{len(silent)}; {memory}")
+    what = (f"{answered_silent} of {len(silent)} answered with an error" if silent
+            else tally.summary())
+    note(f"{where}: {what}; {memory}")
     add("bad inputs tried", tally.total() + len(silent))
     add("complete invalid frames", tally.invalid())
     add("errors answered", tally.answered() + answered_silent)

@@ -124,8 +124,6 @@ def break_each_session_file(senv: SupervEnv, file_name: str) -> None:
     finish(senv, before, file_name, len(victims), problems)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 5 (one malformed spec.json kills the "
-                   "supervisor, export tracebacks), being fixed by files")
 def test_malformed_spec_costs_its_own_session_only(superv_env: SupervEnv) -> None:
     break_each_session_file(superv_env, "spec.json")
 
