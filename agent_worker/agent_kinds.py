@@ -112,6 +112,12 @@ _CLAUDE_CONVERSATION_OPTIONS = {"--resume": 1, "-r": 1, "--session-id": 1, "--co
                                 "-c": 0, "--fork-session": 0}
 
 
+# Codex options that take a value (``codex --help``).
+_CODEX_VALUE_OPTIONS = {"-m", "--model", "-c", "--config", "-p", "--profile", "-s", "--sandbox",
+                        "-a", "--ask-for-approval", "-C", "--cd", "-i", "--image", "--add-dir",
+                        "--enable", "--disable", "--local-provider"}
+
+
 def resume_argv(kind: str, argv: list[str], conversation_id: str) -> list[str] | None:
     """The command that continues conversation ``conversation_id``; None if ``kind`` has none."""
     at = program_index(argv)
@@ -133,7 +139,18 @@ def resume_argv(kind: str, argv: list[str], conversation_id: str) -> list[str] |
             i += 1
         return [*head, "--resume", conversation_id, *kept]
     if kind == "codex":
-        options = [w for w in rest if w.startswith("-")]
+        # ``codex [OPTIONS] [PROMPT]``: the options stay, the first turn's prompt does not
+        # (the thread already holds it).
+        options: list[str] = []
+        i = 0
+        while i < len(rest):
+            word = rest[i]
+            if word.startswith("-"):
+                options.append(word)
+                if word in _CODEX_VALUE_OPTIONS and i + 1 < len(rest):
+                    options.append(rest[i + 1])
+                    i += 1
+            i += 1
         return [*head, "resume", conversation_id, *options]
     if kind == "gemini":
         return [*head, "--resume", conversation_id, *rest]

@@ -128,8 +128,8 @@ def test_resume_commands() -> None:
     argv = ["env", "A=1", "claude", "--resume", "old", "-c", "--model", "opus"]
     assert agent_kinds.resume_argv("claude", argv, "NEW") == [
         "env", "A=1", "claude", "--resume", "NEW", "--model", "opus"]
-    assert agent_kinds.resume_argv("codex", ["codex", "--full-auto", "fix it"], "T") == [
-        "codex", "resume", "T", "--full-auto"]
+    assert agent_kinds.resume_argv("codex", ["codex", "--full-auto", "-m", "o4", "fix it"], "T") == [
+        "codex", "resume", "T", "--full-auto", "-m", "o4"]
     assert agent_kinds.resume_argv("generic", ["sh"], "x") is None
 
 
@@ -213,3 +213,94 @@ def test_generic_session_quiet_time_and_bell(superv_env: SupervEnv, tmp_path: Pa
     senv.superv("send", "--enter", "g", "yes", check=True)
     wait_until(lambda: activity()["activity"] == "working", timeout=15)
     assert "ACTIVITY" in senv.superv("ls", check=True).stdout
+
+
+@pytest.mark.timeout(60)
+def test_doctor_warns_about_a_supervisor_with_agent_markers(superv_env: SupervEnv) -> None:
+    senv = superv_env
+    inside = {**senv.env, "CLAUDECODE": "1", "CLAUDE_CODE_CHILD_SESSION": "1"}
+    proc = subprocess.run([sys.executable, "-m", "supervisor", "ls"], env=inside,
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr  # started the supervisor from "inside an agent"
+    checks = {c["name"]: c for c in json.loads(senv.superv("doctor", "--json").stdout)}
+    markers = checks["agent-markers"]
+    assert not markers["ok"]
+    assert "CLAUDECODE" in markers["detail"] and "CLAUDE_CODE_CHILD_SESSION" in markers["detail"]
+    assert "plain shell" in markers["fix"]
+
+
+# Codex CLI cannot run offline here: this stand-in does what Codex does with its `notify`
+# program at the end of a turn (runs it with the JSON as its last argument, in the shape
+# Codex's docs give: type, thread-id, turn-id, cwd, input-messages, last-assistant-message)
+# and records the command line it was given, so that the resume can be checked.
+FAKE_CODEX = r'''#!/usr/bin/env python3
+import json, subprocess, sys, time
+args = sys.argv[1:]
+open(sys.argv[0] + ".argv", "a").write(json.dumps(args) + "\n")
+notify = next((a[len("notify="):] for a in args if a.startswith("notify=")), None)
+print("codex> working on it", flush=True)
+if notify:
+    payload = {"type": "agent-turn-complete", "thread-id": "0199a213-81c0-7800-8aa1-bbab2a035a53",
+               "turn-id": "1", "cwd": "/x", "input-messages": ["fix it"],
+               "last-assistant-message": "Done."}
+    subprocess.run(json.loads(notify) + [json.dumps(payload)], check=False)
+time.sleep(1000)
+'''
+
+
+@pytest.mark.timeout(60)
+def test_codex_notify_records_the_thread_and_resume_continues_it(
+        superv_env: SupervEnv, tmp_path: Path) -> None:
+    senv = superv_env
+    codex = tmp_path / "bin" / "codex"
+    codex.parent.mkdir()
+    codex.write_text(FAKE_CODEX)
+    codex.chmod(0o755)
+    env_home = tmp_path / "home"  # no ~/.codex/config.toml: no notify of the user's own
+    env_home.mkdir()
+    senv.env["HOME"] = str(env_home)
+    senv.superv("start", "cx", "--", str(codex), "--model", "o4", check=True)
+
+    def cx() -> dict[str, object]:
+        return next(s for s in json.loads(senv.superv("ls", "--json", check=True).stdout)
+                    if s["name"] == "cx")
+
+    done = wait_until(lambda: (s := cx())["conversation_id"] and s, timeout=20,
+                      message="the notify call to record the thread")
+    assert (done["agent"], done["activity"], done["activity_source"]) == ("codex", "idle", "hook")
+    assert done["conversation_id"] == "0199a213-81c0-7800-8aa1-bbab2a035a53"
+    senv.superv("stop", "cx", check=True)
+    resumed = senv.superv("resume", "cx", check=True)
+    assert "continuing conversation 0199a213" in resumed.stdout
+    runs = wait_until(lambda: (p := Path(str(codex) + ".argv")).exists()
+                      and len(lines := p.read_text().splitlines()) == 2 and lines)
+    second = json.loads(runs[1])
+    assert second[:2] == ["-c", second[1]] and second[1].startswith("notify=")
+    assert second[2:] == ["resume", "0199a213-81c0-7800-8aa1-bbab2a035a53", "--model", "o4"]
+
+
+def test_codex_users_own_notify_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / ".codex").mkdir()
+    (tmp_path / ".codex" / "config.toml").write_text('notify = ["notify-send-codex"]\n')
+    argv = ["codex", "--full-auto"]
+    assert hooks.with_codex_notify(argv, 0, tmp_path / "s.hook", "s", str(tmp_path)) == argv
+    assert hooks.with_codex_notify(["codex", "-c", "notify=['x']"], 0, tmp_path / "s.hook", "s",
+                                   str(tmp_path / "nohome")) == ["codex", "-c", "notify=['x']"]
+
+
+# Approval prompts as these CLIs print them (written from their source and docs: none of
+# them runs offline here, so these are not captures of a live run).
+@pytest.mark.parametrize(("kind", "screen", "attention"), [
+    ("aider", "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: ", "Run shell command?"),
+    ("aider", "Add file to the chat? (Y)es/(N)o/(A)ll/(S)kip all/(D)on't ask again [Yes]:",
+     "Add file to the chat?"),
+    ("codex", "  Would you like to run the following command?\n\n  $ rm -rf build\n\n  > 1. Yes",
+     "Would you like to run the following command?"),
+    ("gemini", " ? Shell rm -rf build\n\n Allow execution of: 'rm'?\n\n ● 1. Yes, allow once",
+     "Allow execution of: 'rm'?"),
+])
+def test_screen_rules_of_other_agents(kind: str, screen: str, attention: str) -> None:
+    found, warning = rules.load(kind, Path("/nonexistent"))
+    assert warning is None
+    assert found.for_screen(screen) == ("needs_approval", attention)
+    assert found.for_screen("just some output\n$ ") is None

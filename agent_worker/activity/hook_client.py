@@ -1,4 +1,5 @@
-"""The hook program: ``python -I -S hook_client.py SOCKET SESSION`` with the event on stdin.
+"""The hook program: ``python -I -S hook_client.py SOCKET SESSION`` with the event on stdin
+(Claude Code's hooks), or as one more argument (Codex's ``notify``).
 
 Claude Code runs it for every hook event and waits for it (for PreToolUse, before the tool
 runs), so it must cost next to nothing and never block, slow or break the agent:
@@ -38,10 +39,11 @@ def trimmed(raw: bytes) -> bytes:
 
 
 def main(argv: list) -> int:
-    if len(argv) != 3:
-        sys.stderr.write("usage: hook_client.py SOCKET SESSION < event.json\n")
+    if len(argv) not in (3, 4):
+        sys.stderr.write("usage: hook_client.py SOCKET SESSION [EVENT-JSON] < event.json\n")
         return 0
-    raw = sys.stdin.buffer.read(MAX_PAYLOAD + 1)
+    # Claude Code writes the event on stdin; Codex's notify passes it as the last argument.
+    raw = argv[3].encode() if len(argv) == 4 else sys.stdin.buffer.read(MAX_PAYLOAD + 1)
     if len(raw) > MAX_PAYLOAD:
         while sys.stdin.buffer.read(1 << 16):
             pass  # drain, so the agent's write never blocks on us

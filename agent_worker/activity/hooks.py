@@ -93,6 +93,8 @@ def parse(raw: bytes, session: str, conversation_id: str | None) -> HookReport:
     if call.get("session") != session:
         raise HookError(f"hook call for session {call.get('session')!r} reached session {session!r}")
     payload: dict[str, Any] = call["payload"]
+    if payload.get("type") == "agent-turn-complete":
+        return _codex_turn_complete(payload)
     event = payload.get("hook_event_name")
     if not isinstance(event, str) or not event:
         raise HookError("hook payload has no hook_event_name")
@@ -132,6 +134,16 @@ def parse(raw: bytes, session: str, conversation_id: str | None) -> HookReport:
             return HookReport(event, "ended", short(f"session ended: {payload.get('reason')}"),
                               ended=True)
     return HookReport(event)
+
+
+def _codex_turn_complete(payload: dict[str, Any]) -> HookReport:
+    """Codex CLI's ``notify`` program call: a turn finished.  It is Codex's only word on
+    its thread (no session-start event), so its ``thread-id`` is taken as the conversation
+    whenever it comes (a ``/new`` in Codex starts another thread)."""
+    thread = payload.get("thread-id")
+    if thread is not None and not isinstance(thread, str):
+        raise HookError("codex notify payload's thread-id is not a string")
+    return HookReport("agent-turn-complete", "idle", None, thread or None, None)
 
 
 # ---- per-launch settings ---------------------------------------------------------------
@@ -212,3 +224,31 @@ def with_claude_hooks(argv: list[str], at: int, cwd: str, directory: Path,
         width = 1 if rest[position].startswith("--settings=") else 2
         del rest[position : position + width]
     return [*head, "--settings", str(path), *rest]
+
+
+def _codex_has_notify(rest: list[str], env_home: str | None) -> bool:
+    """Whether the user configured their own Codex ``notify`` (``-c notify=...`` or
+    ``~/.codex/config.toml``): Codex runs one notify program, and theirs must keep working."""
+    for i, word in enumerate(rest):
+        value = rest[i + 1] if word in ("-c", "--config") and i + 1 < len(rest) else word
+        if value.replace(" ", "").startswith("notify="):
+            return True
+    import tomllib
+
+    home = Path(os.environ.get("CODEX_HOME") or Path(env_home or "~").expanduser() / ".codex")
+    try:
+        config = tomllib.loads((home / "config.toml").read_text())
+    except (OSError, ValueError):
+        return False
+    return "notify" in config
+
+
+def with_codex_notify(argv: list[str], at: int, socket_path: Path, session: str,
+                      env_home: str | None) -> list[str]:
+    """``argv`` (Codex at ``argv[at]``) with our notify program, unless the user has one."""
+    head, rest = list(argv[: at + 1]), list(argv[at + 1 :])
+    if _codex_has_notify(rest, env_home):
+        return list(argv)
+    program = [sys.executable, "-I", "-S", str(CLIENT), str(socket_path), session]
+    # A TOML array of basic strings: JSON's string escapes are TOML's.
+    return [*head, "-c", "notify=" + json.dumps(program), *rest]

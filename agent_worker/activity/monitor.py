@@ -42,7 +42,8 @@ SCAN_TAIL = 64 * 1024  # of a backlog bigger than this, only the newest bytes ar
 SCREEN_QUIET = 0.1  # seconds of quiet before the screen rules are checked
 SCREEN_BUSY_EVERY = 0.5  # ...and at least this often while the output keeps flowing
 HOOK_READ_TIMEOUT = 2.0
-HOOK_KINDS = ("claude",)  # kinds whose launches get our hooks
+HOOK_KINDS = ("claude", "codex")  # kinds whose launches get our hooks (Codex: its notify)
+EXACT_HOOK_KINDS = ("claude",)  # hooks for every state: a bell or notification adds nothing
 
 
 def hook_socket(name: str) -> Path:
@@ -59,8 +60,11 @@ def prepare_launch(spec: SessionSpec, directory: Path) -> tuple[list[str], socke
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # left by a dead worker of this session: the name is ours now
     sock = listen_private(path, 16)
-    argv = hooks.with_claude_hooks(spec.command, agent_kinds.program_index(spec.command), spec.cwd,
-                                   directory, path, spec.name)
+    at = agent_kinds.program_index(spec.command)
+    if spec.agent == "codex":
+        argv = hooks.with_codex_notify(spec.command, at, path, spec.name, spec.env.get("HOME"))
+    else:
+        argv = hooks.with_claude_hooks(spec.command, at, spec.cwd, directory, path, spec.name)
     return argv, sock
 
 
@@ -225,7 +229,7 @@ class ActivityMonitor:
             if found is not None:
                 return self.tracker.report("terminal", found[0], now, found[1])
             return None
-        if self.kind in HOOK_KINDS:
+        if self.kind in EXACT_HOOK_KINDS:
             return None  # its hooks say exactly what a bell or a notification would hint at
         if signal.kind in ("notify", "bell"):
             return self.tracker.report("terminal", "needs_input", now,
