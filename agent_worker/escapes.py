@@ -257,18 +257,24 @@ class Tokenizer:
         The fast path for a caller that looks for a few kinds of sequence in a lot of output
         (the worker's query answers, the attach client's modes): everything else is passed
         over by ``starts`` at C speed, never tokenized.  ``starts`` must match the beginning
-        of a sequence, ESC first, and match no ESC after it; ``longest`` is the length of
-        its longest match.  Each match is read up to the next ESC (which ends or abandons
-        whatever it began: an ESC resynchronises) or through the ST that ends the string
-        it began, and a match cut off by the end of
-        ``data`` is completed by the next call.  Use one tokenizer with either
-        :meth:`feed` or this, not both.
+        of a sequence, ESC first, or a control character (with ``controls=True``), and no
+        ESC after its first character; ``longest`` is the length of its longest match.
+        Each match is read up to the next ESC (which ends or abandons whatever it began: an
+        ESC resynchronises) or through the ST that ends the string it began, and a match
+        cut off by the end of ``data`` is completed by the next call.  Use one tokenizer
+        with either :meth:`feed` or this, not both.  Titles, notifications and bells::
+
+            signals = Tokenizer(text=False)
+            for token in signals.feed_at(chunk, re.compile(r"\\x1b\\]|\\x07"), 2):
+                ...  # OSC(...) or Control("\\x07"); a BEL that ends an OSC is its terminator
         """
         if self._pending or self._skipping:
             data, self._pending, self._skipping = self.unfinished + data, "", ""
         end = len(data)
         done = 0
         for m in starts.finditer(data):
+            if m.start() < done:
+                continue  # inside what the last match read (a BEL that ended its OSC)
             stop = data.find("\x1b", m.end())
             if stop < 0 or stop == end - 1:  # none, or one that may begin an ST: read on
                 stop = end

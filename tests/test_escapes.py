@@ -130,3 +130,11 @@ def test_feed_at_reads_what_feed_reads_there(stream: str, data: st.DataObject) -
         got += list(oscs.feed_at(chunk, OSCS, 2))
     expected = [t for t in tokens([stream], text=False, controls=False) if wanted(t)]
     assert sorted(got) == sorted(expected), chunks
+
+
+def test_feed_at_finds_titles_and_bells() -> None:
+    signals = Tokenizer(text=False)
+    wanted = re.compile(r"\x1b\]|\x07")
+    chunks = ["ding\x07 \x1b]0;work", "ing\x07 \x1b[1mx\x1b]9;done\x1b", "\\ \x1bPq\x1b\\"]
+    got = [t for chunk in chunks for t in signals.feed_at(chunk, wanted, 2)]
+    assert got == [Control("\x07"), OSC("0;working", "\x07"), OSC("9;done", "\x1b\\")]

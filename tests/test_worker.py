@@ -602,7 +602,7 @@ def test_cursor_position_query_answered_with_no_client(senv: SupervEnv) -> None:
     """
     proc, ready = start_worker(senv, "dsr", agent(code, echo=False), extra_env=FAST)
     assert ready["ok"]
-    snap = wait_snapshot(senv, "dsr", lambda s: not s.running)
+    snap = wait_snapshot(senv, "dsr", lambda s: s.state != "running")
     assert snap.state == "exited 0"
     assert b"reply=ESC[1;4R" in log_bytes(senv, "dsr")
     assert stop_worker(proc) == 0
