@@ -189,6 +189,7 @@ def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, 
             wait_until(lambda log=log: log.stat().st_size >= len(expected), timeout=60,
                        message=f"{name}'s whole output in its log")
             assert log.read_bytes() == expected, f"{name}'s log is not byte-exact"
+            fault_report.add("log bytes checked byte-exact", len(expected))
             assert sessions(senv)[name]["state"] == "running"
             if name in printing_in_outage:
                 events.wait_for("log_write_failed", name)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 
 import fault_frames as ff
+import fault_report
 import pytest
 from conftest import SupervEnv, wait_until
 from fault_report import record
@@ -89,6 +90,7 @@ class Session:
         wait_until(lambda: log.stat().st_size >= len(expected), timeout=30,
                    message="the agent's whole output in the log")
         assert log.read_bytes() == expected, "the log is not byte-exact"
+        fault_report.add("log bytes checked byte-exact", len(expected))
         rss = {"worker": vm_rss_kb(self.worker), "supervisor": vm_rss_kb(self.supervisor)}
         for what, kb in rss.items():
             assert kb <= RSS_LIMIT_KB, f"the {what}'s RSS is {kb} kB after the fuzz"
