@@ -40,10 +40,14 @@ pytestmark = pytest.mark.timeout(180)
 
 TMPFS_SIZE = 4 << 20
 LINES = 4000  # 400 kB per session, printed over the outages
-# Prints LINES pattern lines, 20 every 10 ms, then waits.
+# Once the file argv[2] exists, prints LINES pattern lines, 20 every 10 ms, then waits: the
+# test makes the file when it is ready to fill the disk, so the outages meet the printing
+# however slowly the sessions and the event stream started.
 PRINTER = PATTERN_FN + (
-    "import sys, time\n"
+    "import os, sys, time\n"
     "n = int(sys.argv[1])\n"
+    "while not os.path.exists(sys.argv[2]):\n"
+    "    time.sleep(0.01)\n"
     "for i in range(0, n, 20):\n"
     "    sys.stdout.buffer.write(pattern(min(20, n - i), i)); sys.stdout.flush()\n"
     "    time.sleep(0.01)\n"
@@ -62,7 +66,10 @@ def mount_tmpfs(where: Path) -> str | None:
 
 
 def disk_mode(refused: str | None) -> str:
-    return f"RLIMIT_FSIZE (mounting refused: {refused})" if refused else "a 4 MiB tmpfs"
+    if refused is None:
+        return "a 4 MiB tmpfs"
+    why = "forced by" if refused.startswith("SUPERV_FAULT_DISK") else "mounting refused:"
+    return f"RLIMIT_FSIZE ({why} {refused})"
 
 
 class TmpfsDisk:
@@ -150,9 +157,10 @@ def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, 
     senv, refused = small_home
     rng = random.Random(ff.seed() + 10)
     argv = script(senv, "printer", PRINTER)  # the script lives outside the home
+    go = senv.root / "go"
     names = ("printer", "bystander")
     for name in names:
-        senv.superv("start", name, "--", *argv, str(LINES), check=True)
+        senv.superv("start", name, "--", *argv, str(LINES), str(go), check=True)
     infos = {name: sessions(senv)[name] for name in names}
     supervisor = lock_holder(senv)
     events = EventStream(senv)
@@ -161,6 +169,7 @@ def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, 
         disk = RlimitDisk([supervisor] + [i["worker_pid"] for i in infos.values()]) \
             if refused else TmpfsDisk(senv.home)
         outages = 3 * ff.scale()
+        go.touch()  # the sessions print from now on
         expected = cooked(pattern(LINES))
         # A session with output still to print once the disk is full must hit the outage (it
         # prints every 10 ms and an outage lasts at least 0.2 s); one that has finished need not.
