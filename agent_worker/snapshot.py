@@ -73,6 +73,11 @@ class Snapshot(JsonRecord):
     written_at: float = attrs.Factory(time.time)
     format: int = FORMAT
 
+    @property
+    def running(self) -> bool:
+        """The worker's own view: its agent has not ended yet."""
+        return self.state == "running"
+
     def write(self, directory: Path) -> None:
         session_files.write_state(directory, self)
 

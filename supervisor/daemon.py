@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class Session:
     def name(self) -> str:
         return self.entry.name
 
-    async def wait_until(self, done: Any) -> None:
+    async def wait_until(self, done: Callable[[lc.State], bool]) -> None:
         while not done(self.entry.life):
             await self.changed.wait()
 
