@@ -13,6 +13,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import fault_report
@@ -101,12 +104,29 @@ def finish(senv: SupervEnv, before: dict, what: str, ways: int, problems: list[s
     assert not problems, "\n".join(problems)
 
 
-def break_each_session_file(senv: SupervEnv, file_name: str) -> None:
+def index_malformations(original: bytes) -> dict[str, bytes]:
+    """Every way the log's time index (16-byte records: offset u64, time f64) can be wrong."""
+    record = struct.Struct("!Qd")
+    return {
+        "garbage": b"\x00\xff\xfe garbage \x9c" * 20,
+        "truncated": original[: len(original) - 5],
+        "empty": b"",
+        "huge": os.urandom(8 << 20),
+        "offsets past the log": record.pack(1 << 60, time.time()) * 3,
+        "offsets going back": record.pack(50, 1.0) + record.pack(10, 2.0) + record.pack(0, 3.0),
+        "times not numbers": record.pack(0, float("nan")) + record.pack(1, float("inf")),
+    }
+
+
+def break_each_session_file(senv: SupervEnv, file_name: str,
+                            make_ways: Callable[[bytes], dict[str, bytes]] = malformations,
+                            commands: tuple[str, ...] = ("export",)) -> None:
     """One victim session per malformation of its ``file_name``, all at once, one restart:
     each costs its own session at most, and the bystander nothing."""
     senv.superv("start", "bystander", "--", *AGENT, check=True)
     senv.superv("start", "model", "--", *AGENT, check=True)
-    ways = malformations((senv.session_dir("model") / file_name).read_bytes())
+    wait_until(lambda: (senv.session_dir("model") / file_name).exists(), message=file_name)
+    ways = make_ways((senv.session_dir("model") / file_name).read_bytes())
     victims = {f"v-{how.replace(' ', '-')}": data for how, data in ways.items()}
     for name in victims:
         senv.superv("start", name, "--", *AGENT, check=True)
@@ -119,7 +139,8 @@ def break_each_session_file(senv: SupervEnv, file_name: str) -> None:
     problems = bystander_untouched(senv, f"{file_name} broken {len(victims)} ways", before,
                                    ("bystander", "model"))
     for name in victims:
-        problems += commands_about(senv, f"{file_name} of {name}", (("export", name),))
+        problems += commands_about(senv, f"{file_name} of {name}",
+                                   tuple((*command.split(), name) for command in commands))
     problems += commands_about(senv, f"{file_name} broken", (("ls",), ("doctor",), ("peek", name)))
     finish(senv, before, file_name, len(victims), problems)
 
@@ -130,6 +151,11 @@ def test_malformed_spec_costs_its_own_session_only(superv_env: SupervEnv) -> Non
 
 def test_malformed_state_costs_its_own_session_only(superv_env: SupervEnv) -> None:
     break_each_session_file(superv_env, "state.json")
+
+
+def test_malformed_log_index_costs_its_own_session_only(superv_env: SupervEnv) -> None:
+    break_each_session_file(superv_env, "output.idx", index_malformations,
+                            ("export", "logs --since 1h", "logs --since 0s"))
 
 
 def test_malformed_registry_loses_no_session(superv_env: SupervEnv) -> None:
