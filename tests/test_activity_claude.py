@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,32 @@ def test_resume_without_a_transcript_starts_afresh_and_says_why(claude: ClaudeSe
     assert "starting afresh" in resumed.stdout and "transcript" in resumed.stdout, resumed.stdout
     spec = json.loads((claude.senv.session_dir("f") / "spec.json").read_text())
     assert "--resume" not in (spec.get("resumed_argv") or spec["argv"])
+
+
+def test_an_interrupt_the_hooks_miss_is_seen_in_the_title(claude: ClaudeSetup) -> None:
+    """Esc during an answer fires no Stop hook; Claude's title goes back to its idle mark."""
+    claude.api.on("long", Text(" ".join(f"word{i}" for i in range(60)), delay=0.5))
+    claude.start("esc")
+    claude.wait_activity("esc", "idle")
+    claude.superv("send", "--enter", "esc", "a long answer please")
+    claude.wait_screen("esc", "word1")
+    working = claude.session("esc")
+    assert working["activity"] == "working"
+    claude.superv("send", "esc", "\x1b")  # Esc: interrupt
+    idle = claude.wait_activity("esc", "idle", timeout=15)
+    assert idle["activity_source"] == "terminal", idle
+
+
+def test_a_question_from_the_agent_is_needs_input(claude: ClaudeSetup) -> None:
+    claude.api.on("choose", ToolUse("AskUserQuestion", {"questions": [{
+        "question": "Which colour should the button be?", "header": "Colour", "multiSelect": False,
+        "options": [{"label": "Red", "description": "warm"},
+                    {"label": "Blue", "description": "cool"}]}]}, Text("Blue it is.")))
+    claude.start("q")
+    claude.wait_activity("q", "idle")
+    claude.superv("send", "--enter", "q", "choose a colour")
+    asking = claude.wait_activity("q", "needs_input")
+    assert asking["attention"] == "Which colour should the button be?"
+    claude.wait_screen("q", "Which colour should the button be?")
+    time.sleep(1.5)  # long enough for any later title change to have been read
+    assert claude.session("q")["activity"] == "needs_input", "the question was lost"

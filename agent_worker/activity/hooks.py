@@ -112,7 +112,7 @@ def parse(raw: bytes, session: str, conversation_id: str | None) -> HookReport:
             return HookReport(event, "idle", None, session_id, transcript)
         case "UserPromptSubmit":
             return HookReport(event, "working")
-        case "PreToolUse" if payload.get("tool_name") == "AskUserQuestion":
+        case "PreToolUse" | "PermissionRequest" if payload.get("tool_name") == "AskUserQuestion":
             return HookReport(event, "needs_input", _question(payload))
         case "PreToolUse" | "PostToolUse":
             return HookReport(event, "working")
