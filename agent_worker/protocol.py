@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import struct
 from typing import Any, ClassVar
 
@@ -253,9 +254,26 @@ def _exact(body: bytes, layout: struct.Struct, what: str) -> tuple[Any, ...]:
     return layout.unpack(body)
 
 
+class _NotFinite(Exception):
+    pass
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: every reader would choke on inf (OverflowError)
+        raise _NotFinite(text)
+    return value
+
+
+def _no_constant(name: str) -> float:  # NaN, Infinity, -Infinity: not JSON
+    raise _NotFinite(name)
+
+
 def _load_json(body: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+    except _NotFinite as exc:
+        raise ProtocolError(f"{what} frame holds a number out of range: {exc}") from None
     except ValueError as exc:  # UnicodeDecodeError is a ValueError too
         raise ProtocolError(f"{what} frame does not hold valid JSON: {exc}") from None
     except RecursionError:  # '[[[[...' a megabyte deep

@@ -35,6 +35,7 @@ from agent_worker import protocol as p
 from agent_worker.activity.report import activity_fields
 from agent_worker.activity.resume import plan as resume_plan
 from agent_worker.atomic import remove_stale_temps
+from agent_worker.conversation import fit_window_size
 from agent_worker.logs import configure_logging
 from agent_worker.peer import listen_private, refusal
 from agent_worker.snapshot import boot_id, process_start_time, read_snapshot, snapshot_interval
@@ -470,7 +471,7 @@ class Supervisor:
             body = {"ok": False, "error": str(exc)}
         except paths.PathError as exc:
             body = {"ok": False, "error": str(exc), "usage": True}
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, ArithmeticError) as exc:
             # A field of the wrong type or value (a hand-made or foreign request): say so
             # instead of dropping the connection without an answer.
             log.warning("bad_request", op=op, error=repr(exc))
@@ -531,10 +532,12 @@ class Supervisor:
             kind = agent_kinds.resolve(body.get("agent"), argv)  # activity: the agent's kind
         except ValueError as exc:
             raise RequestError(str(exc)) from None
+        # The caller's terminal, brought into the range a worker accepts.
+        rows, cols = fit_window_size(int(body.get("rows") or 24), int(body.get("cols") or 80))
         spec = SessionSpec(
             name=name, argv=argv, cwd=cwd, env=agent_environment(env, overrides, name),
             restart=restart, resume_cmd=body.get("resume_cmd") or None, agent=kind,
-            rows=int(body.get("rows") or 24), cols=int(body.get("cols") or 80),
+            rows=rows, cols=cols,
         )
         directory = paths.session_dir(name)
         try:

@@ -440,3 +440,22 @@ def test_error_message_with_invalid_utf8_is_replaced_not_refused() -> None:
     dec = Decoder()
     dec.feed(frame(p.Error.KIND, b"bad \xff byte"))
     assert dec.next_message() == p.Error("bad \ufffd byte")
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"NaN", b"Infinity", b"-Infinity"])
+@pytest.mark.parametrize("kind", [p.Request.KIND, p.Reply.KIND, p.Event.KIND])
+def test_json_number_out_of_range_is_a_protocol_error(kind: int, number: bytes) -> None:
+    """Issue 14.4: ``"rows": 1e999`` decoded to inf, and the supervisor's int() of it
+    raised OverflowError and closed the connection with no reply."""
+    dec = Decoder()
+    dec.feed(HEADER.pack(1 + 10 + len(number), kind) + b'{"rows": ' + number + b"}")
+    with pytest.raises(ProtocolError, match="number out of range") as info:
+        dec.next_message()
+    assert_clear_error(info.value)
+
+
+def test_large_finite_numbers_still_decode() -> None:
+    dec = Decoder()
+    body = b'{"a": 1e308, "b": 123456789012345678901234567890}'
+    dec.feed(HEADER.pack(1 + len(body), p.Request.KIND) + body)
+    assert dec.next_message() == p.Request({"a": 1e308, "b": 123456789012345678901234567890})
