@@ -1,4 +1,7 @@
-"""A blocking connection to a worker (or the supervisor), for short-lived clients.
+"""Blocking connections to a worker (or the supervisor), for short-lived clients.
+
+:class:`Connection` moves frames (the control socket's requests, and tests that check the
+wire itself); :class:`SessionClient` drives a session conversation over it.
 
 Standard library plus the codec only, so ``superv attach``/``peek``/``send`` start fast.
 """
@@ -6,18 +9,44 @@ Standard library plus the codec only, so ``superv attach``/``peek``/``send`` sta
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Self
 
 from agent_worker import protocol as p
+from agent_worker.conversation import (
+    NEED_DATA,
+    ClientConversation,
+    Closed,
+    Failed,
+    SessionInfo,
+    Violation,
+)
 
 
 class ConnectionClosed(Exception):
     """The other end closed the connection."""
 
 
-class Connection:
+class _Socket:
+    """Owns a connected socket: closes it, also as a context manager."""
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Connection(_Socket):
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
         self.decoder = p.Decoder()
 
     @classmethod
@@ -56,11 +85,59 @@ class Connection:
             raise p.ProtocolError(f"expected a welcome, got {type(msg).__name__}")
         return msg
 
-    def close(self) -> None:
-        self.sock.close()
 
-    def __enter__(self) -> Connection:
-        return self
+class SessionClient(_Socket):
+    """A blocking client's side of a session conversation (attach, logs -f, peek, send,
+    kill): the socket moves bytes, :class:`ClientConversation` decides what they mean."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __init__(self, sock: socket.socket, hello: p.Hello) -> None:
+        super().__init__(sock)
+        self.conversation = ClientConversation(hello)
+
+    @classmethod
+    def open(cls, path: Path, hello: p.Hello, timeout: float | None = 10.0) -> SessionClient:
+        """Connect to the worker at ``path`` and say hello; OSError if nobody is there."""
+        conn = Connection.open(path, timeout)
+        client = cls(conn.sock, hello)
+        try:
+            client.sock.sendall(client.conversation.initiate())
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def welcome(self) -> SessionInfo:
+        """The session's Welcome; ConnectionRefusedError with the worker's reason if it
+        refused, ProtocolError if it is not speaking the protocol."""
+        event = self.next_event()
+        if isinstance(event, SessionInfo):
+            return event
+        if isinstance(event, Failed):
+            raise ConnectionRefusedError(event.message)
+        if isinstance(event, Closed):
+            raise ConnectionClosed("the worker closed the connection before its welcome")
+        raise p.ProtocolError(getattr(event, "message", f"expected a welcome, got {event!r}"))
+
+    def send(self, msg: p.Input | p.Resize | p.Signal | p.Stop | p.Detach) -> None:
+        self.sock.sendall(self.conversation.send(msg))
+
+    def next_event(self) -> Any:
+        """The next event, reading the socket as needed (its timeout bounds the wait)."""
+        while (event := self.conversation.next_event()) is NEED_DATA:
+            self.read()
+        return event
+
+    def read(self) -> None:
+        """One read from the socket into the conversation (for a caller with a selector)."""
+        try:
+            data = self.sock.recv(1 << 20)
+        except ConnectionResetError:
+            data = b""
+        self.conversation.receive_data(data)
+
+    def ready_events(self) -> Iterator[Any]:
+        """The events already received, without reading the socket."""
+        while (event := self.conversation.next_event()) is not NEED_DATA:
+            yield event
+            if isinstance(event, Closed | Failed | Violation):
+                return

@@ -37,12 +37,10 @@ from typing import Any, Final
 import attrs
 
 from agent_worker import protocol as p
+from agent_worker.screen_size import MAX_COLS, MAX_ROWS, clamp_size
 
-# Window sizes a hello or a resize may ask for.  Bigger than any real terminal (a 4K
-# screen at a tiny font is ~640x180), small enough that a hostile size cannot make the
-# terminal model or the PTY unusable.
-MAX_ROWS: Final = 1000
-MAX_COLS: Final = 2000
+# Window sizes a hello or a resize may ask for: the sizes the screen model keeps (the
+# limit has one owner, agent_worker.screen_size).
 
 
 class State(enum.Enum):
@@ -72,6 +70,11 @@ def window_size_error(rows: int, cols: int) -> str | None:
         f"window size {rows}x{cols} is out of range: rows must be 1..{MAX_ROWS}, "
         f"columns 1..{MAX_COLS}"
     )
+
+
+def fit_window_size(rows: int, cols: int) -> tuple[int, int]:
+    """A client's real window size, brought into the range a server accepts."""
+    return clamp_size(rows, cols)
 
 
 # ---- typed events ------------------------------------------------------------------------
@@ -334,7 +337,9 @@ class ServerConversation(_End):
 
     # -- sending
 
-    def send(self, event: SessionInfo | p.Screen | Exited | Refused | Notice | p.Error) -> bytes:
+    def send(
+        self, event: SessionInfo | p.Screen | p.Output | Exited | Refused | Notice | p.Error
+    ) -> bytes:
         match event:
             case p.Error():
                 self.state = State.ENDED
@@ -351,6 +356,8 @@ class ServerConversation(_End):
             case p.Screen():
                 self.position = event.offset
                 return p.encode(event)
+            case p.Output(offset, data):
+                return self.output_frame(offset, data)
             case Exited():
                 if not self.watching:
                     self.state = State.ENDED  # an attach stream ends with the exit
@@ -387,11 +394,13 @@ class ServerConversation(_End):
 class ClientConversation(_End):
     """A client's end: attach, ``logs -f``, ``peek``, ``send``, ``kill``, the watchers.
 
-    ``initiate()`` gives the hello's bytes.  Events out: :class:`SessionInfo` (the
-    Welcome), then ``Screen`` and ``Output`` (continuous: a duplicate is dropped, a gap is
-    a :class:`Violation`), :class:`Exited` (the end, for an attach), :class:`Refused`,
-    :class:`Notice`; :class:`Failed` for an Error frame, :class:`Violation`,
-    :class:`Closed`, or :data:`NEED_DATA`.
+    ``initiate()`` gives the hello's bytes.  A window bigger than a server accepts is sent
+    as the largest it does (the agent gets at most :data:`MAX_ROWS` x :data:`MAX_COLS`).
+
+    Events out: :class:`SessionInfo` (the Welcome), then ``Screen`` and ``Output``
+    (continuous: a duplicate is dropped, a gap is a :class:`Violation`), :class:`Exited`
+    (the end, for an attach), :class:`Refused`, :class:`Notice`; :class:`Failed` for an
+    Error frame, :class:`Violation`, :class:`Closed`, or :data:`NEED_DATA`.
 
     ``position`` is the log offset after the last byte received: a reconnect asks for
     ``Hello(Start.OFFSET, position)`` and passes ``position`` on to its new conversation.
@@ -412,9 +421,8 @@ class ClientConversation(_End):
         """The bytes of the hello that opens the conversation."""
         if self._initiated:
             raise LocalProtocolError("the hello is sent once")
-        bad_size = window_size_error(self.hello.rows, self.hello.cols)
-        if bad_size:
-            raise LocalProtocolError(bad_size)
+        rows, cols = fit_window_size(self.hello.rows, self.hello.cols)
+        self.hello = attrs.evolve(self.hello, rows=rows, cols=cols)
         self._initiated = True
         return p.encode(self.hello)
 
@@ -427,7 +435,9 @@ class ClientConversation(_End):
             self.state = State.ENDED
         elif self.hello.read_only and not isinstance(msg, p.Detach):
             raise LocalProtocolError(f"a read-only client sends no {type(msg).__name__}")
-        elif not isinstance(msg, p.Input | p.Resize | p.Signal | p.Stop):
+        elif isinstance(msg, p.Resize):
+            msg = p.Resize(*fit_window_size(msg.rows, msg.cols))
+        elif not isinstance(msg, p.Input | p.Signal | p.Stop):
             raise TypeError(f"not a message a client sends: {msg!r}")
         return p.encode(msg)
 

@@ -475,8 +475,12 @@ class Supervisor:
             # A field of the wrong type or value (a hand-made or foreign request): say so
             # instead of dropping the connection without an answer.
             log.warning("bad_request", op=op, error=repr(exc))
-            body = {"ok": False, "error": f"malformed {op} request: {exc}", "usage": True}
-        await stream.send_all(p.encode(p.Reply(body)))
+            body = {"ok": False, "error": f"malformed {op!s:.60} request: {exc}", "usage": True}
+        try:
+            frame = p.encode(p.Reply(body))
+        except p.ProtocolError as exc:  # an answer quoting a huge request: say less
+            frame = p.encode(p.Error(f"the answer to this request is too large: {exc}"))
+        await stream.send_all(frame)
 
     async def _stream_events(self, stream: trio.SocketStream) -> None:
         send, receive = trio.open_memory_channel[dict[str, Any]](1024)

@@ -13,6 +13,7 @@ from typing import Any
 
 from agent_worker import paths
 from agent_worker import protocol as p
+from agent_worker.conversation import Exited, SessionInfo
 from agent_worker.log import LogReader
 from agent_worker.snapshot import read_snapshot
 from supervisor.registry import state_from_files
@@ -31,13 +32,16 @@ def session_facts(name: str) -> dict[str, Any]:
     return facts
 
 
-def ended_messages(name: str, hello: p.Hello) -> Iterator[p.Message]:
-    """Welcome, then Screen and/or Output as ``hello`` asks, then the exited Event."""
+def ended_messages(
+    name: str, hello: p.Hello
+) -> Iterator[SessionInfo | p.Screen | p.Output | Exited]:
+    """The conversation's events as the worker would send them: the session's info, then
+    Screen and/or Output as ``hello`` asks, then how it ended."""
     facts = session_facts(name)
     reader = LogReader(paths.session_dir(name))
     try:
         end = reader.size()
-        yield p.Welcome({**facts, "log_end": end, "ended": True})
+        yield SessionInfo.from_dict({**facts, "log_end": end, "ended": True})
         if hello.start == p.Start.SCREEN:
             from agent_worker.screen_from_log import screen_at
 
@@ -54,7 +58,6 @@ def ended_messages(name: str, hello: p.Hello) -> Iterator[p.Message]:
                 break
             yield p.Output(pos, data)
             pos += len(data)
-        yield p.Event({"event": "exited", "state": facts["state"], "exit_code": facts["exit_code"],
-                       "exit_signal": facts["exit_signal"], "log_end": end})
+        yield Exited(facts["state"], facts["exit_code"], facts["exit_signal"], end)
     finally:
         reader.close()

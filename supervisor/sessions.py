@@ -10,7 +10,8 @@ from pathlib import Path
 
 from agent_worker import paths, session_files
 from agent_worker import protocol as p
-from agent_worker.client import Connection
+from agent_worker.client import ConnectionClosed, SessionClient
+from agent_worker.conversation import SessionInfo
 from supervisor.errors import CliError
 
 
@@ -49,11 +50,11 @@ def ended_state(name: str) -> str:
     return str(session_facts(name)["state"])
 
 
-def open_worker(name: str, hello: p.Hello) -> tuple[Connection, p.Welcome]:
+def open_worker(name: str, hello: p.Hello) -> tuple[SessionClient, SessionInfo]:
     """Connect to ``name``'s worker and say hello; CliError if it is not running."""
     session_directory(name)
     try:
-        conn = Connection.open(paths.session_socket(name))
+        conn = SessionClient.open(paths.session_socket(name), hello)
     except (FileNotFoundError, ConnectionRefusedError):
         raise NotRunning(
             f"session {name} is not running ({ended_state(name)}): "
@@ -62,17 +63,21 @@ def open_worker(name: str, hello: p.Hello) -> tuple[Connection, p.Welcome]:
     except OSError as exc:
         raise CliError(f"cannot reach session {name}: {exc}") from None
     try:
-        return conn, conn.hello(hello)
+        return conn, conn.welcome()
     except ConnectionRefusedError as exc:
         conn.close()
         raise CliError(f"session {name} refused: {exc}") from None
+    except (ConnectionClosed, p.ProtocolError) as exc:
+        conn.close()
+        raise CliError(f"session {name} did not answer as a superv worker: {exc}") from None
     except Exception:
         conn.close()
         raise
 
 
-def refuse_ended(name: str, welcome: p.Welcome) -> None:
+def refuse_ended(name: str, info: SessionInfo) -> None:
     """CliError if the agent has ended (its worker lingers a moment for its clients)."""
-    state = welcome.info.get("state", "running")
-    if state != "running":
-        raise CliError(f"session {name} is not running ({state}): 'superv resume {name}' runs it again")
+    if not info.running:
+        raise CliError(
+            f"session {name} is not running ({info.state}): 'superv resume {name}' runs it again"
+        )

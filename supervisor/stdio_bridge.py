@@ -74,22 +74,18 @@ def _serve_ended(name: str) -> int:
     """The worker is gone (the agent ended while the client was away): serve the client's
     hello from the session's files, so its reconnect still gets every byte and the end."""
     from agent_worker import protocol as p
+    from agent_worker.conversation import NEED_DATA, ServerConversation
     from supervisor.replay import ended_messages
 
-    decoder = p.Decoder()
-    try:
-        while (hello := decoder.next_message()) is None:
-            data = os.read(0, CHUNK)
-            if not data:
-                return 0
-            decoder.feed(data)
-    except p.ProtocolError as exc:
-        return _refuse(str(exc))
-    if not isinstance(hello, p.Hello):
-        return _refuse("expected a hello frame first")
+    conversation = ServerConversation()
+    while (hello := conversation.next_event()) is NEED_DATA:
+        conversation.receive_data(os.read(0, CHUNK))
+    if not isinstance(hello, p.Hello):  # a Violation, or closed before its hello
+        message = getattr(hello, "message", None)
+        return _refuse(message) if message else 0
     with contextlib.suppress(OSError):
-        for msg in ended_messages(name, hello):
-            _write_all_blocking(1, p.encode(msg))
+        for event in ended_messages(name, hello):
+            _write_all_blocking(1, conversation.send(event))
     return 0
 
 

@@ -50,4 +50,4 @@ def test_a_huge_window_is_brought_into_range(daemon: SupervEnv) -> None:
     got = answers(daemon, json.dumps(request).encode())
     assert len(got) == 1 and isinstance(got[0], p.Reply) and got[0].body["ok"], got
     spec = SessionSpec.load(daemon.session_dir("wide"))
-    assert (spec.rows, spec.cols) == (1000, 2000)
+    assert (spec.rows, spec.cols) == (1000, 1000)

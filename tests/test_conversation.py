@@ -264,9 +264,14 @@ def test_welcome_with_bad_fields_is_a_violation() -> None:
     assert isinstance(client.next_event(), Violation)
 
 
-def test_client_refuses_to_say_hello_with_a_bad_size() -> None:
-    with pytest.raises(LocalProtocolError):
-        ClientConversation(p.Hello(p.Start.SCREEN, rows=0)).initiate()
+def test_client_brings_its_window_size_into_range() -> None:
+    client = ClientConversation(p.Hello(p.Start.SCREEN, rows=0, cols=50000))
+    server = ServerConversation()
+    server.receive_data(client.initiate())
+    assert server.next_event() == p.Hello(p.Start.SCREEN, rows=1, cols=MAX_COLS)
+    server.send(INFO)
+    server.receive_data(client.send(p.Resize(5000, 10)))
+    assert server.next_event() == p.Resize(MAX_ROWS, 10)
 
 
 def test_session_info_round_trips_and_tolerates_unknown_fields() -> None:

@@ -184,8 +184,6 @@ def test_silent_and_half_frame_connections_are_answered(session: Session) -> Non
     assert all(o == [ff.ERROR] * SILENT_CONNECTIONS for o in outcomes.values()), outcomes
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 2 (protocol error after a valid hello "
-                   "closed silently), being fixed by wire")
 def test_worker_socket_after_a_valid_hello(session: Session) -> None:
     fuzz_and_check(session, "worker socket, after a valid hello", session.socket, p.Hello,
                    count(200), random.Random(ff.seed() + 1), after_hello=True)
@@ -260,8 +258,6 @@ def test_stdio_bridge_to_a_live_session(session: Session) -> None:
     bridge_fuzz(session, session.name, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="found by this suite: supervisor/stdio_bridge.py "
-                   "_serve_ended accepts a hello of any protocol version (owner: wire)")
 def test_stdio_bridge_to_an_ended_session(session: Session) -> None:
     senv = session.senv
     senv.superv("start", "ended", "--", "sh", "-c", "echo bye", check=True)
@@ -273,8 +269,6 @@ def test_stdio_bridge_to_an_ended_session(session: Session) -> None:
 # ---- hostile inputs named in issue 14 -----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 item 4 (control request with rows 1e999 closed "
-                   "with no reply), being fixed by wire")
 def test_control_request_with_rows_1e999_is_answered(session: Session) -> None:
     path = str(session.senv.run / "supervisor.sock")
     body = b'{"op":"start","name":"big","argv":["sleep","100"],"rows":1e999}'

@@ -76,9 +76,13 @@ def test_a_huge_hello_does_not_break_the_screen(superv_env: SupervEnv) -> None:
     proc, ready = start_worker(senv, "huge", agent(code, echo=False), extra_env=FAST)
     assert ready["ok"]
     try:
-        conn, _ = connect(senv, "huge", p.Start.OFFSET, 0, rows=20000, cols=20000)
+        # Refused at the edge now (agent_worker.conversation), with a clear error...
+        with pytest.raises(ConnectionRefusedError, match="20000x20000 is out of range"):
+            connect(senv, "huge", p.Start.OFFSET, 0, rows=20000, cols=20000)
         peek = senv.superv("peek", "huge", timeout=10)  # before any output: it tracebacked
         assert peek.returncode == 0 and peek.stdout == "\n", (peek.stdout, peek.stderr)
+        # ...and the screen it would have broken is there for every later client.
+        conn, _ = connect(senv, "huge", p.Start.OFFSET, 0)
         conn.send(p.Input(b"go\n"))
         wait_until(lambda: b"after the huge hello" in log_bytes(senv, "huge"), message="output")
         conn.send(p.Detach())

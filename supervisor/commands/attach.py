@@ -17,7 +17,8 @@ import sys
 
 from agent_worker import protocol as p
 from agent_worker import settings
-from agent_worker.client import Connection, ConnectionClosed
+from agent_worker.client import ConnectionClosed, SessionClient
+from agent_worker.conversation import Closed, Exited, Failed, Refused, Violation
 from supervisor import terminal
 from supervisor.errors import CliError
 from supervisor.sessions import NotRunning, checked_name, open_worker
@@ -124,12 +125,12 @@ def show_ended(name: str, hello: p.Hello) -> int:
     out = sys.stdout.fileno()
     alt = terminal.ShownModes()
     state = "ended"
-    for msg in ended_messages(name, hello):
-        if isinstance(msg, p.Screen | p.Output):
-            alt.feed(msg.data)
-            terminal.write_all(out, msg.data)
-        elif isinstance(msg, p.Event):
-            state = str(msg.body.get("state"))
+    for event in ended_messages(name, hello):
+        if isinstance(event, p.Screen | p.Output):
+            alt.feed(event.data)
+            terminal.write_all(out, event.data)
+        elif isinstance(event, Exited):
+            state = event.state
     terminal.write_all(out, alt.reset_bytes() + b"\r\n")
     print(f"[{name} {state}, before this attach: 'superv resume {name}' runs it again]",
           file=sys.stderr)
@@ -137,7 +138,7 @@ def show_ended(name: str, hello: p.Hello) -> int:
 
 
 def _pump(
-    conn: Connection, name: str, wake: int, out: int, detach_key: bytes, read_only: bool,
+    conn: SessionClient, name: str, wake: int, out: int, detach_key: bytes, read_only: bool,
     alt: terminal.ShownModes,
 ) -> str | None:
     """Move bytes until detach or the session's end; return the line to print then."""
@@ -148,23 +149,25 @@ def _pump(
         sel.register(0, selectors.EVENT_READ, "stdin")
     conn.sock.settimeout(None)
 
-    def show_decoded() -> str | None:
-        for msg in conn.decoder:
-            if isinstance(msg, p.Output | p.Screen):
-                alt.feed(msg.data)
-                terminal.write_all(out, msg.data)
-            elif isinstance(msg, p.Event) and msg.body.get("event") == "exited":
-                return f"[{name} {msg.body.get('state', 'ended')}]"
-            elif isinstance(msg, p.Event) and msg.body.get("event") == "refused":
+    def show_received() -> str | None:
+        for event in conn.ready_events():
+            if isinstance(event, p.Output | p.Screen):
+                alt.feed(event.data)
+                terminal.write_all(out, event.data)
+            elif isinstance(event, Exited):
+                return f"[{name} {event.state}]"
+            elif isinstance(event, Refused):
                 rows, _ = terminal.window_size(0)
                 terminal.write_all(out, terminal.status_line(rows, "read-only: input ignored"))
-            elif isinstance(msg, p.Error):
-                raise CliError(f"session {name}: {msg.message}")
+            elif isinstance(event, Failed | Violation):
+                raise CliError(f"session {name}: {event.message}")
+            elif isinstance(event, Closed):
+                raise ConnectionClosed("worker closed the connection")
         return None
 
     # The read that brought the Welcome may have brought the screen too: show it now,
     # the socket will not become readable for it again.
-    ended = show_decoded()
+    ended = show_received()
     if ended:
         return ended
     while True:
@@ -189,10 +192,7 @@ def _pump(
                     elif signum in (signal.SIGHUP, signal.SIGTERM):
                         return f"[detached from {name}: signal {signal.Signals(signum).name}]"
             else:
-                data = conn.sock.recv(1 << 20)
-                if not data:
-                    raise ConnectionClosed("worker closed the connection")
-                conn.decoder.feed(data)
-                ended = show_decoded()
+                conn.read()
+                ended = show_received()
                 if ended:
                     return ended

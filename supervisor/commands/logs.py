@@ -11,9 +11,12 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import BinaryIO
 
 from agent_worker import protocol as p
-from agent_worker.client import ConnectionClosed
+from agent_worker.client import SessionClient
+from agent_worker.conversation import Closed, Exited, Failed, Violation
 from agent_worker.log import LogReader
 from supervisor.durations import parse_duration
 from supervisor.errors import CliError
@@ -78,19 +81,17 @@ def remote(args: argparse.Namespace) -> int:
     return run_remote(where, [*words, checked_name(name)])
 
 
-def _follow(conn, emit, out) -> None:
+def _follow(conn: SessionClient, emit: Callable[[bytes], None], out: BinaryIO) -> None:
     conn.sock.settimeout(None)
     try:
         while True:
-            msg = conn.receive()
-            if isinstance(msg, p.Output):
-                emit(msg.data)
+            event = conn.next_event()
+            if isinstance(event, p.Output):
+                emit(event.data)
                 out.flush()
-            elif isinstance(msg, p.Event) and msg.body.get("event") == "exited":
+            elif isinstance(event, Exited | Closed):
                 return
-            elif isinstance(msg, p.Error):
-                raise CliError(msg.message)
-    except (ConnectionClosed, ConnectionResetError):
-        return
+            elif isinstance(event, Failed | Violation):
+                raise CliError(event.message)
     except KeyboardInterrupt:
         os.write(2, b"\n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import TYPE_CHECKING
 
 from agent_worker import paths
 from agent_worker import protocol as p
+from agent_worker.conversation import Closed, Exited, Failed, LocalProtocolError, Violation
 from agent_worker.log import LogReader
 from supervisor.errors import CliError
 from supervisor.replay import session_facts
@@ -32,21 +34,27 @@ def run(args: argparse.Namespace) -> int:
         return run_remote(where, ["peek", checked_name(name)])
     name = checked_name(args.name)
     try:
-        conn, welcome = open_worker(name, p.Hello(p.Start.SCREEN, read_only=True))
+        conn, info = open_worker(name, p.Hello(p.Start.SCREEN, read_only=True))
     except NotRunning:
         print(ended_screen(name).text())
         return 0
     with conn:
-        model = ScreenModel(welcome.info["rows"], welcome.info["cols"])
+        model = ScreenModel(info.rows, info.cols)
         while True:
-            msg = conn.receive()
-            if isinstance(msg, p.Screen | p.Output):
-                model.feed(msg.data)
-                if isinstance(msg, p.Screen):
+            event = conn.next_event()
+            if isinstance(event, p.Screen | p.Output):
+                model.feed(event.data)
+                # No Screen means the worker had no model to paint: its recent lines up
+                # to the moment we asked are what it shows instead.
+                position = conn.conversation.position or 0
+                if isinstance(event, p.Screen) or position >= info.log_end:
                     break
-            elif isinstance(msg, p.Error):
-                raise CliError(f"session {name}: {msg.message}")
-        conn.send(p.Detach())
+            elif isinstance(event, Exited | Closed):
+                break  # no screen from the worker (its model failed): what it streamed
+            elif isinstance(event, Failed | Violation):
+                raise CliError(f"session {name}: {event.message}")
+        with contextlib.suppress(OSError, LocalProtocolError):
+            conn.send(p.Detach())
     print(model.text())
     return 0
 

@@ -1,0 +1,327 @@
+"""Serving the session's socket: one :class:`~agent_worker.conversation.ServerConversation`
+per connection, driven over trio.
+
+The conversation decides what is allowed; this module moves its bytes, serves each attach
+client from the log at its own offset, and hands what the client asked for (input, a
+resize, a signal, a stop) to the :class:`Session` it serves.  A client that breaks the
+protocol gets an Error frame and is closed; it costs the session one line in worker.log
+at most, and a flood of them a few lines a minute (:class:`Complaints`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+import structlog
+import trio
+
+from agent_worker import protocol as p
+from agent_worker.conversation import (
+    NEED_DATA,
+    Closed,
+    Exited,
+    Notice,
+    Refused,
+    ServerConversation,
+    SessionInfo,
+    State,
+    Violation,
+)
+from agent_worker.fanout import Fanout, SharedStream, Subscriber
+from agent_worker.log import OutputLog
+from agent_worker.peer import refusal
+
+log = structlog.get_logger("agent_worker")
+
+SEND_CHUNK = 256 * 1024  # most bytes in one Output frame to a client
+HELLO_TIMEOUT = 10.0
+LAST_WORD_TIMEOUT = 2.0  # for the last word to a client we are closing
+DRAIN_LIMIT = 4 * p.MAX_FRAME  # of what it still sends, read and dropped before closing
+
+
+class Session(Protocol):
+    """What the client service needs from the worker."""
+
+    output: OutputLog
+
+    @property
+    def ended(self) -> trio.Event: ...
+
+    def info(self) -> SessionInfo: ...
+    def exit_event(self, log_end: int) -> Exited: ...
+    def paint(self, until: int) -> bytes: ...
+    def screen_exact(self) -> bool: ...
+    def set_size(self, rows: int, cols: int) -> None: ...
+    def force_redraw(self) -> None: ...
+    async def write_input(self, data: bytes) -> None: ...
+    def signal_agent(self, signum: int) -> None: ...
+    def stop(self, grace: float) -> None: ...
+    def persist_soon(self, reason: str) -> None: ...
+
+
+@attrs.define
+class Client:
+    id: int
+    read_only: bool
+    since: float
+    mode: str
+
+
+class Complaints:
+    """Log what clients do wrong without letting a flood of them fill the disk:
+    at most ``burst`` lines per ``window`` seconds, then one line saying how many were
+    left out."""
+
+    def __init__(self, burst: int = 10, window: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst, self.window, self._clock = burst, window, clock
+        self._window_start = -window
+        self._said = 0
+        self._dropped = 0
+
+    def warn(self, event: str, **fields: Any) -> None:
+        now = self._clock()
+        if now - self._window_start >= self.window:
+            if self._dropped:
+                log.warning("client_complaints_dropped", count=self._dropped)
+            self._window_start, self._said, self._dropped = now, 0, 0
+        if self._said < self.burst:
+            self._said += 1
+            log.warning(event, **fields)
+        else:
+            self._dropped += 1
+
+
+class ClientService:
+    def __init__(self, session: Session, fanout: Fanout) -> None:
+        self.session = session
+        self.fanout = fanout
+        self.clients: dict[int, Client] = {}  # attach clients (watchers are not counted)
+        self.none_attached = trio.Event()  # set while no attach client is connected
+        self.none_attached.set()
+        self.complaints = Complaints()
+        self._next_id = 1
+
+    def interactive(self) -> bool:
+        """Is a read-write attach client connected (it answers terminal queries itself)?"""
+        return any(not c.read_only for c in self.clients.values())
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        try:
+            async with stream:
+                await self._serve(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away: nothing to say to it
+        except Exception:
+            # A bug met while serving one client drops that client, never the session.
+            self.complaints.warn("client_failed", exc_info=True)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        refused = refusal(stream.socket)  # type: ignore[arg-type]
+        conversation = ServerConversation()
+        if refused:
+            self.complaints.warn("client_refused", reason=refused)
+            await _last_word(stream, conversation.send(p.Error(refused)))
+            return
+        with trio.move_on_after(HELLO_TIMEOUT) as waited:
+            hello = await _next_event(stream, conversation)
+        if waited.cancelled_caught:
+            hello = Violation("no hello in time")
+        if isinstance(hello, Violation):
+            self.complaints.warn("client_protocol_error", error=hello.message)
+            await _last_word(stream, conversation.send(p.Error(hello.message)))
+            return
+        if not isinstance(hello, p.Hello):
+            return  # closed before saying hello
+        await self._attach(SharedStream(stream), conversation, hello)
+
+    async def _attach(self, stream: SharedStream, conversation: ServerConversation,
+                      hello: p.Hello) -> None:
+        client_id = self._next_id
+        self._next_id += 1
+        watching = conversation.watching
+        client = Client(client_id, hello.read_only, time.time(), "watch" if watching else "attach")
+        events = self.fanout.watch(client_id) if watching else None
+        if not watching:
+            self._add(client)
+            if not hello.read_only:
+                self.session.set_size(hello.rows, hello.cols)
+        try:
+            await stream.send_all(conversation.send(self.session.info()))
+            if events is None:
+                await self._start_stream(stream, conversation, hello)
+            # Every task below ends quietly when the client goes away, so that only a bug
+            # comes out of the nursery (as an ExceptionGroup, caught by ``serve``).
+            async with trio.open_nursery() as nursery:
+                if events is not None:
+                    nursery.start_soon(self._send_events, stream, conversation, events,
+                                       nursery.cancel_scope)
+                else:
+                    subscriber = Subscriber(stream, conversation)
+                    nursery.start_soon(self._send_output, subscriber, nursery.cancel_scope)
+                    self.fanout.broadcast(Notice("attached", {"client": client_id,
+                                                              "read_only": hello.read_only}))
+                    self.session.persist_soon("attached")
+                violation = await self._receive(stream, conversation, client)
+                if violation is not None:
+                    self.complaints.warn("client_protocol_error", error=violation,
+                                         client=client_id)
+                    await self._refuse(nursery, stream, conversation, violation)
+                nursery.cancel_scope.cancel()
+        finally:
+            if events is not None:
+                self.fanout.unwatch(client_id)
+            elif self._remove(client_id):
+                self.fanout.broadcast(Notice("detached", {"client": client_id}))
+                self.session.persist_soon("detached")
+
+    async def _refuse(self, nursery: trio.Nursery, stream: SharedStream,
+                      conversation: ServerConversation, violation: str) -> None:
+        """Answer a violation with an Error frame that the client gets whole.
+
+        The conversation has ended, so the output sender stops after the frame it may be
+        in the middle of (cancelling it there would leave half a frame before the Error).
+        Meanwhile the client's input is read and dropped: a client still writing, while
+        not reading, would otherwise block that frame, and closing with its input unread
+        would reset the connection before it reads the Error."""
+        drained = trio.Event()
+        nursery.start_soon(_discard_input, stream.stream, drained)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError), \
+                trio.move_on_after(LAST_WORD_TIMEOUT):
+            await stream.send_all(conversation.send(p.Error(violation)))
+            await stream.stream.send_eof()
+            await drained.wait()
+
+    def _add(self, client: Client) -> None:
+        if not self.clients:
+            self.none_attached = trio.Event()
+        self.clients[client.id] = client
+
+    def _remove(self, client_id: int) -> bool:
+        gone = self.clients.pop(client_id, None) is not None
+        if not self.clients:
+            self.none_attached.set()
+        return gone
+
+    async def _start_stream(self, stream: SharedStream, conversation: ServerConversation,
+                            hello: p.Hello) -> None:
+        """Place the client in the stream as its hello asks."""
+        output = self.session.output
+        end = output.end
+        if hello.start == p.Start.OFFSET:
+            conversation.position = min(hello.value, end)
+        elif hello.start == p.Start.TAIL:
+            conversation.position = output.reader.tail_offset(hello.value, end)
+        else:  # Start.SCREEN: paint the screen as of ``end``, then stream from ``end``
+            await stream.send_all(conversation.send(p.Screen(end, self.session.paint(end))))
+            if not self.session.screen_exact() and not hello.read_only:
+                self.session.force_redraw()
+
+    async def _send_output(self, sub: Subscriber, scope: trio.CancelScope) -> None:
+        """Serve one client from the log, from its offset on; the reader may serve it too."""
+        output = self.session.output
+        reader = output.reader
+        stream, conversation = sub.stream, sub.conversation
+        ended = self.session.ended
+        self.fanout.subscribers.add(sub)
+        try:
+            # Until the client's side ends the conversation (a violation, say): a task
+            # cancelled before it first ran still runs up to its first checkpoint.
+            while conversation.state is State.STREAMING:
+                end = output.end
+                pos = conversation.position
+                assert pos is not None
+                if stream.pending:
+                    await stream.send_all(b"")  # finish the frame the reader started
+                elif pos < end:
+                    data = reader.read(pos, min(end - pos, SEND_CHUNK))
+                    await stream.send_all(conversation.output_frame(pos, data))
+                elif ended.is_set():
+                    await stream.send_all(conversation.send(self.session.exit_event(pos)))
+                    scope.cancel()
+                    return
+                else:
+                    sub.parked = True
+                    try:
+                        await sub.lot.park()
+                    finally:
+                        sub.parked = False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            scope.cancel()  # the client went away
+        finally:
+            self.fanout.subscribers.discard(sub)
+
+    async def _send_events(self, stream: SharedStream, conversation: ServerConversation,
+                           events: trio.MemoryReceiveChannel[Exited | Notice],
+                           scope: trio.CancelScope) -> None:
+        try:
+            async for event in events:
+                if conversation.state is not State.STREAMING:
+                    return  # the client's side ended it (a violation): say no more
+                await stream.send_all(conversation.send(event))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            scope.cancel()
+
+    async def _receive(self, stream: SharedStream, conversation: ServerConversation,
+                       client: Client) -> str | None:
+        """Act on what the client sends until it detaches, leaves or breaks the protocol;
+        what it broke, if it did."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            return await self._receive_until_done(stream, conversation)
+        return None  # it went away
+
+    async def _receive_until_done(self, stream: SharedStream,
+                                  conversation: ServerConversation) -> str | None:
+        while True:
+            event = await _next_event(stream.stream, conversation)
+            match event:
+                case p.Detach() | Closed():
+                    return None
+                case Violation(message):
+                    return message
+                case Refused():
+                    await stream.send_all(conversation.send(event))
+                case p.Input(data):
+                    await self.session.write_input(data)
+                case p.Resize(rows, cols):
+                    self.session.set_size(rows, cols)
+                    self.session.persist_soon("resized")
+                case p.Signal(signum):
+                    self.session.signal_agent(signum)
+                case p.Stop(grace_ms):
+                    # Also how the supervisor releases an ended worker it is about to restart.
+                    self.session.stop(grace_ms / 1000)
+
+
+async def _next_event(stream: trio.SocketStream, conversation: ServerConversation) -> Any:
+    while (event := conversation.next_event()) is NEED_DATA:
+        conversation.receive_data(await stream.receive_some(65536))
+    return event
+
+
+async def _last_word(stream: trio.SocketStream, frame: bytes) -> None:
+    """Say one last thing to a client we are closing (nothing else is sending to it).
+
+    Then end our side and drain the client's: closing a socket with unread input resets
+    the connection, and the reset can overtake the frame."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError), \
+            trio.move_on_after(LAST_WORD_TIMEOUT):
+        await stream.send_all(frame)
+        await stream.send_eof()
+        await _discard_input(stream, trio.Event())
+
+
+async def _discard_input(stream: trio.SocketStream, done: trio.Event) -> None:
+    """Read and drop what the client sends, up to its end or :data:`DRAIN_LIMIT` bytes."""
+    drained = 0
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while drained < DRAIN_LIMIT:
+            data = await stream.receive_some(65536)
+            if not data:
+                break
+            drained += len(data)
+    done.set()
