@@ -27,19 +27,27 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import attrs
+import pytest
 
 from agent_worker import protocol as p
 
 HEADER = struct.Struct("!IB")
 
 
+def _whole(name: str, default: str) -> int:
+    text = os.environ.get(name, default)
+    if not text.isdigit():
+        raise pytest.UsageError(f"{name}={text!r}: use a whole number")
+    return int(text)
+
+
 def scale() -> int:
     """How many times the CI count of faults to run (SUPERV_FAULT_SCALE, default 1)."""
-    return max(1, int(os.environ.get("SUPERV_FAULT_SCALE", "1")))
+    return max(1, _whole("SUPERV_FAULT_SCALE", "1"))
 
 
 def seed() -> int:
-    return int(os.environ.get("SUPERV_FAULT_SEED", "20261201"))
+    return _whole("SUPERV_FAULT_SEED", "20261201")
 
 
 def frame(kind: int, body: bytes) -> bytes:
