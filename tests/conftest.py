@@ -115,8 +115,9 @@ def make_env(root: Path) -> SupervEnv:
     return SupervEnv(root=root, home=home, run=run, env=env)
 
 
-@pytest.fixture
-def superv_env() -> Iterator[SupervEnv]:
+@contextlib.contextmanager
+def isolated_env() -> Iterator[SupervEnv]:
+    """A fresh home under /tmp; afterwards, everything started in it is killed and removed."""
     root = Path(tempfile.mkdtemp(prefix="sv-", dir="/tmp"))
     senv = make_env(root)
     try:
@@ -127,6 +128,12 @@ def superv_env() -> Iterator[SupervEnv]:
             kill_all(senv.pids())
             time.sleep(0.05)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def superv_env() -> Iterator[SupervEnv]:
+    with isolated_env() as senv:
+        yield senv
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

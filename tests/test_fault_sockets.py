@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import fault_frames as ff
 import fault_report
 import pytest
-from conftest import SupervEnv, wait_until
+from conftest import SupervEnv, isolated_env, wait_until
 from fault_report import record
 from test_cli import alive, lock_holder, script, sessions
 from worker_helpers import PATTERN_FN, pattern, session_socket, vm_rss_kb
@@ -97,9 +97,19 @@ class Session:
         return {what: kb - self.rss_before[what] for what, kb in rss.items()}
 
 
+@pytest.fixture(scope="module")
+def shared_session() -> Iterator[Session]:
+    """One session for the whole module: each test fuzzes it and checks it is unharmed, so
+    the faults add up (and the suite does not pay a start per test)."""
+    with isolated_env() as senv:
+        yield Session(senv)
+
+
 @pytest.fixture
-def session(superv_env: SupervEnv) -> Iterator[Session]:
-    yield Session(superv_env)
+def session(shared_session: Session) -> Session:
+    shared_session.rss_before = {"worker": vm_rss_kb(shared_session.worker),
+                                 "supervisor": vm_rss_kb(shared_session.supervisor)}
+    return shared_session
 
 
 class Lingering:
