@@ -114,7 +114,8 @@ def report(fd: int, value: dict[str, object]) -> None:
 
 def _refuse(ready_fd: int, exc: Exception) -> int:
     report(ready_fd, {"ok": False, "error": str(exc)})
-    print(f"agent_worker: {exc}", file=sys.stderr)
+    with contextlib.suppress(OSError):  # worker.log may be on a full disk: the report went
+        print(f"agent_worker: {exc}", file=sys.stderr, flush=True)
     return 1
 
 

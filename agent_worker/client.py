@@ -101,6 +101,10 @@ class SessionClient(_Socket):
         client = cls(conn.sock, hello)
         try:
             client.sock.sendall(client.conversation.initiate())
+        except (BrokenPipeError, ConnectionResetError):
+            # A worker that refuses us (another uid) sends its Error and closes at once,
+            # maybe before our hello is sent: welcome() still reads its reason.
+            pass
         except BaseException:
             client.close()
             raise

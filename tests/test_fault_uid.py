@@ -131,9 +131,6 @@ def opened_home(superv_env: SupervEnv) -> SupervEnv:
 EXPLAINED = ("refused", "permission denied", "not yours", "belongs to uid")
 
 
-@pytest.mark.xfail(strict=True, reason="found by this suite: with the socket reachable, 'send' "
-                   "and 'peek' as another uid say 'the other end closed the connection', losing "
-                   "the worker's refusal (owners: files for send.py, wire for peek.py/client.py)")
 def test_refusals_of_send_and_peek_say_why(opened_home: SupervEnv) -> None:
     # Ten times each: which of the worker's Error and its close the client meets first is a
     # race (17 of 40 tries said why here), and every try must say why.
