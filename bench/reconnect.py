@@ -206,7 +206,7 @@ def measure_outages(
 ) -> tuple[list[float], list[float], str]:
     """Per round: link back -> first resumed byte, and link back -> first new line."""
     proxy = LinkProxy(sshd.port)
-    alias = f"via-{mode}"
+    alias = f"via-{mode}-{outage:g}"
     sshd.add_alias(alias, proxy.port)
     resumed, live = [], []
     try:
@@ -250,9 +250,14 @@ def measure_outages(
 
 def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
     result = Result("reconnect over ssh", "superv", None, "s", comparable=False)
+    # (how the link goes down, for how long): longer than the keepalives take to declare a
+    # silent link dead (about 4 s), so the client has to reconnect, not just carry on.
+    kinds = [("blackhole", 5.0), ("refuse", 5.0)] if cfg.quick else [
+        ("blackhole", 5.0), ("blackhole", 20.0), ("refuse", 5.0), ("refuse", 20.0)]
     outages = {
-        mode: Result(f"outage over ssh ({mode})", "superv", None, "s", comparable=False)
-        for mode in ("blackhole", "refuse")
+        kind: Result(f"outage over ssh ({kind[0]} {kind[1]:g} s)", "superv", None, "s",
+                     comparable=False)
+        for kind in kinds
     }
     every = [result, *outages.values()]
     if Superv not in hosts:
@@ -271,9 +276,6 @@ def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
     log("reconnect over ssh: superv")
     drops = 3 if cfg.quick else 10
     rounds = 1 if cfg.quick else 5
-    # Longer than the keepalives take to declare a silent link dead (about 4 s), so the
-    # client has to reconnect, not just carry on.
-    outage = 5.0
     sshd = None
     current = result
     try:
@@ -285,13 +287,13 @@ def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
             times, result.verified = measure(host, sshd, drops)
             result.value = statistics.median(times)
             result.detail = f"{drops} drops: " + ", ".join(f"{t * 1000:.0f}" for t in times) + " ms"
-            for mode, row in outages.items():
+            for (mode, outage), row in outages.items():
                 current = row
-                log(f"outage over ssh ({mode}): superv")
+                log(f"{row.workload}: superv")
                 resumed, live, row.verified = measure_outages(host, sshd, mode, rounds, outage)
                 row.value = statistics.median(resumed)
                 row.detail = (
-                    f"{rounds} outages of {outage:g} s, link back -> first resumed byte "
+                    f"{rounds} outages, link back -> first resumed byte "
                     + ", ".join(f"{t * 1000:.0f}" for t in resumed)
                     + " ms; -> first new line "
                     + ", ".join(f"{t * 1000:.0f}" for t in live)

@@ -4,9 +4,12 @@ Put between a client and a loopback sshd, it plays the network: :meth:`LinkProxy
 takes the link down in one of two ways, :meth:`LinkProxy.restore` brings it back.
 
 - ``"blackhole"``: packets are lost, as when Wi-Fi drops or a phone loses signal.  Nothing
-  is forwarded in either direction, on old connections or new ones (a new connection is
-  accepted but carries nothing); what was sent is held and delivered on restore, as TCP
-  would retransmit it.  The client only learns of the outage from its keepalives.
+  is forwarded in either direction, on old connections or new ones; what was sent is held
+  and delivered on restore, as TCP would retransmit it.  The client only learns of the
+  outage from its keepalives.  A connection opened during the outage stands for one whose
+  SYN was lost: it carries nothing until the kernel would next retransmit that SYN (1, 3,
+  7, 15, 31 s after the connect, Linux's schedule) at or after the restore, which is why a
+  client stuck in such a connect should start a fresh one rather than wait.
 - ``"refuse"``: the path is gone and says so, as when the laptop's address or route
   vanished: every connection is reset at once and new ones are reset on arrival.
 
@@ -19,8 +22,10 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 
 CHUNK = 256 * 1024
+SYN_RETRIES = (1, 3, 7, 15, 31, 63)  # seconds after connect() that Linux resends a SYN
 
 
 class LinkProxy:
@@ -36,6 +41,7 @@ class LinkProxy:
         self._up = threading.Event()
         self._up.set()
         self._mode = ""
+        self._restored_at = 0.0
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._closed = False
@@ -56,6 +62,7 @@ class LinkProxy:
     def restore(self) -> None:
         with self._lock:
             self._mode = ""
+            self._restored_at = time.monotonic()
             self._up.set()
 
     def close(self) -> None:
@@ -74,11 +81,13 @@ class LinkProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            opened = time.monotonic()
             with self._lock:
                 if self._closed or self._mode == "refuse":
                     _reset(client)
                     continue
                 self.accepted += 1
+                syn_lost = self._mode == "blackhole"
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
                 upstream.settimeout(None)
@@ -87,13 +96,25 @@ class LinkProxy:
                 continue
             with self._lock:
                 self._open += [client, upstream]
+            lost_syn_at = opened if syn_lost else None
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(src, dst, lost_syn_at), daemon=True
+                ).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, lost_syn_at: float | None) -> None:
         try:
             while data := src.recv(CHUNK):
                 self._up.wait()  # a blackhole holds what was sent until the link is back
+                if lost_syn_at is not None:
+                    # The connection "starts" at the first SYN resent after the restore.
+                    restored = self._restored_at
+                    start = next(
+                        (lost_syn_at + t for t in SYN_RETRIES if lost_syn_at + t >= restored),
+                        restored,
+                    )
+                    time.sleep(max(0.0, start - time.monotonic()))
+                    lost_syn_at = None
                 dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)
         except OSError:

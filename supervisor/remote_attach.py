@@ -14,7 +14,8 @@ No byte is lost, none is shown twice.
 Dead links are noticed by SSH keepalives (one a second, three unanswered = dead: a frozen
 peer is noticed in about 4 s), not by TCP, which can take minutes.  Then a status line
 says so and the client reconnects, quickly (the timing is :mod:`supervisor.reconnect_policy`:
-tries at most 0.5 s apart, a stuck try given up after about 2 s) and at once when the
+tries at most 0.5 s apart, a fresh TCP connection every second while the box is silent)
+and at once when the
 laptop's network changes or it resumed from suspend (:mod:`supervisor.network_watch`),
 forever, until the user detaches with the detach key (which works while disconnected) or
 presses Ctrl-C while disconnected.
@@ -81,6 +82,7 @@ from supervisor.ssh_link import (
     REMOTE_MISSING_STATUS,
     SshConfigError,
     SshLink,
+    answering_socket,
     describe,
     remote_superv,
 )
@@ -246,13 +248,16 @@ class Attempt:
     here and dies with it; only :class:`StreamPosition` carries over to the next one.
     """
 
-    def __init__(self, client: RemoteAttach, budget: float) -> None:
+    def __init__(self, client: RemoteAttach, patience: float, budget: float) -> None:
         self.client = client
-        self.budget = budget  # seconds from connecting to the worker's Welcome
-        self.conversation = client.position.conversation(*client.size())
+        self.patience = patience  # seconds the box may take to answer at all
+        self.budget = budget  # seconds from the box's answer to the worker's Welcome
+        # Opened when the channel is: the hello carries the window size of that moment.
+        self.conversation: conversation.ClientConversation | None = None
         self.conn: asyncssh.SSHClientConnection | None = None
         self.writer: asyncssh.SSHWriter[bytes] | None = None
         self.setup_time: float | None = None  # seconds to the Welcome, once it came
+        self.answered_after: float | None = None  # seconds to the box's first byte
         self.welcomed_at = 0.0
         self.stderr_tail = b""
         self.stopped = False  # the user detached: show nothing more
@@ -266,8 +271,17 @@ class Attempt:
 
     @property
     def timed_out(self) -> bool:
-        """The try ran out of its budget (not cut short by a network change)."""
-        return self._setup is not None and self._setup.expired() and self.given_up is None
+        """The try ran out of its budget after the box had answered: the link is slow.
+
+        (Not cut short by a network change, and not a link that never answered: that one
+        is dead, and a longer try would not help.)
+        """
+        return (
+            self._setup is not None
+            and self._setup.expired()
+            and self.given_up is None
+            and self.answered_after is not None
+        )
 
     @property
     def live(self) -> bool:
@@ -275,7 +289,7 @@ class Attempt:
         return self.welcomed and not self.stopped and self.writer is not None
 
     def send(self, msg: Input | Resize | Detach) -> None:
-        if self.writer is not None:
+        if self.writer is not None and self.conversation is not None:
             self.writer.write(self.conversation.send(msg))
 
     def give_up(self, reason: str) -> None:
@@ -300,12 +314,19 @@ class Attempt:
         client = self.client
         polite = False
         try:
-            async with asyncio.timeout(self.budget) as self._setup:
+            async with asyncio.timeout(self.patience) as self._setup:
                 options = await client.link.options()
-                self.conn = await asyncssh.connect(client.link.host, options=options)
+                sock = await answering_socket(options, stagger=client.policy.stagger())
+                if sock is None:  # a ProxyJump or ProxyCommand: no answer to wait for
+                    self._setup.reschedule(self._began + self.budget)
+                else:
+                    self.answered_after = loop.time() - self._began
+                    self._setup.reschedule(loop.time() + self.budget)
+                self.conn = await asyncssh.connect(client.link.host, options=options, sock=sock)
                 command = remote_command_line(client.target.name, client.remote_command)
                 writer, reader, errors = await self.conn.open_session(command, encoding=None)
                 self.writer = writer
+                self.conversation = client.position.conversation(*client.size())
                 writer.write(self.conversation.initiate())
                 async with _one_error(), asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._keep_stderr(errors))
@@ -342,6 +363,7 @@ class Attempt:
     async def _stream(self, reader: asyncssh.SSHReader[bytes]) -> None:
         """Hand what the bridge sends to the conversation until the stream ends."""
         talk = self.conversation
+        assert talk is not None
         while True:
             event = talk.next_event()
             if event is conversation.NEED_DATA:
@@ -543,7 +565,7 @@ class RemoteAttach:
         loop = asyncio.get_running_loop()
         tries = 0
         while True:
-            attempt = Attempt(self, self.policy.budget())
+            attempt = Attempt(self, self.policy.patience(), self.policy.budget())
             self.attempt = attempt
             assert self._network_changed is not None
             self._network_changed.clear()
@@ -592,7 +614,7 @@ class RemoteAttach:
 
     def welcomed(self, attempt: Attempt) -> None:
         assert attempt.setup_time is not None
-        self.policy.connected(attempt.setup_time)
+        self.policy.connected(attempt.setup_time, attempt.answered_after)
         self.position.established = True
         self._clear_status()
         if self.discarded:

@@ -9,9 +9,11 @@ way a connection can fail.  asyncssh is asyncio: callers run it in their own loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import socket
+from asyncio import FIRST_COMPLETED
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +170,82 @@ class SshLink:
             f"the host key of {where} is unknown: run 'ssh {alias}' once to check and accept "
             "its key, then try again"
         )
+
+
+async def answering_socket(
+    options: asyncssh.SSHClientConnectionOptions, *, stagger: float
+) -> socket.socket | None:
+    """A TCP connection to the box, returned as soon as the box has sent its first byte.
+
+    This is the part of a reconnect that tells a dead link from a slow one.  A link that
+    drops packets stalls here, and the kernel resends a lost SYN only after 1, 3, 7 s...;
+    so while no connection has answered, a fresh one is started every ``stagger`` seconds,
+    the earlier ones kept (a slow link may still answer on one of them), and the first to
+    answer wins: after the link comes back, a SYN goes out within ``stagger`` seconds.
+    Once the box has answered, the rest of the set-up takes as long as the link needs.
+
+    The socket is for ``asyncssh.connect(sock=...)``: nothing is read from it (the first
+    byte is only seen, not taken).  None when the config sends the connection through a
+    ProxyJump or ProxyCommand: asyncssh makes that connection itself.  A refusal is raised
+    at once (retrying is the caller's decision); the caller bounds the whole with a timeout.
+    """
+    if options.tunnel or options.proxy_command:
+        return None
+    loop = asyncio.get_running_loop()
+    addresses = await loop.getaddrinfo(
+        options.host, options.port, family=options.family or 0, type=socket.SOCK_STREAM
+    )
+    if not addresses:
+        raise OSError(f"no address for {options.host}")
+    tries: set[asyncio.Task[socket.socket]] = set()
+    try:
+        while True:
+            tries.add(asyncio.create_task(_hear_from(addresses, options.local_addr)))
+            done, _ = await asyncio.wait(tries, timeout=stagger, return_when=FIRST_COMPLETED)
+            for task in done:
+                tries.discard(task)
+                return task.result()  # an answering socket, or the refusal raised
+    finally:
+        for task in tries:
+            task.cancel()
+        for task in tries:
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                (await task).close()  # one that answered just as we stopped waiting
+
+
+async def _hear_from(
+    addresses: list[tuple[Any, ...]], local_addr: tuple[str, int] | None
+) -> socket.socket:
+    """Connect to the first address that takes a connection; return once it has spoken."""
+    loop = asyncio.get_running_loop()
+    failure: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if local_addr:
+                sock.bind(local_addr)
+            await loop.sock_connect(sock, address)
+            answered = loop.create_future()
+            loop.add_reader(sock.fileno(), _settle, answered)
+            try:
+                await answered
+            finally:
+                loop.remove_reader(sock.fileno())
+            return sock
+        except OSError as exc:
+            sock.close()
+            failure = exc
+        except BaseException:
+            sock.close()
+            raise
+    assert failure is not None
+    raise failure
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def describe(exc: BaseException) -> str:

@@ -760,8 +760,9 @@ def test_a_network_change_restarts_a_stuck_try_at_once_and_typing_stays_discarde
         proxy.cut("blackhole")  # packets lost: only keepalives can tell
         client.wait_err("reconnecting to flaky", timeout=10)
         client.send(b"oops\r")  # typed blind: must never reach the agent
-        client.wait_err("keys typed were discarded", timeout=10)
-        # A try is under way and stuck (the proxy holds it); its budget is at least 2 s.
+        # A try is under way and stuck: the box is silent, so it opens a fresh connection
+        # every second.  Just after one, the network changes: a fresh try starts at once,
+        # not a second later.
         held = proxy.accepted
         wait_until(lambda: proxy.accepted > held, timeout=10, message="a reconnect try")
         held = proxy.accepted
@@ -770,7 +771,7 @@ def test_a_network_change_restarts_a_stuck_try_at_once_and_typing_stays_discarde
         added = True
         wait_until(lambda: proxy.accepted > held, timeout=10, message="a try after the change")
         restarted = time.monotonic() - changed_at
-        assert restarted < 1.0, f"the next try came {restarted:.2f}s after the network change"
+        assert restarted < 0.5, f"the next try came {restarted:.2f}s after the network change"
         proxy.restore()
         client.wait_err("keystrokes typed while disconnected were discarded", timeout=15)
         client.send(b"done\r")
