@@ -21,7 +21,7 @@ from supervisor.errors import CliError
 
 COMMANDS = [
     "start", "ls", "attach", "logs", "peek", "send", "stop", "kill", "resume", "rm",
-    "prune", "export", "events", "daemon", "service", "doctor",
+    "prune", "export", "events", "notify", "daemon", "service", "doctor",
 ]
 TAKES_A_COMMAND = {"start"}
 

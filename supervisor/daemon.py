@@ -45,6 +45,7 @@ from supervisor import lifecycle as lc
 from supervisor import sd_notify
 from supervisor.autostart import hold_start_gate, open_gate
 from supervisor.launch import LaunchError, WorkerFactory, launch_worker
+from supervisor.notify.notifier import Notifier
 from supervisor.registry import Entry, load_entries, load_spec, registry_path, save_entries
 from supervisor.worker_link import LinkError, WorkerLink, open_link, send_to_worker
 
@@ -147,6 +148,10 @@ class Supervisor:
                 open_gate(gate)
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery
+                    # notify: the notifier is one more subscriber of our events (key 0).
+                    notifier = Notifier(self.emit, self._agent_of)
+                    self.subscribers[0] = notifier.send
+                    nursery.start_soon(notifier.run)
                     for session in list(self.sessions.values()):
                         await self._recover(session)
                     await self.save()
@@ -213,6 +218,13 @@ class Supervisor:
         for channel in list(self.subscribers.values()):
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 channel.send_nowait(body)
+
+    def _agent_of(self, name: str) -> str | None:
+        """The session's agent kind, for per-kind notification settings (notify)."""
+        try:
+            return load_spec(name).agent
+        except (OSError, ValueError, TypeError):
+            return None
 
     # ---- the lifecycle: events in, decisions carried out ------------------------------------
 

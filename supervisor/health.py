@@ -352,6 +352,26 @@ def check_versions() -> Check:
                  f"superv {version()}, python {platform.python_version()} ({sys.executable})")
 
 
+def check_config() -> Check:
+    """config.toml (notifications, hosts): parses, known keys, valid URLs, a command that exists."""
+    from supervisor import config as cfg
+
+    try:
+        conf = cfg.load()
+    except cfg.ConfigError as exc:
+        return Check("config", False, str(exc), "fix that key, then 'superv notify test'")
+    if not conf.exists:
+        return Check("config", True, f"no {conf.path} (no notifications, no hosts)")
+    command = conf.notify.command
+    problem = cfg.command_problem(command) if command else None
+    if problem:
+        return Check("config", False, f"{conf.path}: notify.command: {problem}",
+                     "install it or give its full path")
+    routes = ", ".join(conf.notify.routes()) or "none"
+    return Check("config", True, f"{conf.path}: notification routes: {routes}; "
+                                 f"{len(conf.hosts)} host(s)")
+
+
 def run_checks() -> list[Check]:
     from supervisor import service_unit as su
 
@@ -364,7 +384,7 @@ def run_checks() -> list[Check]:
                                              linger=linger.enabled))
     results.append(check_agent_markers((ping or {}).get("pid")))
     checks: list[Callable[[], Check]] = [check_runtime_dir, check_state_dir, check_disk,
-                                         check_stale_sockets, check_session_files]
+                                         check_stale_sockets, check_session_files, check_config]
     for check in checks:
         try:
             results.append(check())

@@ -21,6 +21,8 @@ from agent_worker.client import ConnectionClosed, SessionClient
 from agent_worker.conversation import Closed, Exited, Failed, Refused, Violation
 from supervisor import terminal
 from supervisor.errors import CliError
+from supervisor.notify.attach_notices import Notices
+from supervisor.notify.attach_notices import render as render_notice
 from supervisor.sessions import NotRunning, checked_name, open_worker
 
 
@@ -101,9 +103,10 @@ def attach_local(
     outcome = f"[detached from {name}]"
     status = 0
     alt = terminal.ShownModes()
+    notices = _follow_notices(out)  # notify: every session's notices on our status line
     try:
         with conn, terminal.raw_mode(0):
-            outcome = _pump(conn, name, wake_r, out, detach_key, read_only, alt) or outcome
+            outcome = _pump(conn, name, wake_r, out, detach_key, read_only, alt, notices) or outcome
     except (ConnectionClosed, ConnectionResetError):
         outcome = f"[lost connection to {name}: its worker ended]"
         status = 1
@@ -112,10 +115,18 @@ def attach_local(
             signal.signal(signum, handler)
         os.close(wake_r)
         os.close(wake_w)
+        if notices is not None:
+            notices.close()
         with contextlib.suppress(OSError):
             terminal.write_all(out, alt.reset_bytes() + b"\r\n")
     print(outcome, file=sys.stderr)
     return status
+
+
+def _follow_notices(out: int) -> Notices | None:
+    if not os.isatty(out):
+        return None  # a status line is for a person's terminal
+    return Notices.open()
 
 
 def show_ended(name: str, hello: p.Hello) -> int:
@@ -139,11 +150,13 @@ def show_ended(name: str, hello: p.Hello) -> int:
 
 def _pump(
     conn: SessionClient, name: str, wake: int, out: int, detach_key: bytes, read_only: bool,
-    alt: terminal.ShownModes,
+    alt: terminal.ShownModes, notices: Notices | None = None,
 ) -> str | None:
     """Move bytes until detach or the session's end; return the line to print then."""
     sel = selectors.DefaultSelector()
     sel.register(conn.sock, selectors.EVENT_READ, "worker")
+    if notices is not None:
+        sel.register(notices, selectors.EVENT_READ, "notices")
     sel.register(wake, selectors.EVENT_READ, "signal")
     if os.isatty(0):
         sel.register(0, selectors.EVENT_READ, "stdin")
@@ -171,8 +184,21 @@ def _pump(
     if ended:
         return ended
     while True:
-        for key, _ in sel.select():
-            if key.data == "stdin":
+        ready = sel.select(notices.timeout() if notices is not None else None)
+        if notices is not None and notices.expired():
+            terminal.write_all(out, terminal.clear_status_line(terminal.window_size(0)[0]))
+        for key, _ in ready:
+            if key.data == "notices":
+                assert notices is not None
+                shown = notices.read()
+                if shown is None:  # the supervisor went away: the session goes on
+                    sel.unregister(notices)
+                    notices = None
+                    continue
+                rows, cols = terminal.window_size(0)
+                for body in shown:
+                    terminal.write_all(out, render_notice(body, rows, cols))
+            elif key.data == "stdin":
                 data = os.read(0, 65536)
                 if not data:
                     sel.unregister(0)

@@ -1,0 +1,110 @@
+"""What a supervisor event means for a person, and when to tell them (sans-I/O).
+
+:func:`change_of` names the change an event is (or None), :func:`notice` builds the
+notification's JSON (the webhook's body, the command's stdin, the ``notice`` event), and
+:class:`Debouncer` holds an activity change until it has lasted :data:`SETTLE` seconds, so
+a flicker (working -> idle -> working within the settle time) sends nothing and the same
+change is never sent twice in a row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+SETTLE = 0.4  # seconds an activity must last before it is notified
+# Claude Code's StopFailure (a usage limit, an API error) reaches us as an idle activity
+# whose attention says so (agent_worker/activity/hooks.py spells it).
+TURN_FAILED = "turn failed:"
+
+
+def change_of(event: dict[str, Any]) -> str | None:
+    """The change a supervisor event is, in the words of ``notify.on``, or None."""
+    kind = event.get("event")
+    if kind == "activity":
+        activity = event.get("activity")
+        attention = event.get("attention") or ""
+        if activity == "idle" and str(attention).startswith(TURN_FAILED):
+            return "error"
+        if activity == "idle":
+            return "idle" if event.get("previous") == "working" else None
+        if activity in ("working", "needs_approval", "needs_input"):
+            return str(activity)
+        return None  # ended is told by the exited event, with how it ended
+    if kind == "exited":
+        return "ended"
+    if kind == "stalled":
+        return "stalled"
+    return None
+
+
+def line(host: str, session: str, change: str, event: dict[str, Any]) -> str:
+    """The notification's one line: host, session and reason."""
+    who = f"{host}:{session}"
+    attention = event.get("attention")
+    tail = f": {attention}" if attention else ""
+    match change:
+        case "needs_approval":
+            return f"{who} needs approval{tail}"
+        case "needs_input":
+            return f"{who} needs input{tail}"
+        case "idle":
+            return f"{who} finished its turn{tail}"
+        case "error":
+            return f"{who} {attention}"
+        case "ended":
+            return f"{who} ended: {event.get('state') or 'ended'}"
+        case "stalled":
+            return f"{who} stalled: no output for {event.get('idle', '?')} s"
+        case "test":
+            return f"{who} test notification from superv"
+    return f"{who} is {change}{tail}"
+
+
+def notice(host: str, event: dict[str, Any], change: str, agent: str | None) -> dict[str, Any]:
+    """The notification as JSON: what the webhook receives and the command reads on stdin."""
+    session = str(event.get("session", ""))
+    activity = event.get("activity")
+    if activity is None:
+        activity = "ended" if change == "ended" else change
+    return {"host": host, "session": session, "reason": change, "activity": activity,
+            "attention": event.get("attention"), "message": line(host, session, change, event),
+            "agent": agent, "time": event.get("time")}
+
+
+@attrs.define
+class Debouncer:
+    """Per session: the change waiting to settle, and the last one sent."""
+
+    settle: float = SETTLE
+    pending: dict[str, tuple[float, tuple[str, Any], dict[str, Any]]] = attrs.Factory(dict)
+    sent: dict[str, tuple[str, Any]] = attrs.Factory(dict)
+
+    def activity(self, session: str, key: tuple[str, Any] | None, item: dict[str, Any] | None,
+                 now: float) -> None:
+        """A new activity: it replaces whatever was waiting.  ``key`` (change, attention)
+        and ``item`` are None for an activity nobody is told of."""
+        self.pending.pop(session, None)
+        if key is None or item is None:
+            self.sent.pop(session, None)  # back to work: the next change is news again
+        elif self.sent.get(session) != key:
+            self.pending[session] = (now + self.settle, key, item)
+
+    def final(self, session: str) -> None:
+        """The session ended: what waited is outdated (the end is told at once)."""
+        self.pending.pop(session, None)
+        self.sent.pop(session, None)
+
+    def next_due(self) -> float | None:
+        return min((due for due, _, _ in self.pending.values()), default=None)
+
+    def due(self, now: float) -> list[dict[str, Any]]:
+        """The changes that have lasted, each marked as sent."""
+        ready = [s for s, (due, _, _) in self.pending.items() if due <= now]
+        out = []
+        for session in ready:
+            _, key, item = self.pending.pop(session)
+            self.sent[session] = key
+            out.append(item)
+        return out

@@ -1,0 +1,263 @@
+"""Notifications: the config file, what a change means, the debounce, and delivery by
+webhook, ntfy and a command from a real supervisor following a scripted agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SupervEnv, wait_until
+from notify_helpers import Received, http_sink
+from tmux_helpers import HEIGHT, Tmux
+
+from supervisor import config as cfg
+from supervisor.notify import message
+from supervisor.notify.attach_notices import render as render_notice
+
+
+def write_config(senv: SupervEnv, text: str) -> Path:
+    config_home = senv.root / "config"
+    (config_home / "superv").mkdir(parents=True, exist_ok=True)
+    path = config_home / "superv" / "config.toml"
+    path.write_text(text)
+    senv.env["XDG_CONFIG_HOME"] = str(config_home)
+    return path
+
+
+# ---- the config file -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, error", [
+    ('[notify]\nwebhok = "http://x"', "notify.webhok: unknown key"),
+    ('[notify]\nwebhook = "ftp://x/y"', "notify.webhook: 'ftp://x/y' is not an http(s) URL"),
+    ('[notify]\nntfy = "http://h:99999/t"', "notify.ntfy: 'http://h:99999/t' has a bad port"),
+    ('[notify]\non = ["needs_approval", "nap"]', "notify.on: 'nap' is not one of"),
+    ('[notify]\ncommand = "notify-send hi"', "notify.command: must be a non-empty list"),
+    ('[notify]\nbell = "yes"', "notify.bell: must be true or false"),
+    ('[notify]\ncommand_timeout = 0', "notify.command_timeout: must be a number"),
+    ('[notify.session.x]\nonn = []', "notify.session.x.onn: unknown key"),
+    ('hosts = "box"', "hosts: must be a list"),
+    ('hosts = ["box", "box"]', "hosts: names a host twice"),
+    ('hosts = ["-oProxyCommand=x"]', "hosts: '-oProxyCommand=x' is not a host name"),
+    ('colour = 1', "colour: unknown key"),
+    ('[notify', "not valid TOML"),
+])
+def test_a_bad_config_is_one_line_naming_the_key(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(cfg.ConfigError) as caught:
+        cfg.load(path)
+    assert error in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_good_config_with_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('hosts = ["box", "me@gpu"]\n[notify]\nwebhook = "https://h/x?k=1"\n'
+                    'bell = true\nhost = "box"\n[notify.agent.claude]\non = ["error"]\n'
+                    '[notify.session.quiet]\non = []\n')
+    conf = cfg.load(path)
+    assert conf.hosts == ("box", "me@gpu")
+    n = conf.notify
+    assert n.routes() == ["webhook", "bell"]
+    assert n.wants("idle", "a", None) and n.wants("idle", "a", "codex")
+    assert not n.wants("idle", "a", "claude") and n.wants("error", "a", "claude")
+    assert not n.wants("error", "quiet", "claude")
+    assert cfg.load(tmp_path / "none.toml").notify.routes() == []
+
+
+# ---- what a change means, and the debounce ---------------------------------------------
+
+
+def test_changes_and_their_lines() -> None:
+    approval = {"event": "activity", "session": "fix-tests", "activity": "needs_approval",
+                "previous": "working", "attention": "Bash: rm -rf build"}
+    assert message.change_of(approval) == "needs_approval"
+    assert message.line("box", "fix-tests", "needs_approval", approval) == \
+        "box:fix-tests needs approval: Bash: rm -rf build"
+    limit = {"event": "activity", "activity": "idle", "previous": "working",
+             "attention": "turn failed: rate_limit"}
+    assert message.change_of(limit) == "error"
+    assert message.line("box", "s", "error", limit) == "box:s turn failed: rate_limit"
+    assert message.change_of({"event": "activity", "activity": "idle", "previous": "working"}) == "idle"
+    assert message.change_of({"event": "activity", "activity": "idle", "previous": "starting"}) is None
+    exited = {"event": "exited", "state": "exited 3"}
+    assert message.change_of(exited) == "ended"
+    assert message.line("box", "s", "ended", exited) == "box:s ended: exited 3"
+    assert message.change_of({"event": "stalled", "idle": 300}) == "stalled"
+    assert message.change_of({"event": "attached"}) is None
+
+
+def test_a_flicker_sends_nothing_and_a_lasting_change_once() -> None:
+    d = message.Debouncer(settle=0.5)
+    d.activity("s", ("idle", None), {"n": 1}, now=0.0)
+    d.activity("s", None, None, now=0.2)  # back to working within the settle time
+    assert d.due(10.0) == [] and d.next_due() is None
+    d.activity("s", ("needs_approval", "Bash: ls"), {"n": 2}, now=1.0)
+    assert d.due(1.4) == []
+    assert d.due(1.5) == [{"n": 2}]
+    d.activity("s", ("needs_approval", "Bash: ls"), {"n": 3}, now=2.0)  # the same again
+    assert d.due(9.0) == []
+    d.activity("s", ("needs_approval", "Bash: rm"), {"n": 4}, now=3.0)  # another request
+    assert d.due(9.0) == [{"n": 4}]
+
+
+# ---- a real supervisor, a scripted agent, a real HTTP server ---------------------------
+
+
+_held: list[Received] = []
+
+
+def _next(got: queue.Queue[Received], path: str, timeout: float = 20) -> Received:
+    """The next request to ``path``; the others are held for their own turn."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for item in _held:
+            if item.path == path:
+                _held.remove(item)
+                return item
+        _held.append(got.get(timeout=max(0.01, deadline - time.monotonic())))
+
+
+@pytest.mark.timeout(90)
+def test_webhook_and_ntfy_get_each_lasting_change(superv_env: SupervEnv, tmp_path: Path) -> None:
+    senv = superv_env
+    go = tmp_path / "go"
+    with http_sink() as (base, got):
+        write_config(senv, f'[notify]\non = ["needs_input", "idle", "ended"]\nhost = "box"\n'
+                           f'webhook = "{base}/hook"\nntfy = "{base}/topic?auth=secret"\n')
+        # Works, goes quiet (idle after working), then asks with a BEL, then ends.
+        script = (f"echo working; sleep 0.3; echo more; while [ ! -e {go} ]; do sleep 0.05; done; "
+                  f"printf 'Continue? \\a'; read answer; echo got $answer; exit 3")
+        started = time.time()
+        senv.superv("start", "g", "--", "sh", "-c", script, check=True)
+        idle = _next(got, "/hook")
+        body = json.loads(idle.body)
+        assert idle.headers["Content-Type"] == "application/json"
+        assert body == {"host": "box", "session": "g", "reason": "idle", "activity": "idle",
+                        "attention": None, "message": "box:g finished its turn",
+                        "agent": "generic", "time": body["time"]}
+        assert started <= body["time"] <= time.time()
+        ntfy = _next(got, "/topic?auth=secret")
+        assert ntfy.body == b"box:g finished its turn"
+        assert (ntfy.headers["Title"], ntfy.headers["Priority"], ntfy.headers["Tags"]) == \
+            ("superv box:g", "default", "robot")
+
+        go.touch()
+        asking = json.loads(_next(got, "/hook").body)
+        assert (asking["reason"], asking["activity"]) == ("needs_input", "needs_input")
+        assert asking["message"].startswith("box:g needs input")
+        ntfy = _next(got, "/topic?auth=secret")
+        assert ntfy.headers["Priority"] == "high" and ntfy.body.startswith(b"box:g needs input")
+
+        senv.superv("send", "--enter", "g", "yes", check=True)
+        ended = json.loads(_next(got, "/hook").body)
+        assert (ended["reason"], ended["activity"], ended["message"]) == \
+            ("ended", "ended", "box:g ended: exited 3")
+        time.sleep(1.0)  # nothing else comes: the process's end is told once
+        _next(got, "/topic?auth=secret")
+        rest = _held + [got.get() for _ in range(got.qsize())]
+        assert rest == []
+
+
+@pytest.mark.timeout(120)
+def test_notify_test_reports_each_route(superv_env: SupervEnv) -> None:
+    senv = superv_env
+    with http_sink() as (base, got), http_sink(status=500) as (broken, _):
+        write_config(senv, f'[notify]\nwebhook = "{base}/hook"\nntfy = "{broken}/t"\n'
+                           f'command = ["false"]\nbell = true\nhost = "box"\n')
+        proc = senv.superv("notify", "test")
+        assert proc.returncode == 1
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith("ok    webhook: ") and "answered 200" in lines[0]
+        assert lines[1] == f"FAIL  ntfy: {broken}/t answered 500"
+        assert lines[2] == "FAIL  command: false exited 1"
+        assert lines[3].startswith("ok    bell: on")
+        assert proc.stderr == "superv: 2 notification route(s) failed\n"
+        assert json.loads(got.get(timeout=5).body)["reason"] == "test"
+    write_config(senv, "[notify]\nbel = true\n")
+    proc = senv.superv("notify", "test")
+    assert proc.returncode == 1 and proc.stderr.startswith("superv: config.toml: notify.bel: unknown key")
+    doctor = senv.superv("doctor")
+    assert "FAIL  config: config.toml: notify.bel: unknown key" in doctor.stdout
+    write_config(senv, '[notify]\ncommand = ["no-such-notifier"]\n')
+    assert "notify.command: no-such-notifier is not on PATH" in senv.superv("doctor").stdout
+
+
+def _ls_times(senv: SupervEnv, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        senv.superv("ls", check=True)
+        times.append(time.monotonic() - t0)
+    return sorted(times)
+
+
+@pytest.mark.timeout(180)
+def test_a_hung_or_failing_command_never_slows_the_supervisor(superv_env: SupervEnv,
+                                                               tmp_path: Path) -> None:
+    senv = superv_env
+    pids = tmp_path / "pids"
+    write_config(senv, f'[notify]\non = ["working", "idle"]\ncommand_timeout = 2\n'
+                       f'command = ["sh", "-c", "echo $$ >> {pids}; cat > /dev/null; sleep 60"]\n')
+    senv.superv("start", "quiet", "--", "sleep", "1000", check=True)
+    before = _ls_times(senv, 20)
+    # Works for a moment, goes quiet for 2 s, again and again: each change runs the command.
+    senv.superv("start", "busy", "--", "sh", "-c",
+                "while :; do echo tick; sleep 0.1; echo tock; sleep 2.6; done", check=True)
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) >= 2, timeout=30)
+    during = _ls_times(senv, 20)
+    p99_before, p99_during = before[-1], during[-1]
+    assert p99_during < 2 * p99_before + 0.5, (before, during)
+    # Each hung command was killed at its timeout, its whole group.
+    first = int(pids.read_text().split()[0])
+    wait_until(lambda: not os.path.exists(f"/proc/{first}"), timeout=10)
+    log = (senv.home / "supervisor.log").read_text()
+    assert log.count("notify_failed") == 1, log  # logged once, not once per notification
+    assert "took longer than 2 s and was killed" in log
+
+
+# ---- attached clients ----------------------------------------------------------------
+
+
+def test_a_notice_is_rendered_safely_with_the_bell_asked_for() -> None:
+    body = {"event": "notice", "message": "box:s needs approval: Bash: \x1b]0;pwned\x07ls",
+            "bell": True}
+    out = render_notice(body, 24, 80, term="xterm-256color")
+    assert out.count(b"\x1b]") == 1  # the agent's OSC was defused, ours is the only one
+    assert b"\x1b]9;box:s needs approval: Bash:  ]0;pwned ls\x1b\\" in out
+    assert out.endswith(b"\x07")
+    assert b"\x1b]777;notify;superv;box:s" in render_notice(body, 24, 80, term="foot")
+    quiet = render_notice(dict(body, bell=False), 24, 20, term="xterm")
+    assert b"\x07" not in quiet and b"\x1b]" not in quiet
+    assert " box:s needs appro… ".encode() in quiet  # cut to the width
+
+
+@pytest.mark.timeout(90)
+def test_a_client_attached_to_a_sees_bs_notice(superv_env: SupervEnv, tmp_path: Path) -> None:
+    senv = superv_env
+    go = tmp_path / "go"
+    write_config(senv, '[notify]\non = ["needs_input"]\nhost = "box"\n')
+    senv.superv("start", "a", "--", "sh", "-c", "echo I am A; sleep 1000", check=True)
+    senv.superv("start", "b", "--", "sh", "-c",
+                f"while [ ! -e {go} ]; do sleep 0.05; done; printf 'Go on? \\a'; sleep 1000",
+                check=True)
+    tmux = Tmux(senv.env, tmp_path)
+    try:
+        tmux.new_session("t")
+        tmux.type("t", "$SUPERV attach a")
+        tmux.wait_for("t", "I am A")
+        go.touch()
+        screen = tmux.wait_for("t", lambda s: s.split("\n")[HEIGHT - 1].startswith(" box:b needs input"),
+                               timeout=20)
+        assert "I am A" in screen
+        # Shown for a moment, then the status line is cleared.
+        tmux.wait_for("t", lambda s: "box:b" not in s, timeout=15)
+        tmux.keys("t", "C-\\")
+        tmux.wait_for("t", "[detached from a]")
+    finally:
+        tmux.kill_server()
