@@ -118,44 +118,42 @@ def index_malformations(original: bytes) -> dict[str, bytes]:
     }
 
 
-def break_each_session_file(senv: SupervEnv, file_name: str,
-                            make_ways: Callable[[bytes], dict[str, bytes]] = malformations,
-                            commands: tuple[str, ...] = ("export",)) -> None:
-    """One victim session per malformation of its ``file_name``, all at once, one restart:
-    each costs its own session at most, and the bystander nothing."""
+# Each session file, how to break it, and the commands that read it (besides ls, peek, doctor).
+SESSION_FILES: tuple[tuple[str, Callable[[bytes], dict[str, bytes]], tuple[str, ...]], ...] = (
+    ("spec.json", malformations, ("export",)),
+    ("state.json", malformations, ("export",)),
+    ("output.idx", index_malformations, ("export", "logs --since 1h")),
+)
+
+
+def test_malformed_session_files_cost_their_own_session_only(superv_env: SupervEnv) -> None:
+    """One victim session per file and malformation, all broken at once, one restart: each
+    costs its own session at most, and the bystander nothing."""
+    senv = superv_env
     senv.superv("start", "bystander", "--", *AGENT, check=True)
     senv.superv("start", "model", "--", *AGENT, check=True)
-    wait_until(lambda: (senv.session_dir("model") / file_name).exists(), message=file_name)
-    ways = make_ways((senv.session_dir("model") / file_name).read_bytes())
-    victims = {f"v-{how.replace(' ', '-')}": data for how, data in ways.items()}
+    model = senv.session_dir("model")
+    wait_until(lambda: all((model / f).exists() for f, _, _ in SESSION_FILES), message="its files")
+    victims = {}  # name: (file, bad contents, commands)
+    for file_name, make_ways, commands in SESSION_FILES:
+        for how, data in make_ways((model / file_name).read_bytes()).items():
+            victims[f"v-{file_name.split('.')[0]}-{how.replace(' ', '-')}"] = (file_name, data, commands)
     for name in victims:
         senv.superv("start", name, "--", *AGENT, check=True)
     before = sessions(senv)
     assert restart_supervisor(senv)
-    for name, data in victims.items():
+    for name, (file_name, data, _) in victims.items():
         path = senv.session_dir(name) / file_name
         path.write_bytes(data)
         Path(str(path) + ".prev").unlink(missing_ok=True)
-    problems = bystander_untouched(senv, f"{file_name} broken {len(victims)} ways", before,
+    problems = bystander_untouched(senv, f"session files broken {len(victims)} ways", before,
                                    ("bystander", "model"))
-    for name in victims:
+    for name, (file_name, _, commands) in victims.items():
         problems += commands_about(senv, f"{file_name} of {name}",
                                    tuple((*command.split(), name) for command in commands))
-    problems += commands_about(senv, f"{file_name} broken", (("ls",), ("doctor",), ("peek", name)))
-    finish(senv, before, file_name, len(victims), problems)
-
-
-def test_malformed_spec_costs_its_own_session_only(superv_env: SupervEnv) -> None:
-    break_each_session_file(superv_env, "spec.json")
-
-
-def test_malformed_state_costs_its_own_session_only(superv_env: SupervEnv) -> None:
-    break_each_session_file(superv_env, "state.json")
-
-
-def test_malformed_log_index_costs_its_own_session_only(superv_env: SupervEnv) -> None:
-    break_each_session_file(superv_env, "output.idx", index_malformations,
-                            ("export", "logs --since 1h", "logs --since 0s"))
+    problems += commands_about(senv, "session files broken", (("ls",), ("doctor",), ("peek", name)))
+    ways = ", ".join(f"{f} {sum(1 for v in victims.values() if v[0] == f)}" for f, _, _ in SESSION_FILES)
+    finish(senv, before, f"session files ({ways})", len(victims), problems)
 
 
 def test_malformed_registry_loses_no_session(superv_env: SupervEnv) -> None:
