@@ -25,8 +25,9 @@ from bench.harness import RUN_TAG, Config, Result, scratch_dir, sweep
 from bench.hosts import ALL_HOSTS
 
 WORKLOADS = ["throughput", "latency", "attach", "memory", "snapshot", "reconnect"]
-# Run only when named (--only): activity needs the Claude Code CLI that scripts/test installs.
-OPTIONAL_WORKLOADS = ["activity"]
+# Run only when named (--only): activity needs the Claude Code CLI that scripts/test installs;
+# notify measures one path of its own.
+OPTIONAL_WORKLOADS = ["activity", "notify"]
 PR_SET_CHILD_SUBREAPER = 36
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -77,6 +77,9 @@ from agent_worker.paths import PathError, validate_name
 from agent_worker.protocol import Detach, Hello, Input, Resize, Start
 from supervisor import terminal
 from supervisor.network_watch import NetworkChange, NetworkWatch
+from supervisor.notify.attach_notices import SHOW_FOR as NOTICE_SHOWN_FOR
+from supervisor.notify.attach_notices import from_json_line
+from supervisor.notify.attach_notices import render as render_notice
 from supervisor.reconnect_policy import ReconnectPolicy
 from supervisor.ssh_link import (
     REMOTE_MISSING_STATUS,
@@ -330,7 +333,9 @@ class Attempt:
                 writer.write(self.conversation.initiate())
                 async with _one_error(), asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._keep_stderr(errors))
+                    notices = tasks.create_task(self._follow_notices())  # notify
                     await self._stream(reader)
+                    notices.cancel()
                 await writer.channel.wait_closed()
             polite = True
             if not self.welcomed:
@@ -352,6 +357,20 @@ class Attempt:
                     self.conn.close()
                 else:
                     self.conn.abort()
+
+    async def _follow_notices(self) -> None:
+        """The box's notices, of every session, on our status line (``superv events --json``
+        over a second channel of this connection).  Best effort: whatever goes wrong
+        here (an older superv on the box, the channel refused) never touches the attach."""
+        if self.conn is None or not self.client.tty_out:
+            return
+        command = remote_superv(["events", "--json"], self.client.remote_command)
+        with contextlib.suppress(Exception):
+            async with self.conn.create_process(command, encoding=None) as process:
+                async for line in process.stdout:
+                    body = from_json_line(line)
+                    if body is not None and not self.stopped:
+                        self.client.show_notice(body)
 
     async def _keep_stderr(self, errors: asyncssh.SSHReader[bytes]) -> None:
         # Only for error messages: keep the end, bounded.  The link failing is the
@@ -468,6 +487,7 @@ class RemoteAttach:
         # Set when the user detached: the link closing now is the end, not a drop.
         self.stopping = False
         self.status_shown = False
+        self._notice_timer: asyncio.TimerHandle | None = None  # notify
         self.status_text = ""
         self.shown_anything = False
         self.alt_screen = terminal.ShownModes()  # what to put back on exit
@@ -809,6 +829,24 @@ class RemoteAttach:
             with contextlib.suppress(OSError):
                 terminal.write_all(self.stdout_fd, terminal.clear_status_line(self._rows()))
         self.status_shown = False
+
+    def show_notice(self, body: dict[str, Any]) -> None:
+        """A notification from the box, on the status line for a moment (notify)."""
+        if self.status_shown:
+            return  # the reconnect line is more urgent, and the notice's link is gone
+        rows, cols = self.size()
+        with contextlib.suppress(OSError):
+            terminal.write_all(self.stdout_fd, render_notice(body, rows, cols))
+        if self._notice_timer is not None:
+            self._notice_timer.cancel()
+        self._notice_timer = asyncio.get_running_loop().call_later(NOTICE_SHOWN_FOR,
+                                                                   self._clear_notice)
+
+    def _clear_notice(self) -> None:
+        self._notice_timer = None
+        if not self.status_shown:
+            with contextlib.suppress(OSError):
+                terminal.write_all(self.stdout_fd, terminal.clear_status_line(self._rows()))
 
     def _notice(self, text: str) -> None:
         if not self.tty_out:

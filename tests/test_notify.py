@@ -3,6 +3,7 @@ webhook, ntfy and a command from a real supervisor following a scripted agent.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -12,6 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import SupervEnv, wait_until
 from notify_helpers import Received, http_sink
+from ssh_fixtures import sshd, sshd_factory, superv_installed  # noqa: F401
+from sshd import SshServer
+from test_remote_attach import SUPERV as REMOTE_SUPERV
+from test_remote_attach import Tmux as RemoteTmux
+from test_remote_attach import client_env
 from tmux_helpers import HEIGHT, Tmux
 
 from supervisor import config as cfg
@@ -237,15 +243,21 @@ def test_a_notice_is_rendered_safely_with_the_bell_asked_for() -> None:
     assert " box:s needs appro… ".encode() in quiet  # cut to the width
 
 
-@pytest.mark.timeout(90)
-def test_a_client_attached_to_a_sees_bs_notice(superv_env: SupervEnv, tmp_path: Path) -> None:
-    senv = superv_env
+def two_sessions_b_asks_after(senv: SupervEnv, tmp_path: Path) -> Path:
+    """Session a prints "I am A"; b rings a BEL (needs_input) once the returned file exists."""
     go = tmp_path / "go"
     write_config(senv, '[notify]\non = ["needs_input"]\nhost = "box"\n')
     senv.superv("start", "a", "--", "sh", "-c", "echo I am A; sleep 1000", check=True)
     senv.superv("start", "b", "--", "sh", "-c",
                 f"while [ ! -e {go} ]; do sleep 0.05; done; printf 'Go on? \\a'; sleep 1000",
                 check=True)
+    return go
+
+
+@pytest.mark.timeout(90)
+def test_a_client_attached_to_a_sees_bs_notice(superv_env: SupervEnv, tmp_path: Path) -> None:
+    senv = superv_env
+    go = two_sessions_b_asks_after(senv, tmp_path)
     tmux = Tmux(senv.env, tmp_path)
     try:
         tmux.new_session("t")
@@ -261,3 +273,33 @@ def test_a_client_attached_to_a_sees_bs_notice(superv_env: SupervEnv, tmp_path: 
         tmux.wait_for("t", "[detached from a]")
     finally:
         tmux.kill_server()
+
+
+def _following_events(senv: SupervEnv) -> bool:
+    """Whether a ``superv events --json`` runs in this home (the remote client's channel)."""
+    for pid in senv.pids():
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"events" in argv and b"--json" in argv:
+                return True
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_a_remote_client_attached_to_a_sees_bs_notice(
+    superv_env: SupervEnv, sshd: SshServer, tmp_path: Path  # noqa: F811
+) -> None:
+    senv = superv_env
+    go = two_sessions_b_asks_after(senv, tmp_path)
+    tmux = RemoteTmux(senv.root, client_env(senv, sshd))
+    try:
+        tmux.type(f"{REMOTE_SUPERV} attach box:a")
+        tmux.wait("I am A")
+        wait_until(lambda: _following_events(senv), timeout=15, message="the events channel")
+        go.touch()
+        tmux.wait(r"(?m)^ box:b needs input", timeout=20)
+        wait_until(lambda: "box:b" not in tmux.screen(), timeout=15, message="the notice cleared")
+        tmux.key("C-\\")
+        tmux.wait(r"detached from")
+    finally:
+        tmux.kill()
