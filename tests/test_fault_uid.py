@@ -133,7 +133,7 @@ EXPLAINED = ("refused", "permission denied", "not yours", "belongs to uid")
 
 def test_refusals_of_send_and_peek_say_why(opened_home: SupervEnv) -> None:
     # Ten times each: which of the worker's Error and its close the client meets first is a
-    # race (before the worker's rework on main, 17 of 40 tries said why), and every try must.
+    # race (before the client read a refusal after EPIPE, 17 of 40 tries said why); all must.
     results = as_other(opened_home.env, 10 * [{"args": ["send", "mine", "hi"]}, {"args": ["peek", "mine"]}])
     for result in results:
         assert refused_in_one_line(result) is None, result
