@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.harness import RUN_TAG, Config, Result, scratch_dir, sweep
 from bench.hosts import ALL_HOSTS
 
-WORKLOADS = ["throughput", "latency", "attach", "memory", "snapshot", "reconnect"]
+WORKLOADS = ["throughput", "latency", "attach", "memory", "snapshot", "reconnect", "slowlink"]
 # Run only when named (--only): activity needs the Claude Code CLI that scripts/test installs;
 # notify measures one path of its own.
 OPTIONAL_WORKLOADS = ["activity", "notify"]

@@ -77,9 +77,13 @@ def keygen(path: Path) -> str:
 
 
 class Sshd:
-    """A throwaway sshd on 127.0.0.1 and the client files (config, known_hosts) for it."""
+    """A throwaway sshd on 127.0.0.1 and the client files (config, known_hosts) for it.
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    ``session_env`` is given to every ssh session through ``SetEnv`` (a box whose own
+    ``PATH`` and ``SUPERV_HOME`` are those of the bench), as a user's box has them.
+    """
+
+    def __init__(self, root: Path, env: dict[str, str], session_env: dict[str, str] | None = None) -> None:
         self.root = root
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privsep directory
         self.host_pub = keygen(root / "host_key")
@@ -87,6 +91,10 @@ class Sshd:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        # One SetEnv line (sshd uses the first): NAME=VALUE words, quoted so that a value
+        # with spaces survives.
+        session_env = {"HOME": str(root / "box-home"), **(session_env or {})}
+        set_env = " ".join(f'"{k}={v}"' for k, v in session_env.items())
         (root / "sshd_config").write_text(
             f"ListenAddress 127.0.0.1:{self.port}\nHostKey {root / 'host_key'}\n"
             f"AuthorizedKeysFile {root / 'authorized_keys'}\nPidFile {root / 'sshd.pid'}\n"
@@ -97,7 +105,7 @@ class Sshd:
             # files (root's runs 'pyenv init', whose rehash can wait a minute for a lock
             # a killed session left behind; see tests/sshd.py), so the figures are
             # superv's, not this machine's .bashrc's.
-            f"SetEnv HOME={root / 'box-home'}\n"
+            f"SetEnv {set_env}\n"
         )
         (root / "box-home").mkdir(exist_ok=True)
         (root / "known_hosts").write_text("")

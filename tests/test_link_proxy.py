@@ -1,0 +1,129 @@
+"""The bench's slow link (bench/link_proxy.py) does what its figures rely on.
+
+Real sockets on 127.0.0.1 on both sides: the rate is kept, the delay is added each way,
+a cut holds TCP bytes (and drops UDP datagrams) until the restore, a connection made
+during a cut gets through once the link is back, and a side that closed during the cut
+reaches the other side as an end of stream after the restore.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench.link_proxy import Link
+
+
+@pytest.fixture
+def server() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield listener
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.mark.timeout(30)
+def test_rate_and_delay(server: socket.socket) -> None:
+    size = 400_000
+    threading.Thread(target=lambda: server.accept()[0].sendall(b"x" * size), daemon=True).start()
+    with Link(rate=200_000, delay=0.05) as link:
+        with socket.create_connection(("127.0.0.1", link.tcp(server.getsockname()))) as client:
+            started = time.monotonic()
+            assert recv_exactly(client, size) == b"x" * size
+            took = time.monotonic() - started
+        # 400 kB at 200 kB/s: 2 s (less the bucket's first burst), plus the delay.
+        assert 1.8 < took < 3.5, took
+        assert link.counts()[0] == size
+
+
+@pytest.mark.timeout(30)
+def test_round_trip_is_twice_the_delay(server: socket.socket) -> None:
+    def echo() -> None:
+        conn = server.accept()[0]
+        while data := conn.recv(100):
+            conn.sendall(data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    with (
+        Link(rate=1e6, delay=0.05) as link,
+        socket.create_connection(("127.0.0.1", link.tcp(server.getsockname()))) as client,
+    ):
+        trips = []
+        for _ in range(3):
+            started = time.monotonic()
+            client.sendall(b"ping")
+            assert recv_exactly(client, 4) == b"ping"
+            trips.append(time.monotonic() - started)
+    assert 0.1 <= min(trips) < 0.3, trips
+
+
+@pytest.mark.timeout(30)
+def test_cut_holds_bytes_and_connections_until_restore(server: socket.socket) -> None:
+    accepted: list[socket.socket] = []
+    ready = threading.Event()
+
+    def accept_two() -> None:
+        for _ in range(2):
+            accepted.append(server.accept()[0])
+            ready.set()
+
+    threading.Thread(target=accept_two, daemon=True).start()
+    with Link(delay=0.01) as link:
+        port = link.tcp(server.getsockname())
+        first = socket.create_connection(("127.0.0.1", port))
+        assert ready.wait(5)
+        ready.clear()
+        link.cut()
+        first.sendall(b"held")
+        second = socket.create_connection(("127.0.0.1", port))  # made during the outage
+        accepted[0].settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            accepted[0].recv(10)
+        assert len(accepted) == 1, "a connection made during a cut reached the server"
+        first.close()  # the client gives up during the outage
+        link.restore()
+        accepted[0].settimeout(5)
+        assert recv_exactly(accepted[0], 4) == b"held"
+        assert accepted[0].recv(10) == b"", "the client's close did not arrive after the restore"
+        assert ready.wait(5), "the connection made during the cut never got through"
+        second.sendall(b"late")
+        accepted[1].settimeout(5)
+        assert recv_exactly(accepted[1], 4) == b"late"
+        second.close()
+
+
+@pytest.mark.timeout(30)
+def test_udp_is_dropped_while_cut_and_flows_after() -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+        Link(rate=1e6, delay=0.02) as link,
+    ):
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(0.5)
+        client.settimeout(5)
+        port = link.udp(server.getsockname())
+        client.sendto(b"one", ("127.0.0.1", port))
+        data, via = server.recvfrom(100)
+        assert data == b"one"
+        link.cut()
+        client.sendto(b"lost", ("127.0.0.1", port))
+        with pytest.raises(TimeoutError):
+            server.recvfrom(100)
+        link.restore()
+        client.sendto(b"two", ("127.0.0.1", port))
+        assert server.recvfrom(100)[0] == b"two"
+        server.sendto(b"back", via)  # the reply reaches the client's latest address
+        assert client.recvfrom(100)[0] == b"back"
