@@ -192,8 +192,12 @@ class Link:
         self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter, target: tuple[str, int]
     ) -> None:
         _small_buffer(c_writer)
-        # A connection made during an outage gets no further until the link is back.
-        await self._wait_up()
+        # A connection made during an outage gets no further until the link is back, and
+        # one its client gave up on meanwhile never reaches the server.
+        held = await self._hold_new(c_reader)
+        if held is None:
+            c_writer.close()
+            return
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
@@ -204,6 +208,7 @@ class Link:
             c_writer.close()
             return
         self.closers.extend([c_writer.close, s_writer.close])
+        s_writer.write(held)
         pumps = [
             asyncio.ensure_future(self._pump(c_reader, s_writer, UP)),
             asyncio.ensure_future(self._pump(s_reader, c_writer, DOWN)),
@@ -217,6 +222,24 @@ class Link:
                 pump.cancel()
             for writer in (c_writer, s_writer):
                 writer.close()
+
+    async def _hold_new(self, c_reader: asyncio.StreamReader) -> bytes | None:
+        """Wait for the link to be up; what the client sent meanwhile, None if it left."""
+        assert self._up is not None
+        held = b""
+        while not self._up.is_set():
+            read = asyncio.ensure_future(c_reader.read(self.chunk))
+            up = asyncio.ensure_future(self._up.wait())
+            done, _ = await asyncio.wait({read, up}, return_when=asyncio.FIRST_COMPLETED)
+            up.cancel()
+            if read not in done:
+                read.cancel()  # bytes not yet returned stay in the reader's buffer
+                continue
+            data = read.result()
+            if not data:
+                return None
+            held += data
+        return held
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str) -> None:
         """One direction of one connection: read, pay the rate, wait the delay, write."""

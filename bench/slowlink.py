@@ -162,7 +162,7 @@ class Laptop:
         self.keys(name, text, literal=True)
         self.keys(name, "Enter")
 
-    def wait(self, name: str, check: Callable[[list[str]], object], cap: float, what: str) -> object:
+    def wait(self, name: str, check: Callable[[list[str]], object], cap: float) -> object:
         """Poll the window until ``check(screen)`` is true; its value, or None at the cap."""
         deadline = time.monotonic() + cap
         while True:
@@ -226,20 +226,17 @@ class Tool:
         self.window = f"{self.name}{self.attempt}"
         argv, env = self.client()
         self.laptop.open(self.window, argv, env)
-        if not self.laptop.wait(self.window, lambda s: any(PROMPT in row for row in s), 60, "prompt"):
+        if not self.laptop.wait(self.window, lambda s: any(PROMPT in row for row in s), 60):
             raise BenchError(f"{self.name}: no prompt 60 s after attaching; screen: {self.tail()}")
 
     def reattach(self) -> None:
         self.laptop.close_window(self.window)
         self.attach()
         self.laptop.keys(self.window, "Enter")  # a fresh prompt at the bottom
-        self.laptop.wait(self.window, prompt_is_last, 30, "prompt")
+        self.laptop.wait(self.window, prompt_is_last, 30)
 
     def tail(self) -> str:
         return " | ".join(row.rstrip() for row in self.laptop.screen(self.window) if row.strip())[-300:]
-
-    def close(self) -> None:
-        self.laptop.close_window(self.window)
 
 
 def session_shell() -> list[str]:
@@ -378,13 +375,13 @@ def burst(tool: Tool, p: Params, data: Path) -> Figure:
     script = tool.box.root_file("burst.py", BURST)
     before = link.counts()
     laptop.type_line(tool.window, f"python3 {script} {data}")
-    seen = laptop.wait(tool.window, lambda s: MARKER.search("\n".join(s)), p.cap, "marker")
+    seen = laptop.wait(tool.window, lambda s: MARKER.search("\n".join(s)), p.cap)
     if not seen:
         return Figure(None, verified=f"marker not on screen within {p.cap:g} s")
     latency = time.time() - float(seen.group(1))  # type: ignore[union-attr]
     after = link.counts()
     down, up = after[0] - before[0], after[1] - before[1]
-    laptop.wait(tool.window, prompt_is_last, p.cap, "prompt")
+    laptop.wait(tool.window, prompt_is_last, p.cap)
     return Figure(
         latency,
         detail=f"{fmt_bytes(down)} down, {fmt_bytes(up)} up",
@@ -397,12 +394,12 @@ def ctrl_c(tool: Tool, p: Params) -> Figure:
     laptop = tool.laptop
     laptop.type_line(tool.window, "yes RUNAWAY-OUTPUT")
     running = lambda s: sum(r.rstrip() == "RUNAWAY-OUTPUT" for r in s) > 5  # noqa: E731
-    if not laptop.wait(tool.window, running, p.cap, "runaway"):
+    if not laptop.wait(tool.window, running, p.cap):
         return Figure(None, verified=f"runaway output not on screen within {p.cap:g} s")
     time.sleep(p.runaway)  # the user watches it run away for a moment
     t0 = time.monotonic()
     laptop.keys(tool.window, "C-c")
-    if not laptop.wait(tool.window, prompt_is_last, p.cap, "prompt after Ctrl-C"):
+    if not laptop.wait(tool.window, prompt_is_last, p.cap):
         return Figure(None, verified=f"prompt not back within {p.cap:g} s")
     return Figure(time.monotonic() - t0, verified="prompt last on screen")
 
@@ -411,7 +408,7 @@ def outage(tool: Tool, p: Params) -> Figure:
     laptop, link = tool.laptop, tool.box.link
     script = tool.box.root_file("tui.py", TUI)
     laptop.type_line(tool.window, f"python3 {script}")
-    if not laptop.wait(tool.window, current_frame(time.time()), 30, "the TUI"):
+    if not laptop.wait(tool.window, current_frame(time.time()), 30):
         return Figure(None, verified=f"the TUI not on screen within 30 s: {tool.tail()}")
     time.sleep(p.live)  # the TUI is live on screen for a while
     link.cut()
@@ -420,11 +417,11 @@ def outage(tool: Tool, p: Params) -> Figure:
     finally:
         link.restore()
     t0, back_at = time.monotonic(), time.time()
-    found = laptop.wait(tool.window, current_frame(back_at), p.cap, "the current frame")
+    found = laptop.wait(tool.window, current_frame(back_at), p.cap)
     value = time.monotonic() - t0 if found else None
     seen = tool.tail()
     laptop.keys(tool.window, "C-c")  # end the TUI
-    if not laptop.wait(tool.window, prompt_is_last, min(p.cap, 60), "prompt after the TUI"):
+    if not laptop.wait(tool.window, prompt_is_last, min(p.cap, 60)):
         log(f"{tool.name}: no prompt after the TUI: {tool.tail()}")
     if value is None:
         return Figure(None, verified=f"no current frame within {p.cap:g} s; on screen: {seen[-200:]}")

@@ -2,8 +2,8 @@
 
 Real sockets on 127.0.0.1 on both sides: the rate is kept, the delay is added each way,
 a cut holds TCP bytes (and drops UDP datagrams) until the restore, a connection made
-during a cut gets through once the link is back, and a side that closed during the cut
-reaches the other side as an end of stream after the restore.
+during a cut gets through once the link is back (unless its client gave up), and a side
+that closed during the cut reaches the other side as an end of stream after the restore.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ def test_cut_holds_bytes_and_connections_until_restore(server: socket.socket) ->
         link.cut()
         first.sendall(b"held")
         second = socket.create_connection(("127.0.0.1", port))  # made during the outage
+        gone = socket.create_connection(("127.0.0.1", port))  # and given up during it
+        gone.sendall(b"SSH-2.0-banner\r\n")
+        gone.close()
         accepted[0].settimeout(0.5)
         with pytest.raises(TimeoutError):
             accepted[0].recv(10)
@@ -102,6 +105,9 @@ def test_cut_holds_bytes_and_connections_until_restore(server: socket.socket) ->
         accepted[1].settimeout(5)
         assert recv_exactly(accepted[1], 4) == b"late"
         second.close()
+        server.settimeout(1)
+        with pytest.raises(TimeoutError):
+            server.accept()  # the abandoned one: its SYNs were lost in the outage
 
 
 @pytest.mark.timeout(30)
