@@ -35,6 +35,7 @@ import json
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -528,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=float, nargs="+", help="bytes/s (default 1e6 2e5)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds, so the sweep below stops everything the run started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     began = time.monotonic()
     try:
         with scratch_dir() as scratch:
