@@ -228,7 +228,13 @@ class Tool:
         argv, env = self.client()
         self.laptop.open(self.window, argv, env)
         if not self.laptop.wait(self.window, lambda s: any(PROMPT in row for row in s), 60):
-            raise BenchError(f"{self.name}: no prompt 60 s after attaching; screen: {self.tail()}")
+            history = self.laptop.tmux("capture-pane", "-p", "-S", "-", "-t", f"laptop:{self.window}")
+            sshd_log = (self.box.root / "sshd.log").read_text(errors="replace")
+            raise BenchError(
+                f"{self.name}: no prompt 60 s after attaching; the client's terminal: "
+                f"{' | '.join(r.strip() for r in history.splitlines() if r.strip())[-400:]}; "
+                f"sshd: {sshd_log.strip()[-300:]}"
+            )
 
     def reattach(self) -> None:
         self.laptop.close_window(self.window)
