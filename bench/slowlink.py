@@ -2,7 +2,7 @@
 
 A real OpenSSH ``sshd`` on 127.0.0.1 plays the box, with its own ``SUPERV_HOME`` and
 ``PATH`` given to every ssh session by ``SetEnv``.  Between it and the clients is a
-:class:`bench.link_proxy.Link`: a token bucket at ``rate`` bytes/s in each direction and
+:class:`bench.tcp_proxy.Link`: a token bucket at ``rate`` bytes/s in each direction and
 50 ms one way (100 ms round trip), which can be cut and restored; mosh's UDP goes through
 the same link.  Each client runs in a window of a "laptop" tmux server (120x40, no status
 bar), so "on screen" means what ``tmux capture-pane`` shows there.  The box's session is an
@@ -59,10 +59,11 @@ from bench.harness import (
     tagged_env,
 )
 from bench.hosts import Host, Superv, Tmux
-from bench.link_proxy import Link
 from bench.reconnect import SSHD, Sshd
+from bench.tcp_proxy import Link
 
 DELAY = 0.05  # one way
+ALIAS = "slowbox"  # the box through the link ("box" is the sshd's own port)
 PROMPT = "SVPROMPT>"
 POLL = 0.02  # capture-pane every 20 ms: the figures' resolution
 MARKER = re.compile(r"MARKER (\d+\.\d+)")
@@ -85,7 +86,10 @@ os.write(1, b"MARKER %.6f\\n" % time.time())
 TUI = f"""\
 import os, signal, sys, time
 rows, cols = {ROWS}, {COLS}
-signal.signal(signal.SIGINT, lambda *_: (os.write(1, b"\\x1b[?1049l"), os._exit(0)))
+# On Ctrl-C: back to the main screen, cursor shown, and a fresh line for the prompt (a
+# terminal without an alternate screen, like mosh's, keeps the last frame: the prompt
+# then comes below it).
+signal.signal(signal.SIGINT, lambda *_: (os.write(1, b"\\x1b[?1049l\\x1b[?25h\\r\\n"), os._exit(0)))
 os.write(1, b"\\x1b[?1049h\\x1b[?25l")
 pattern = bytes(range(33, 127)) * 4
 n = 0
@@ -252,19 +256,19 @@ def session_shell() -> list[str]:
 
 class SupervTool(Tool):
     name = "superv"
-    label = "superv attach box:NAME"
+    label = "superv attach slowbox:NAME"
 
     def start_session(self) -> None:
         self.box.superv.start("slow", session_shell())
 
     def client(self) -> tuple[list[str], dict[str, str]]:
         env = {"SUPERV_SSH_CONFIG": str(self.box.config), "SUPERV_KNOWN_HOSTS": str(self.box.known_hosts)}
-        return [*self.box.superv.superv(), "attach", "box:slow"], env
+        return [*self.box.superv.superv(), "attach", f"{ALIAS}:slow"], env
 
 
 class TmuxTool(Tool):
     name = "tmux"
-    label = "ssh -t box tmux attach"
+    label = "ssh -t slowbox tmux attach"
 
     def start_session(self) -> None:
         self.box.tmux.start("slow", session_shell())
@@ -273,7 +277,7 @@ class TmuxTool(Tool):
 
     def client(self) -> tuple[list[str], dict[str, str]]:
         remote = shlex.join([*self.box.tmux.attach_argv("slow")])
-        return ["ssh", "-F", str(self.box.config), "-t", "box", remote], {}
+        return ["ssh", "-F", str(self.box.config), "-t", ALIAS, remote], {}
 
 
 class MoshTool(Tool):
@@ -290,7 +294,7 @@ class MoshTool(Tool):
     def start_session(self) -> None:
         server = ["mosh-server", "new", "-i", "127.0.0.1", "-c", "256", "-l", "LANG=C.UTF-8", "--"]
         proc = subprocess.run(
-            ["ssh", "-F", str(self.box.config), "box", shlex.join([*server, *session_shell()])],
+            ["ssh", "-F", str(self.box.config), ALIAS, shlex.join([*server, *session_shell()])],
             env=self.box.env,
             capture_output=True,
             text=True,
@@ -338,17 +342,9 @@ class Box:
             "BENCH_TAG": superv.tag,
         }
         self.sshd = Sshd(root, superv.env, session_env)
-        port = link.tcp(("127.0.0.1", self.sshd.port))
-        # What the laptop's ~/.ssh holds for a box reached through the link.
-        self.known_hosts = root / "known_hosts_link"
-        self.known_hosts.write_text(f"[127.0.0.1]:{port} {self.sshd.host_pub}\n")
-        self.config = root / "ssh_config_link"
-        user = superv.env.get("USER") or "root"
-        self.config.write_text(
-            f"Host box\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
-            f"  IdentityFile {root / 'client_key'}\n  IdentitiesOnly yes\n"
-            f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n  BatchMode yes\n"
-        )
+        # What the laptop's ~/.ssh holds for the box reached through the link.
+        self.sshd.add_alias(ALIAS, link.tcp(("127.0.0.1", self.sshd.port)))
+        self.config, self.known_hosts = root / "ssh_config", root / "known_hosts"
 
     @staticmethod
     def session_path() -> str:

@@ -1,13 +1,15 @@
-"""The bench's slow link (bench/link_proxy.py) does what its figures rely on.
+"""The bench's network (bench/tcp_proxy.py) does what the benches rely on.
 
 Real sockets on 127.0.0.1 on both sides: the rate is kept, the delay is added each way,
 a cut holds TCP bytes (and drops UDP datagrams) until the restore, a connection made
 during a cut gets through once the link is back (unless its client gave up), and a side
 that closed during the cut reaches the other side as an end of stream after the restore.
+A "refuse" cut resets every connection, and each new one until the restore.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -15,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.link_proxy import Link
+from bench.tcp_proxy import Link, LinkProxy
 
 
 @pytest.fixture
@@ -37,7 +39,12 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
 @pytest.mark.timeout(30)
 def test_rate_and_delay(server: socket.socket) -> None:
     size = 400_000
-    threading.Thread(target=lambda: server.accept()[0].sendall(b"x" * size), daemon=True).start()
+
+    def send() -> None:
+        with server.accept()[0] as conn:
+            conn.sendall(b"x" * size)
+
+    threading.Thread(target=send, daemon=True).start()
     with Link(rate=200_000, delay=0.05) as link:
         with socket.create_connection(("127.0.0.1", link.tcp(server.getsockname()))) as client:
             started = time.monotonic()
@@ -51,9 +58,9 @@ def test_rate_and_delay(server: socket.socket) -> None:
 @pytest.mark.timeout(30)
 def test_round_trip_is_twice_the_delay(server: socket.socket) -> None:
     def echo() -> None:
-        conn = server.accept()[0]
-        while data := conn.recv(100):
-            conn.sendall(data)
+        with server.accept()[0] as conn, contextlib.suppress(ConnectionResetError):
+            while data := conn.recv(100):  # until the link's close resets it
+                conn.sendall(data)
 
     threading.Thread(target=echo, daemon=True).start()
     with (
@@ -105,6 +112,8 @@ def test_cut_holds_bytes_and_connections_until_restore(server: socket.socket) ->
         accepted[1].settimeout(5)
         assert recv_exactly(accepted[1], 4) == b"late"
         second.close()
+        for conn in accepted:
+            conn.close()
         server.settimeout(1)
         with pytest.raises(TimeoutError):
             server.accept()  # the abandoned one: its SYNs were lost in the outage
@@ -133,3 +142,39 @@ def test_udp_is_dropped_while_cut_and_flows_after() -> None:
         assert server.recvfrom(100)[0] == b"two"
         server.sendto(b"back", via)  # the reply reaches the client's latest address
         assert client.recvfrom(100)[0] == b"back"
+
+
+@pytest.mark.timeout(30)
+def test_refuse_resets_every_connection_and_each_new_one_until_restore(
+    server: socket.socket,
+) -> None:
+    proxy = LinkProxy(server.getsockname()[1])
+    try:
+        old = socket.create_connection(("127.0.0.1", proxy.port))
+        far, _ = server.accept()
+        old.sendall(b"up")
+        assert recv_exactly(far, 2) == b"up"  # the proxy carries this connection
+        proxy.cut("refuse")
+        old.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            old.recv(10)
+        far.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            far.recv(10)
+        new = socket.create_connection(("127.0.0.1", proxy.port))
+        new.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            new.recv(10)
+        assert proxy.accepted == 1
+        for sock in (old, far, new):
+            sock.close()
+        proxy.restore()
+        with socket.create_connection(("127.0.0.1", proxy.port)) as again:
+            again.sendall(b"back")
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(5)
+                assert recv_exactly(conn, 4) == b"back"
+        assert proxy.accepted == 2
+    finally:
+        proxy.close()
