@@ -3,7 +3,7 @@
 Nothing here is about speed: ``python -m bench --quick`` exits non-zero when a workload
 could not run or the bytes that reached a client were not the bytes sent, and this test
 also checks that each workload produced rows and that no peer was silently skipped.
-About 80 s on a 2-core machine (the slow-link scenarios are ~30 s of it).
+About 100 s on a loaded 2-core machine (the slow-link scenarios are ~20 s of it).
 """
 
 from __future__ import annotations
