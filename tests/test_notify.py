@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import queue
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from test_remote_attach import Tmux as RemoteTmux
 from test_remote_attach import client_env
 from tmux_helpers import HEIGHT, Tmux
 
+from agent_worker.activity import hook_client
 from supervisor import config as cfg
 from supervisor.notify import message
 from supervisor.notify.attach_notices import render as render_notice
@@ -96,6 +99,11 @@ def test_changes_and_their_lines() -> None:
     assert message.line("box", "s", "ended", exited) == "box:s ended: exited 3"
     assert message.change_of({"event": "stalled", "idle": 300}) == "stalled"
     assert message.change_of({"event": "attached"}) is None
+    gave_up = {"event": "restart_limit", "restarts": 5}
+    assert message.change_of(gave_up) == "error"
+    assert message.line("box", "s", "error", gave_up) == "box:s keeps failing: not restarted after 5 restarts"
+    failed = {"event": "launch_failed", "error": "no such program: clade"}
+    assert message.line("box", "s", "error", failed) == "box:s failed to start: no such program: clade"
 
 
 def test_a_flicker_sends_nothing_and_a_lasting_change_once() -> None:
@@ -303,3 +311,67 @@ def test_a_remote_client_attached_to_a_sees_bs_notice(
         tmux.wait(r"detached from")
     finally:
         tmux.kill()
+
+
+@pytest.mark.timeout(120)
+def test_every_change_from_a_hooked_agent_reaches_the_webhook(superv_env: SupervEnv,
+                                                              tmp_path: Path) -> None:
+    """A claude-kind session whose "agent" is a silent script; the test plays Claude Code's
+    part through the real hook client, one hook at a time, each change left to settle."""
+    from agent_worker.activity.hooks import CLIENT
+
+    senv = superv_env
+    senv.env["SUPERV_STALL_AFTER"] = "2"
+    with http_sink() as (base, got):
+        write_config(senv, f'[notify]\nhost = "box"\nwebhook = "{base}/hook"\n'
+                           f'on = ["working", "needs_approval", "needs_input", "idle", "ended", '
+                           f'"stalled", "error"]\n')
+        agent = tmp_path / "claude"  # takes our --settings and says nothing
+        agent.write_text("#!/bin/sh\nread x\nexit 0\n")
+        agent.chmod(0o755)
+        senv.superv("start", "e", "--", str(agent), check=True)
+        stalled = json.loads(_next(got, "/hook").body)  # it printed nothing for 2 s
+        assert (stalled["reason"], stalled["message"]) == ("stalled", "box:e stalled: no output for 2 s")
+        sock = str(hook_socket_path(senv))
+
+        def hook(payload: dict[str, object]) -> dict[str, object]:
+            subprocess.run([sys.executable, "-I", "-S", str(CLIENT), sock, "e", json.dumps(payload)],
+                           check=True, timeout=10, env=senv.env)
+            return json.loads(_next(got, "/hook").body)
+
+        steps = [
+            ({"hook_event_name": "UserPromptSubmit", "prompt": "clean"}, "working", "box:e is working"),
+            ({"hook_event_name": "PermissionRequest", "tool_name": "Bash",
+              "tool_input": {"command": "rm -rf build"}},
+             "needs_approval", "box:e needs approval: Bash: rm -rf build"),
+            ({"hook_event_name": "PostToolUse", "tool_name": "Bash"}, "working", "box:e is working"),
+            ({"hook_event_name": "Stop"}, "idle", "box:e finished its turn"),
+            ({"hook_event_name": "UserPromptSubmit", "prompt": "more"}, "working", "box:e is working"),
+            ({"hook_event_name": "PreToolUse", "tool_name": "AskUserQuestion",
+              "tool_input": {"questions": [{"question": "Which one?"}]}},
+             "needs_input", "box:e needs input: Which one?"),
+            ({"hook_event_name": "UserPromptSubmit", "prompt": "a"}, "working", "box:e is working"),
+            ({"hook_event_name": "StopFailure", "error": "rate_limit"},
+             "error", "box:e turn failed: rate_limit"),
+        ]
+        for payload, reason, line in steps:
+            body = hook(payload)
+            assert (body["reason"], body["message"], body["agent"]) == (reason, line, "claude"), payload
+        # A flicker: an approval answered within the settle time is never sent.
+        assert hook({"hook_event_name": "UserPromptSubmit", "prompt": "b"})["reason"] == "working"
+        for payload in ({"hook_event_name": "PermissionRequest", "tool_name": "Bash",
+                         "tool_input": {"command": "ls"}},
+                        {"hook_event_name": "PostToolUse", "tool_name": "Bash"}):
+            assert hook_client.main(["hook", sock, "e", json.dumps(payload)]) == 0  # in-process: fast
+        assert hook({"hook_event_name": "Stop"})["reason"] == "idle"
+        senv.superv("send", "--enter", "e", "bye", check=True)
+        ended = json.loads(_next(got, "/hook").body)
+        assert (ended["reason"], ended["message"]) == ("ended", "box:e ended: exited 0")
+
+
+def hook_socket_path(senv: SupervEnv) -> Path:
+    """The session's hook socket, as the worker names it (in this test's runtime dir)."""
+    code = "import sys; from agent_worker.activity.monitor import hook_socket; print(hook_socket('e'))"
+    out = subprocess.run([sys.executable, "-c", code], env=senv.env, capture_output=True,
+                         text=True, check=True, timeout=30).stdout.strip()
+    return Path(out)

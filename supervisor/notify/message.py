@@ -36,6 +36,8 @@ def change_of(event: dict[str, Any]) -> str | None:
         return "ended"
     if kind == "stalled":
         return "stalled"
+    if kind in ("launch_failed", "restart_limit"):
+        return "error"  # superv's own errors about the session: it will not run by itself
     return None
 
 
@@ -51,6 +53,10 @@ def line(host: str, session: str, change: str, event: dict[str, Any]) -> str:
             return f"{who} needs input{tail}"
         case "idle":
             return f"{who} finished its turn{tail}"
+        case "error" if event.get("event") == "launch_failed":
+            return f"{who} failed to start: {event.get('error')}"
+        case "error" if event.get("event") == "restart_limit":
+            return f"{who} keeps failing: not restarted after {event.get('restarts')} restarts"
         case "error":
             return f"{who} {attention}"
         case "ended":
