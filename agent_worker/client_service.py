@@ -11,6 +11,7 @@ at most, and a flood of them a few lines a minute (:class:`Complaints`).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -40,6 +41,7 @@ log = structlog.get_logger("agent_worker")
 SEND_CHUNK = 256 * 1024  # most bytes in one Output frame to a client
 HELLO_TIMEOUT = 10.0
 LAST_WORD_TIMEOUT = 2.0  # for the last word to a client we are closing
+RECEIVE_SIZE = 65536  # most bytes taken by one read of a client's socket
 DRAIN_LIMIT = 4 * p.MAX_FRAME  # of what it still sends, read and dropped before closing
 
 
@@ -299,8 +301,31 @@ class ClientService:
 
 async def _next_event(stream: trio.SocketStream, conversation: ServerConversation) -> Any:
     while (event := conversation.next_event()) is NEED_DATA:
-        conversation.receive_data(await stream.receive_some(65536))
+        conversation.receive_data(await _receive_some(stream))
     return event
+
+
+async def _receive_some(stream: trio.SocketStream) -> bytes:
+    """What the client sent next (b"" at its end), for the one task that reads it.
+
+    Waits first, then reads: a keystroke's frame has been read whole by the time we
+    look again, so ``receive_some``'s try-first would fail (EAGAIN) on nearly every key,
+    and its checkpoints cost a scheduler pass each.  BrokenResourceError if the
+    connection broke, ClosedResourceError if it was closed under us, as from the stream.
+    """
+    sock = stream.socket
+    while True:
+        if sock.fileno() < 0:
+            raise trio.ClosedResourceError("the client's socket was closed")
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return os.read(sock.fileno(), RECEIVE_SIZE)
+        except BlockingIOError:
+            continue  # woken for nothing (a spurious wake-up)
+        except OSError as exc:
+            if sock.fileno() < 0:
+                raise trio.ClosedResourceError("the client's socket was closed") from exc
+            raise trio.BrokenResourceError from exc
 
 
 async def _last_word(stream: trio.SocketStream, frame: bytes) -> None:
