@@ -375,3 +375,23 @@ def hook_socket_path(senv: SupervEnv) -> Path:
     out = subprocess.run([sys.executable, "-c", code], env=senv.env, capture_output=True,
                          text=True, check=True, timeout=30).stdout.strip()
     return Path(out)
+
+
+@pytest.mark.timeout(90)
+def test_a_config_broken_while_running_is_logged_once_and_the_last_good_one_kept(
+    superv_env: SupervEnv,
+) -> None:
+    senv = superv_env
+    with http_sink() as (base, got):
+        path = write_config(senv, f'[notify]\non = ["idle"]\nwebhook = "{base}/hook"\n')
+        senv.superv("start", "g", "--", "sh", "-c",
+                    "echo a; sleep 0.3; echo b; read x; echo c; sleep 0.3; echo d; read y",
+                    check=True)
+        assert json.loads(_next(got, "/hook").body)["reason"] == "idle"
+        path.write_text('[notify]\non = ["idle"]\nwebhook = "gopher://x"\n')
+        senv.superv("send", "--enter", "g", "go", check=True)
+        assert json.loads(_next(got, "/hook").body)["reason"] == "idle"  # the last good config
+        log = (senv.home / "supervisor.log").read_text()
+        assert log.count("config_invalid") == 1, log
+        assert "notify.webhook: 'gopher://x' is not an http(s) URL" in log
+        assert senv.superv("ls").returncode == 0

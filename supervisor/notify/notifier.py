@@ -72,11 +72,15 @@ class Notifier:
             while True:
                 due = self.debounce.next_due()
                 wait = max(0.0, due - time.monotonic()) if due is not None else float("inf")
-                with trio.move_on_after(wait):
-                    event = await self._receive.receive()
-                    self.take(event)
-                for item in self.debounce.due(time.monotonic()):
-                    self.dispatch(item)
+                try:
+                    with trio.move_on_after(wait):
+                        event = await self._receive.receive()
+                        self.take(event)
+                    for item in self.debounce.due(time.monotonic()):
+                        self.dispatch(item)
+                except Exception:
+                    # A bug here must cost notifications, never the supervisor.
+                    log.exception("notify_bug")
 
     def take(self, event: dict[str, Any]) -> None:
         session = str(event.get("session") or "")
