@@ -142,8 +142,15 @@ def test_webhook_and_ntfy_get_each_lasting_change(superv_env: SupervEnv, tmp_pat
     senv = superv_env
     go = tmp_path / "go"
     with http_sink() as (base, got):
+        record = tmp_path / "command.jsonl"
+        program = ("import json, os, sys; open(sys.argv[1], 'a').write(json.dumps({'stdin': "
+                   "sys.stdin.read(), 'env': {k: v for k, v in os.environ.items() "
+                   "if k.startswith('SUPERV_') and k not in ('SUPERV_HOME', 'SUPERV_RUNTIME_DIR', "
+                   "'SUPERV_SNAPSHOT_INTERVAL')}}) + '\\n')")
+        command = json.dumps([sys.executable, "-c", program, str(record)])
         write_config(senv, f'[notify]\non = ["needs_input", "idle", "ended"]\nhost = "box"\n'
-                           f'webhook = "{base}/hook"\nntfy = "{base}/topic?auth=secret"\n')
+                           f'webhook = "{base}/hook"\nntfy = "{base}/topic?auth=secret"\n'
+                           f'command = {command}\n')
         # Works, goes quiet (idle after working), then asks with a BEL, then ends.
         script = (f"echo working; sleep 0.3; echo more; while [ ! -e {go} ]; do sleep 0.05; done; "
                   f"printf 'Continue? \\a'; read answer; echo got $answer; exit 3")
@@ -156,6 +163,11 @@ def test_webhook_and_ntfy_get_each_lasting_change(superv_env: SupervEnv, tmp_pat
                         "attention": None, "message": "box:g finished its turn",
                         "agent": "generic", "time": body["time"]}
         assert started <= body["time"] <= time.time()
+        ran = json.loads(wait_until(lambda: record.exists() and record.read_text()).splitlines()[0])
+        assert json.loads(ran["stdin"]) == body  # the same JSON on the command's stdin
+        assert ran["env"] == {"SUPERV_HOST": "box", "SUPERV_SESSION": "g", "SUPERV_REASON": "idle",
+                              "SUPERV_ACTIVITY": "idle", "SUPERV_ATTENTION": "",
+                              "SUPERV_MESSAGE": "box:g finished its turn", "SUPERV_AGENT": "generic"}
         ntfy = _next(got, "/topic?auth=secret")
         assert ntfy.body == b"box:g finished its turn"
         assert (ntfy.headers["Title"], ntfy.headers["Priority"], ntfy.headers["Tags"]) == \
