@@ -42,7 +42,10 @@ class ReconnectPolicy:
 
     delay: float = BACKOFF_START  # the wait after the next quick failure
     last_setup: float | None = None  # connect to Welcome, the last time it worked
-    last_answer: float | None = None  # connect to the box's first byte, the last time
+    # Connect to the box's first byte, the quickest seen: a connection that lost its SYN
+    # (an outage) took longer, and that says nothing about the link.  A stagger that is
+    # too short for a slower link later costs only extra SYNs: earlier connections stay.
+    last_answer: float | None = None
     timeouts: int = 0  # tries in a row that ran out of their budget
 
     def patience(self) -> float:
@@ -67,7 +70,7 @@ class ReconnectPolicy:
         ``answer``, when known)."""
         self.last_setup = setup
         if answer is not None:
-            self.last_answer = answer
+            self.last_answer = answer if self.last_answer is None else min(self.last_answer, answer)
         self.timeouts = 0
 
     def dropped(self, lived: float) -> float:

@@ -260,7 +260,9 @@ class Attempt:
         self.conn: asyncssh.SSHClientConnection | None = None
         self.writer: asyncssh.SSHWriter[bytes] | None = None
         self.setup_time: float | None = None  # seconds to the Welcome, once it came
-        self.answered_after: float | None = None  # seconds to the box's first byte
+        # Seconds from the winning TCP connect to the box's first byte (not from the try's
+        # start, which may include an outage).
+        self.answered_after: float | None = None
         self.welcomed_at = 0.0
         self.stderr_tail = b""
         self.stopped = False  # the user detached: show nothing more
@@ -319,11 +321,12 @@ class Attempt:
         try:
             async with asyncio.timeout(self.patience) as self._setup:
                 options = await client.link.options()
-                sock = await answering_socket(options, stagger=client.policy.stagger())
-                if sock is None:  # a ProxyJump or ProxyCommand: no answer to wait for
+                answered = await answering_socket(options, stagger=client.policy.stagger())
+                sock = None
+                if answered is None:  # a ProxyJump or ProxyCommand: no answer to wait for
                     self._setup.reschedule(self._began + self.budget)
                 else:
-                    self.answered_after = loop.time() - self._began
+                    sock, self.answered_after = answered
                     self._setup.reschedule(loop.time() + self.budget)
                 self.conn = await asyncssh.connect(client.link.host, options=options, sock=sock)
                 command = remote_command_line(client.target.name, client.remote_command)

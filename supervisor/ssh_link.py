@@ -174,7 +174,7 @@ class SshLink:
 
 async def answering_socket(
     options: asyncssh.SSHClientConnectionOptions, *, stagger: float
-) -> socket.socket | None:
+) -> tuple[socket.socket, float] | None:
     """A TCP connection to the box, returned as soon as the box has sent its first byte.
 
     This is the part of a reconnect that tells a dead link from a slow one.  A link that
@@ -184,10 +184,11 @@ async def answering_socket(
     answer wins: after the link comes back, a SYN goes out within ``stagger`` seconds.
     Once the box has answered, the rest of the set-up takes as long as the link needs.
 
-    The socket is for ``asyncssh.connect(sock=...)``: nothing is read from it (the first
-    byte is only seen, not taken).  None when the config sends the connection through a
-    ProxyJump or ProxyCommand: asyncssh makes that connection itself.  A refusal is raised
-    at once (retrying is the caller's decision); the caller bounds the whole with a timeout.
+    Returns the socket, for ``asyncssh.connect(sock=...)`` (nothing is read from it: the
+    first byte is only seen, not taken), and how long that connection took to answer.
+    None when the config sends the connection through a ProxyJump or ProxyCommand:
+    asyncssh makes that connection itself.  A refusal is raised at once (retrying is the
+    caller's decision); the caller bounds the whole with a timeout.
     """
     if options.tunnel or options.proxy_command:
         return None
@@ -197,7 +198,7 @@ async def answering_socket(
     )
     if not addresses:
         raise OSError(f"no address for {options.host}")
-    tries: set[asyncio.Task[socket.socket]] = set()
+    tries: set[asyncio.Task[tuple[socket.socket, float]]] = set()
     try:
         while True:
             tries.add(asyncio.create_task(_hear_from(addresses, options.local_addr)))
@@ -210,14 +211,15 @@ async def answering_socket(
             task.cancel()
         for task in tries:
             with contextlib.suppress(asyncio.CancelledError, OSError):
-                (await task).close()  # one that answered just as we stopped waiting
+                (await task)[0].close()  # one that answered just as we stopped waiting
 
 
 async def _hear_from(
     addresses: list[tuple[Any, ...]], local_addr: tuple[str, int] | None
-) -> socket.socket:
+) -> tuple[socket.socket, float]:
     """Connect to the first address that takes a connection; return once it has spoken."""
     loop = asyncio.get_running_loop()
+    began = loop.time()
     failure: OSError | None = None
     for family, kind, proto, _, address in addresses:
         sock = socket.socket(family, kind, proto)
@@ -232,7 +234,7 @@ async def _hear_from(
                 await answered
             finally:
                 loop.remove_reader(sock.fileno())
-            return sock
+            return sock, loop.time() - began
         except OSError as exc:
             sock.close()
             failure = exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from supervisor.reconnect_policy import (
     BACKOFF_MAX,
     FIRST_CONNECT_BUDGET,
@@ -49,3 +51,12 @@ def test_the_budget_of_a_try_adapts_to_the_link() -> None:
     assert budgets[0] == 12.0 and budgets[-1] == RECONNECT_BUDGET_MAX
     policy.connected(0.2)
     assert policy.budget() == RECONNECT_BUDGET_MIN
+
+
+def test_the_stagger_follows_the_quickest_answer_not_an_outage() -> None:
+    policy = ReconnectPolicy()
+    assert policy.stagger() == 1.0
+    policy.connected(2.0, answer=0.6)  # a slow link: its connections get time to answer
+    assert policy.stagger() == pytest.approx(1.8)
+    policy.connected(9.0, answer=8.0)  # answered only at a resent SYN after an outage
+    assert policy.stagger() == pytest.approx(1.8)
