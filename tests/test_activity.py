@@ -304,3 +304,19 @@ def test_screen_rules_of_other_agents(kind: str, screen: str, attention: str) ->
     assert warning is None
     assert found.for_screen(screen) == ("needs_approval", attention)
     assert found.for_screen("just some output\n$ ") is None
+
+
+@pytest.mark.timeout(60)
+def test_a_hook_socket_that_cannot_be_made_costs_only_the_hooks(
+        superv_env: SupervEnv, tmp_path: Path) -> None:
+    senv = superv_env
+    codex = tmp_path / "codex"
+    codex.write_text(FAKE_CODEX)
+    codex.chmod(0o755)
+    senv.env["HOME"] = str(tmp_path)
+    (senv.run / "sessions" / "blocked.hook").mkdir(parents=True)  # not a socket, not removable
+    senv.superv("start", "blocked", "--", str(codex), check=True)
+    wait_until(lambda: b"working on it" in (senv.session_dir("blocked") / "output.log").read_bytes())
+    run = json.loads(Path(str(codex) + ".argv").read_text().splitlines()[0])
+    assert run == []  # started without our notify
+    assert "hook_socket_failed" in (senv.session_dir("blocked") / "worker.log").read_text()

@@ -56,10 +56,15 @@ def prepare_launch(spec: SessionSpec, directory: Path) -> tuple[list[str], socke
     socket, bound before the agent starts so that its first hook (SessionStart) finds us."""
     if spec.agent not in HOOK_KINDS:
         return list(spec.command), None
-    path = hook_socket(spec.name)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # left by a dead worker of this session: the name is ours now
-    sock = listen_private(path, 16)
+    try:
+        path = hook_socket(spec.name)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # left by a dead worker of this session: the name is ours now
+        sock = listen_private(path, 16)
+    except (OSError, paths.PathError) as exc:
+        # Without the hook socket the agent still runs: its title and screen still tell.
+        log.warning("hook_socket_failed", error=str(exc))
+        return list(spec.command), None
     at = agent_kinds.program_index(spec.command)
     if spec.agent == "codex":
         argv = hooks.with_codex_notify(spec.command, at, path, spec.name, spec.env.get("HOME"))
