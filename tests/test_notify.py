@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import time
@@ -407,3 +408,22 @@ def test_a_config_broken_while_running_is_logged_once_and_the_last_good_one_kept
         assert log.count("config_invalid") == 1, log
         assert "notify.webhook: 'gopher://x' is not an http(s) URL" in log
         assert senv.superv("ls").returncode == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_stopped_supervisor_does_not_delay_an_attach(superv_env: SupervEnv, tmp_path: Path) -> None:
+    senv = superv_env
+    senv.superv("start", "a", "--", "sh", "-c", "echo I am A; sleep 1000", check=True)
+    daemon = next(pid for pid in senv.pids()
+                  if b"daemon" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+    tmux = Tmux(senv.env, tmp_path)
+    os.kill(daemon, signal.SIGSTOP)  # it accepts connections (the kernel does) and answers none
+    try:
+        tmux.new_session("t")
+        tmux.type("t", "$SUPERV attach a")
+        tmux.wait_for("t", "I am A", timeout=5)  # the events request is not waited for
+        tmux.keys("t", "C-\\")
+        tmux.wait_for("t", "[detached from a]")
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+        tmux.kill_server()

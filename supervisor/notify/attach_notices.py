@@ -73,12 +73,14 @@ class Notices:
             conn = control.connect(autostart=False)
         except CliError:
             return None
+        # Not waiting for the answer: a supervisor that is stopped or slow must not delay
+        # the attach.  Its Reply (or an Error, and the close) arrives later and is skipped.
         try:
-            control.send_first(conn, p.Request({"op": "events"}))
-        except CliError:
+            conn.sock.setblocking(False)
+            conn.send(p.Request({"op": "events"}))
+        except OSError:
             conn.close()
             return None
-        conn.sock.setblocking(False)
         return cls(conn)
 
     def fileno(self) -> int:
