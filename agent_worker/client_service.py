@@ -33,6 +33,7 @@ from agent_worker.conversation import (
     Violation,
 )
 from agent_worker.fanout import Fanout, SharedStream, Subscriber
+from agent_worker.feed_policy import FeedPolicy
 from agent_worker.log import OutputLog
 from agent_worker.peer import refusal
 
@@ -148,6 +149,7 @@ class ClientService:
         watching = conversation.watching
         client = Client(client_id, hello.read_only, time.time(), "watch" if watching else "attach")
         events = self.fanout.watch(client_id) if watching else None
+        subscriber: Subscriber | None = None
         if not watching:
             self._add(client)
             if not hello.read_only:
@@ -163,12 +165,13 @@ class ClientService:
                     nursery.start_soon(self._send_events, stream, conversation, events,
                                        nursery.cancel_scope)
                 else:
-                    subscriber = Subscriber(stream, conversation)
+                    feed = FeedPolicy(acks=hello.acks, may_skip=hello.may_skip)
+                    subscriber = Subscriber(stream, conversation, feed)
                     nursery.start_soon(self._send_output, subscriber, nursery.cancel_scope)
                     self.fanout.broadcast(Notice("attached", {"client": client_id,
                                                               "read_only": hello.read_only}))
                     self.session.persist_soon("attached")
-                violation = await self._receive(stream, conversation, client)
+                violation = await self._receive(stream, conversation, subscriber)
                 if violation is not None:
                     self.complaints.warn("client_protocol_error", error=violation,
                                          client=client_id)
@@ -227,7 +230,7 @@ class ClientService:
         """Serve one client from the log, from its offset on; the reader may serve it too."""
         output = self.session.output
         reader = output.reader
-        stream, conversation = sub.stream, sub.conversation
+        stream, conversation, feed = sub.stream, sub.conversation, sub.feed
         ended = self.session.ended
         self.fanout.subscribers.add(sub)
         try:
@@ -240,13 +243,24 @@ class ClientService:
                 if stream.pending:
                     await stream.send_all(b"")  # finish the frame the reader started
                 elif pos < end:
-                    data = reader.read(pos, min(end - pos, SEND_CHUNK))
-                    await stream.send_all(conversation.output_frame(pos, data))
+                    now = time.monotonic()
+                    feed.backlogged(now)
+                    room = feed.room()
+                    if not room:
+                        await self._park(sub)  # until an ack opens the window
+                    elif feed.should_skip(pos, end, now):
+                        await self._skip(sub, end, now)
+                    else:
+                        data = reader.read(pos, min(end - pos, SEND_CHUNK, feed.chunk(), room))
+                        frame = conversation.output_frame(pos, data)
+                        await stream.send_all(frame)
+                        feed.sent(pos + len(data), len(frame), now)
                 elif ended.is_set():
                     await stream.send_all(conversation.send(self.session.exit_event(pos)))
                     scope.cancel()
                     return
                 else:
+                    feed.caught_up()
                     sub.parked = True
                     try:
                         await sub.lot.park()
@@ -256,6 +270,19 @@ class ClientService:
             scope.cancel()  # the client went away
         finally:
             self.fanout.subscribers.discard(sub)
+
+    @staticmethod
+    async def _park(sub: Subscriber) -> None:
+        """Wait for the client's next ack (or new output, or the end) to look again."""
+        await sub.lot.park()
+
+    async def _skip(self, sub: Subscriber, end: int, now: float) -> None:
+        """The client is too far behind to catch up soon: send it the screen as of ``end``
+        and go on live from there (the log keeps every byte it did not get)."""
+        frame = sub.conversation.send(p.Screen(end, self.session.paint(end)))
+        await sub.stream.send_all(frame)
+        sub.feed.sent(end, len(frame), now)
+        sub.feed.skipped()
 
     async def _send_events(self, stream: SharedStream, conversation: ServerConversation,
                            events: trio.MemoryReceiveChannel[Exited | Notice],
@@ -269,20 +296,24 @@ class ClientService:
             scope.cancel()
 
     async def _receive(self, stream: SharedStream, conversation: ServerConversation,
-                       client: Client) -> str | None:
+                       subscriber: Subscriber | None) -> str | None:
         """Act on what the client sends until it detaches, leaves or breaks the protocol;
         what it broke, if it did."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            return await self._receive_until_done(stream, conversation)
+            return await self._receive_until_done(stream, conversation, subscriber)
         return None  # it went away
 
-    async def _receive_until_done(self, stream: SharedStream,
-                                  conversation: ServerConversation) -> str | None:
+    async def _receive_until_done(self, stream: SharedStream, conversation: ServerConversation,
+                                  subscriber: Subscriber | None) -> str | None:
         while True:
             event = await _next_event(stream.stream, conversation)
             match event:
                 case p.Detach() | Closed():
                     return None
+                case p.Ack(offset):
+                    if subscriber is not None:  # a watcher asks for no output: no acks
+                        subscriber.feed.acked(offset, time.monotonic())
+                        subscriber.lot.unpark_all()
                 case Violation(message):
                     return message
                 case Refused():

@@ -15,6 +15,11 @@ Both ends go ``AWAITING_HELLO -> STREAMING -> ENDED``:
   the server refuses to send a gap and drops what it already sent, the client reports a
   gap and drops a duplicate, so a reconnect at "everything after offset N" shows every
   byte once;
+- a client that asked for acks (version 2, ``FEED_ACKS``) sends ``Ack(offset)`` once it
+  has shown the stream up to ``offset`` (``ack()``); acks only go forward and never past
+  what was sent.  One that may be skipped (``FEED_SKIP``) can be sent a Screen ahead of its
+  position: it comes out as :class:`Skipped` (the worker's feed policy chose the present
+  over the backlog);
 - the client sends Input, Resize, Signal, Stop; a read-only client's input is refused,
   with one :class:`Refused` notice, and never reaches the agent;
 - the stream ends with :class:`Exited` (the agent ended: for an attach, nothing follows),
@@ -215,8 +220,22 @@ def event_from_body(body: Mapping[str, Any]) -> Exited | Refused | Notice:
     return Notice(kind if isinstance(kind, str) else "unknown", fields)
 
 
-ServerEvent = p.Hello | p.Input | p.Resize | p.Signal | p.Stop | p.Detach
-ClientEvent = SessionInfo | p.Screen | p.Output | Exited | Refused | Notice
+@attrs.frozen
+class Skipped:
+    """The worker skipped this client to the present: ``screen`` repaints the terminal as
+    of its offset, and the ``skipped`` bytes before it were not sent (they are in the log:
+    ``superv logs NAME`` shows them).  Output continues from ``screen.offset``."""
+
+    screen: p.Screen
+    skipped: int
+
+    @property
+    def data(self) -> bytes:
+        return self.screen.data
+
+
+ServerEvent = p.Hello | p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Ack
+ClientEvent = SessionInfo | p.Screen | Skipped | p.Output | Exited | Refused | Notice
 
 
 # ---- the two ends --------------------------------------------------------------------------
@@ -271,6 +290,7 @@ class ServerConversation(_End):
         super().__init__()
         self.hello: p.Hello | None = None
         self.position: int | None = None  # log offset of the next output byte to send
+        self.acked = 0  # the client's last Ack: it has shown the stream up to here
         self._welcomed = False
         self._refused = False
 
@@ -300,9 +320,9 @@ class ServerConversation(_End):
     def _first(self, msg: p.Message) -> p.Hello | Violation:
         if not isinstance(msg, p.Hello):
             return self._violation(f"expected a hello frame first, got {type(msg).__name__}")
-        if msg.version != p.VERSION:
+        if not p.OLDEST_VERSION <= msg.version <= p.VERSION:
             return self._violation(
-                f"protocol version {msg.version} is not {p.VERSION}: "
+                f"protocol version {msg.version} is not {p.OLDEST_VERSION}..{p.VERSION}: "
                 "the client and the worker come from different superv versions"
             )
         bad_size = window_size_error(msg.rows, msg.cols)
@@ -315,6 +335,17 @@ class ServerConversation(_End):
         match msg:
             case p.Detach():
                 self.state = State.ENDED
+                return msg
+            case p.Ack(offset):
+                assert self.hello is not None
+                if not self.hello.acks:
+                    return self._violation("an ack from a client that did not ask to ack")
+                if offset < self.acked or self.position is None or offset > self.position:
+                    return self._violation(
+                        f"ack of offset {offset}: outside {self.acked}..{self.position}, "
+                        "what was sent and not yet acknowledged"
+                    )
+                self.acked = offset
                 return msg
             case p.Input() | p.Resize() | p.Signal() | p.Stop() if self.read_only:
                 if self._refused:
@@ -349,7 +380,9 @@ class ServerConversation(_End):
                     raise LocalProtocolError("a welcome answers a hello, once")
                 self._welcomed = True
                 self.state = State.STREAMING
-                return p.encode(p.Welcome(event.to_dict()))
+                # The version both ends speak: the lower one (a version-1 client never acks).
+                version = min(self.hello.version, p.VERSION)
+                return p.encode(p.Welcome(event.to_dict(), version))
         if self.state is not State.STREAMING:
             raise LocalProtocolError(f"cannot send {type(event).__name__} in state {self.state}")
         match event:
@@ -411,7 +444,9 @@ class ClientConversation(_End):
         self.hello = hello
         self.position = position
         self.info: SessionInfo | None = None
+        self.version: int | None = None  # the version both ends speak, from the Welcome
         self._initiated = False
+        self._acked: int | None = None
 
     @property
     def watching(self) -> bool:
@@ -441,6 +476,22 @@ class ClientConversation(_End):
             raise TypeError(f"not a message a client sends: {msg!r}")
         return p.encode(msg)
 
+    @property
+    def acks(self) -> bool:
+        """Does this client acknowledge what it shows (asked for it, and the worker speaks
+        a version that reads acks)?"""
+        return self.hello.acks and self.version is not None and self.version >= 2
+
+    def ack(self) -> bytes:
+        """The Ack for what has been received so far, once the caller has shown it; ``b""``
+        when there is nothing new to acknowledge (or this client does not ack)."""
+        if not self.acks or self.state is not State.STREAMING or self.position is None:
+            return b""
+        if self.position == self._acked:
+            return b""
+        self._acked = self.position
+        return p.encode(p.Ack(self.position))
+
     def next_event(self) -> ClientEvent | Failed | Violation | Closed | _NeedData:
         while True:
             if self.state is State.ENDED:
@@ -464,6 +515,7 @@ class ClientConversation(_End):
             self.info = SessionInfo.from_dict(msg.info)
         except p.ProtocolError as exc:
             return self._violation(str(exc))
+        self.version = msg.version
         self.state = State.STREAMING
         return self.info
 
@@ -484,8 +536,9 @@ class ClientConversation(_End):
                 self.position = offset + len(data)
                 return p.Output(offset, data) if offset != msg.offset else msg
             case p.Screen(offset, _):
+                skipped = offset - self.position if self.position is not None else 0
                 self.position = offset
-                return msg
+                return Skipped(msg, skipped) if skipped > 0 else msg
             case p.Event(body):
                 event = event_from_body(body)
                 if isinstance(event, Exited) and not self.watching:

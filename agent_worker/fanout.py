@@ -1,22 +1,24 @@
 """Handing what was just logged to the clients, and lifecycle events to the watchers.
 
 The PTY reader calls :meth:`Fanout.publish` after each batch reaches the log.  A client
-that is caught up and idle gets the batch straight from memory, by a send that does not
-wait (the echo of a keystroke then costs no task switch and no read of the log); every
-other client is woken, and its own sender reads the log from its offset.  So the reader
-never waits on a client.
+that is caught up and idle, with room in its feed window (:mod:`agent_worker.feed_policy`),
+gets the batch straight from memory, by a send that does not wait (the echo of a
+keystroke then costs no task switch and no read of the log); every other client is woken,
+and its own sender reads the log from its offset.  So the reader never waits on a client.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import attrs
 import trio
 
 from agent_worker import protocol as p
 from agent_worker.conversation import Exited, Notice, ServerConversation
+from agent_worker.feed_policy import FeedPolicy
 
 
 class SharedStream:
@@ -68,6 +70,7 @@ class Subscriber:
 
     stream: SharedStream
     conversation: ServerConversation
+    feed: FeedPolicy  # how much may be in flight to it, and when it skips to the screen
     lot: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     parked: bool = False  # its sender is asleep, caught up, with nothing half-sent
 
@@ -85,12 +88,15 @@ class Fanout:
     def publish(self, start: int, data: bytes) -> None:
         """Output at log offset ``start`` was just logged: hand it on."""
         frame = None
+        now = time.monotonic()
         for sub in self.subscribers:
-            if sub.parked and sub.conversation.expects(start) and len(data) <= p.MAX_OUTPUT_CHUNK:
+            if (sub.parked and sub.conversation.expects(start)
+                    and len(data) <= min(p.MAX_OUTPUT_CHUNK, sub.feed.room())):
                 if frame is None:
                     frame = p.encode_output(start, data)
                 if sub.stream.send_nowait(frame):
                     sub.conversation.output_sent(start, len(data))
+                    sub.feed.sent(start + len(data), len(frame), now)
                     if not sub.stream.pending:
                         continue  # all sent: its sender sleeps on
             sub.lot.unpark_all()

@@ -8,8 +8,12 @@ Every socket superv listens on (a session's worker, the supervisor's control soc
 
 A frame's length is checked as soon as its header arrives, so an oversized or hostile
 length is refused at once instead of being buffered.  A client opens with :class:`Hello`
-(protocol version, where to start, window size, read-only flag); the worker answers with
-:class:`Welcome` or :class:`Error`.  Output is addressed by its offset in the session's
+(protocol version, where to start, window size, read-only flag, and from version 2 its
+feed flags); the worker answers with :class:`Welcome` (carrying the version both speak,
+the lower of the two) or :class:`Error`.  A version-2 client that asked for
+:data:`FEED_ACKS` acknowledges what it has shown with :class:`Ack` (issue 12: the worker
+keeps only about a round trip of output in flight to it, see
+:mod:`agent_worker.feed_policy`).  Output is addressed by its offset in the session's
 log, so a client that reconnects asks for "everything after offset N" and sees no gap and
 no duplicate.
 
@@ -28,7 +32,12 @@ from typing import Any, ClassVar
 
 import attrs
 
-VERSION = 1
+VERSION = 2
+OLDEST_VERSION = 1  # a version-1 peer still works: no feed flags, no acks, every byte sent
+
+# Hello feed flags (version 2 on).
+FEED_ACKS = 1  # the client sends Ack(offset) once it has shown output up to offset
+FEED_SKIP = 2  # when far behind, the client may be sent the current screen instead
 MAX_FRAME = 1 << 20  # kind + body, in bytes
 MAX_OUTPUT_CHUNK = MAX_FRAME - 1 - 8  # what fits in one Output frame
 
@@ -57,6 +66,15 @@ class Hello:
     cols: int = 80
     read_only: bool = False
     version: int = VERSION
+    flags: int = 0  # FEED_* bits; carried from version 2 on
+
+    @property
+    def acks(self) -> bool:
+        return self.version >= 2 and bool(self.flags & FEED_ACKS)
+
+    @property
+    def may_skip(self) -> bool:
+        return self.acks and bool(self.flags & FEED_SKIP)
 
 
 @attrs.frozen
@@ -158,12 +176,21 @@ class Reply:
     body: dict[str, Any]
 
 
+@attrs.frozen
+class Ack:
+    """The client has shown the stream up to log offset ``offset`` (version 2, FEED_ACKS)."""
+
+    KIND: ClassVar[int] = 14
+    offset: int
+
+
 Message = (
     Hello | Input | Resize | Detach | Signal | Stop | Welcome | Output | Screen | Event
-    | Error | Request | Reply
+    | Error | Request | Reply | Ack
 )
 
 _HELLO = struct.Struct("!HBQHH?")
+_FLAGS = struct.Struct("!B")  # after the version-1 hello, from version 2 on
 _RESIZE = struct.Struct("!HH")
 _SIGNAL = struct.Struct("!H")
 _STOP = struct.Struct("!I")
@@ -204,7 +231,10 @@ def encode(msg: Message) -> bytes:
                 Start(msg.start)
             except ValueError:
                 raise ProtocolError(f"hello asks for unknown start mode {msg.start}") from None
+            _check_uint(8, flags=msg.flags)
             body = _HELLO.pack(msg.version, msg.start, msg.value, msg.rows, msg.cols, msg.read_only)
+            if msg.version >= 2:
+                body += _FLAGS.pack(msg.flags)
         case Input():
             body = bytes(msg.data)
         case Resize():
@@ -224,6 +254,9 @@ def encode(msg: Message) -> bytes:
         case Output() | Screen():
             _check_uint(64, offset=msg.offset)
             body = _OFFSET.pack(msg.offset) + bytes(msg.data)
+        case Ack():
+            _check_uint(64, offset=msg.offset)
+            body = _OFFSET.pack(msg.offset)
         case Event() | Request() | Reply():
             body = _json(msg.body)
         case Error():
@@ -286,12 +319,17 @@ def _load_json(body: bytes, what: str) -> dict[str, Any]:
 def decode_body(kind: int, body: bytes) -> Message:
     """Turn one frame's kind and body into a message, or raise ProtocolError."""
     if kind == Hello.KIND:
+        flags = 0
+        if len(body) >= _VERSION.size and _VERSION.unpack_from(body)[0] >= 2:
+            # From version 2 on, the feed flags follow the version-1 layout.
+            (flags,) = _exact(body[_HELLO.size :], _FLAGS, "hello flags")
+            body = body[: _HELLO.size]
         version, start, value, rows, cols, read_only = _exact(body, _HELLO, "hello")
         try:
             start = Start(start)
         except ValueError:
             raise ProtocolError(f"hello asks for unknown start mode {start}") from None
-        return Hello(start, value, rows, cols, read_only, version)
+        return Hello(start, value, rows, cols, read_only, version, flags)
     if kind == Input.KIND:
         return Input(body)
     if kind == Resize.KIND:
@@ -315,6 +353,8 @@ def decode_body(kind: int, body: bytes) -> Message:
         (offset,) = _OFFSET.unpack_from(body)
         cls = Output if kind == Output.KIND else Screen
         return cls(offset, body[_OFFSET.size :])
+    if kind == Ack.KIND:
+        return Ack(*_exact(body, _OFFSET, "ack"))
     if kind == Event.KIND:
         return Event(_load_json(body, "event"))
     if kind == Request.KIND:

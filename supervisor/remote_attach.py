@@ -80,6 +80,7 @@ from supervisor.network_watch import NetworkChange, NetworkWatch
 from supervisor.notify.attach_notices import SHOW_FOR as NOTICE_SHOWN_FOR
 from supervisor.notify.attach_notices import from_json_line
 from supervisor.notify.attach_notices import render as render_notice
+from supervisor.present import SHOWN_FOR, skip_words
 from supervisor.reconnect_policy import ReconnectPolicy
 from supervisor.ssh_link import (
     REMOTE_MISSING_STATUS,
@@ -168,6 +169,7 @@ def run_remote_attach(
     value: int,
     detach_key: bytes,
     remote_command: str | None,
+    flags: int = protocol.FEED_ACKS | protocol.FEED_SKIP,
 ) -> int:
     """Attach this terminal to ``[USER@]HOST:NAME`` over SSH; the exit status.
 
@@ -191,6 +193,7 @@ def run_remote_attach(
         value=value,
         detach_key=detach_key,
         remote_command=remote_command,
+        flags=flags,
     )
     ending = client.run()
     if ending.message:
@@ -218,6 +221,7 @@ class StreamPosition:
     start: Start
     value: int
     read_only: bool
+    flags: int = 0  # the hello's feed flags (acks, may be skipped to the present)
     # The first byte of the log not yet shown; None until the worker told us where the
     # stream starts (a Screen, or the first Output of a tail).
     offset: int | None = None
@@ -225,9 +229,9 @@ class StreamPosition:
 
     def conversation(self, rows: int, cols: int) -> conversation.ClientConversation:
         if self.offset is not None:
-            hello = Hello(Start.OFFSET, self.offset, rows, cols, self.read_only)
+            hello = Hello(Start.OFFSET, self.offset, rows, cols, self.read_only, flags=self.flags)
         else:
-            hello = Hello(self.start, self.value, rows, cols, self.read_only)
+            hello = Hello(self.start, self.value, rows, cols, self.read_only, flags=self.flags)
         return conversation.ClientConversation(hello, self.offset)
 
 
@@ -389,6 +393,9 @@ class Attempt:
         while True:
             event = talk.next_event()
             if event is conversation.NEED_DATA:
+                ack = talk.ack()  # all that came is on the screen: the worker may send more
+                if ack and self.writer is not None and not self.stopped:
+                    self.writer.write(ack)
                 talk.receive_data(await reader.read(READ_SIZE))
             elif isinstance(event, conversation.Closed):
                 return
@@ -401,6 +408,9 @@ class Attempt:
         match event:
             case protocol.Output(data=data) | protocol.Screen(data=data):
                 client.show(data)
+            case conversation.Skipped(skipped=skipped):
+                client.show(event.data)
+                client.skipped(skipped)
             case conversation.SessionInfo():
                 now = asyncio.get_running_loop().time()
                 self.setup_time = now - self._began
@@ -471,6 +481,7 @@ class RemoteAttach:
         value: int,
         detach_key: bytes,
         remote_command: str | None,
+        flags: int = 0,
         stdin_fd: int = 0,
         stdout_fd: int = 1,
     ) -> None:
@@ -482,7 +493,7 @@ class RemoteAttach:
         self.stdout_fd = stdout_fd
         self.tty_in = _is_tty(stdin_fd)
         self.tty_out = _is_tty(stdout_fd)
-        self.position = StreamPosition(start, value, read_only)
+        self.position = StreamPosition(start, value, read_only, flags)
         self.policy = ReconnectPolicy()
         self.link = SshLink(target.host, target.user)
         self.attempt: Attempt | None = None  # the current connection, if any
@@ -492,6 +503,8 @@ class RemoteAttach:
         self.status_shown = False
         self._notice_timer: asyncio.TimerHandle | None = None  # notify
         self.status_text = ""
+        self._skip_status = False  # the status line says we were skipped to the present
+        self._skip_timer: asyncio.TimerHandle | None = None
         self.shown_anything = False
         self.alt_screen = terminal.ShownModes()  # what to put back on exit
         self._last_status: tuple[int, float | None] | None = None
@@ -683,6 +696,23 @@ class RemoteAttach:
         except OSError as exc:
             raise AttachError(f"cannot write to standard output: {describe(exc)}") from None
 
+    def skipped(self, skipped: int) -> None:
+        """The worker skipped us to the present: say so for a moment (if nothing else is
+        on the status line: an outage's words matter more)."""
+        if not self.tty_out or (self.status_shown and not self._skip_status):
+            return
+        self._paint_status(skip_words(self.target.name, skipped, self.target.host))
+        self._skip_status = True  # after _paint_status, which clears it
+        loop = asyncio.get_running_loop()
+        if self._skip_timer is not None:
+            self._skip_timer.cancel()
+        self._skip_timer = loop.call_later(SHOWN_FOR, self._skip_status_done)
+
+    def _skip_status_done(self) -> None:
+        self._skip_timer = None
+        if self._skip_status:
+            self._clear_status()
+
     # -------------------------------------------------------------- the user's side
 
     async def _read_keys(self) -> None:
@@ -777,7 +807,9 @@ class RemoteAttach:
         if attempt is not None and attempt.live and not self.read_only:
             attempt.send(Resize(rows, cols))
         if self.status_shown:
+            skip_status = self._skip_status
             self._paint_status(self.status_text)
+            self._skip_status = skip_status
 
     def _tty_fd(self) -> int:
         return self.stdin_fd if self.tty_in else self.stdout_fd
@@ -824,6 +856,7 @@ class RemoteAttach:
             text = text[: max(0, cols - 3)] + "…"
         self.status_text = text
         self.status_shown = True
+        self._skip_status = False
         with contextlib.suppress(OSError):
             terminal.write_all(self.stdout_fd, terminal.status_line(rows, text))
 
@@ -832,6 +865,7 @@ class RemoteAttach:
             with contextlib.suppress(OSError):
                 terminal.write_all(self.stdout_fd, terminal.clear_status_line(self._rows()))
         self.status_shown = False
+        self._skip_status = False
 
     def show_notice(self, body: dict[str, Any]) -> None:
         """A notification from the box, on the status line for a moment (notify)."""

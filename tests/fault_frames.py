@@ -79,7 +79,7 @@ def expectation(payload: bytes, opener: type) -> str:
             if first:
                 if not isinstance(msg, opener):
                     return ANSWER
-                if isinstance(msg, p.Hello) and msg.version != p.VERSION:
+                if isinstance(msg, p.Hello) and not p.OLDEST_VERSION <= msg.version <= p.VERSION:
                     return ANSWER
                 if isinstance(msg, p.Request):
                     return ANSWER  # the supervisor answers every request it can read

@@ -27,6 +27,7 @@ from agent_worker.conversation import (
     Refused,
     ServerConversation,
     SessionInfo,
+    Skipped,
     State,
     Violation,
     event_from_body,
@@ -356,3 +357,70 @@ def test_garbage_gives_violations_never_exceptions(garbage: bytes, after_hello: 
         conv.receive_data(b"")
         got = events(conv)
         assert isinstance(got[-1], Closed | Violation | Failed) or conv.state is State.ENDED
+
+
+# ---- acks and skips (protocol version 2, issue 12) ------------------------------------------
+
+
+def pair(flags: int, client_version: int = p.VERSION) -> tuple[ServerConversation,
+                                                              ClientConversation]:
+    client = ClientConversation(p.Hello(p.Start.OFFSET, 0, version=client_version, flags=flags))
+    server = ServerConversation()
+    server.receive_data(client.initiate())
+    assert isinstance(server.next_event(), p.Hello)
+    client.receive_data(server.send(INFO))
+    assert isinstance(client.next_event(), SessionInfo)
+    return server, client
+
+
+def test_a_client_acks_what_it_was_sent_and_the_server_reads_it() -> None:
+    server, client = pair(p.FEED_ACKS)
+    assert client.acks and client.ack() == b""  # nothing shown yet
+    client.receive_data(server.output_frame(0, b"hello"))
+    assert isinstance(client.next_event(), p.Output)
+    server.receive_data(client.ack())
+    assert server.next_event() == p.Ack(5) and server.acked == 5
+    assert client.ack() == b""  # said once
+
+
+def test_a_version_1_client_still_works_and_never_acks() -> None:
+    server, client = pair(0, client_version=1)
+    assert client.version == 1 and not client.acks
+    client.receive_data(server.output_frame(0, b"hello"))
+    assert client.next_event() == p.Output(0, b"hello")
+    assert client.ack() == b""
+    assert p.decode_body(p.Hello.KIND, p.encode(p.Hello(p.Start.SCREEN, version=1))[5:]) \
+        == p.Hello(p.Start.SCREEN, version=1)
+
+
+@pytest.mark.parametrize("flags, ack, why", [
+    (0, 0, "did not ask to ack"),
+    (p.FEED_ACKS, 6, "outside 0..5"),
+])
+def test_an_ack_the_server_did_not_ask_for_or_past_what_it_sent_is_a_violation(
+    flags: int, ack: int, why: str
+) -> None:
+    server, _ = pair(flags)
+    server.output_frame(0, b"hello")
+    server.receive_data(p.encode(p.Ack(ack)))
+    event = server.next_event()
+    assert isinstance(event, Violation) and why in event.message
+
+
+def test_an_ack_going_back_is_a_violation() -> None:
+    server, _ = pair(p.FEED_ACKS)
+    server.output_frame(0, b"hello")
+    server.receive_data(p.encode(p.Ack(4)) + p.encode(p.Ack(3)))
+    assert server.next_event() == p.Ack(4)
+    assert isinstance(server.next_event(), Violation)
+
+
+def test_a_screen_ahead_of_the_client_is_a_skip_of_what_it_did_not_get() -> None:
+    server, client = pair(p.FEED_ACKS | p.FEED_SKIP)
+    client.receive_data(server.output_frame(0, b"abc"))
+    client.receive_data(server.send(p.Screen(1000, b"\x1b[Hnow")))
+    client.receive_data(server.output_frame(1000, b"!"))
+    got = events(client)
+    assert got[0] == p.Output(0, b"abc")
+    assert got[1] == Skipped(p.Screen(1000, b"\x1b[Hnow"), 997) and got[1].data == b"\x1b[Hnow"
+    assert got[2] == p.Output(1000, b"!") and client.position == 1001

@@ -14,15 +14,17 @@ import os
 import selectors
 import signal
 import sys
+import time
 
 from agent_worker import protocol as p
 from agent_worker import settings
 from agent_worker.client import ConnectionClosed, SessionClient
-from agent_worker.conversation import Closed, Exited, Failed, Refused, Violation
+from agent_worker.conversation import Closed, Exited, Failed, Refused, Skipped, Violation
 from supervisor import terminal
 from supervisor.errors import CliError
 from supervisor.notify.attach_notices import Notices
 from supervisor.notify.attach_notices import render as render_notice
+from supervisor.present import SHOWN_FOR, skip_words
 from supervisor.sessions import NotRunning, checked_name, open_worker
 
 
@@ -32,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--tail", type=int, metavar="N", help="replay the last N lines first")
     where.add_argument("--from-start", action="store_true", help="replay everything it printed")
+    parser.add_argument("--exact", action="store_true",
+                        help="every byte, in order, even far behind (never skip to the screen)")
     default_key = settings.current().detach_key
     parser.add_argument("--detach-key", default=default_key,
                         help="key that detaches (default ^\\, or $SUPERV_DETACH_KEY)")
@@ -52,6 +56,14 @@ def start_mode(args: argparse.Namespace) -> tuple[p.Start, int]:
     return p.Start.SCREEN, 0
 
 
+def feed_flags(start: p.Start, exact: bool) -> int:
+    """The hello's feed flags: every attach acks what it has shown; only one that asked
+    for the present (no replay, no --exact) may be skipped to the screen when behind."""
+    if start == p.Start.SCREEN and not exact:
+        return p.FEED_ACKS | p.FEED_SKIP
+    return p.FEED_ACKS
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         detach_key = terminal.parse_key(args.detach_key)
@@ -68,9 +80,10 @@ def run(args: argparse.Namespace) -> int:
         return run_remote_attach(
             args.target, read_only=args.read_only, start=start, value=value,
             detach_key=detach_key, remote_command=args.remote_command,
+            flags=feed_flags(start, args.exact),
         )
     return attach_local(checked_name(args.target), read_only=args.read_only, start=start,
-                        value=value, detach_key=detach_key)
+                        value=value, detach_key=detach_key, flags=feed_flags(start, args.exact))
 
 
 def attach_local(
@@ -80,11 +93,12 @@ def attach_local(
     start: p.Start = p.Start.SCREEN,
     value: int = 0,
     detach_key: bytes = b"\x1c",
+    flags: int = p.FEED_ACKS | p.FEED_SKIP,
 ) -> int:
     if not os.isatty(0) and not read_only:
         raise CliError("attach needs a terminal on stdin; use 'superv attach -r' to only watch", 2)
     rows, cols = terminal.window_size(0)
-    hello = p.Hello(start, value, rows, cols, read_only)
+    hello = p.Hello(start, value, rows, cols, read_only, flags=flags)
     try:
         conn, _ = open_worker(name, hello)
     except NotRunning:
@@ -161,21 +175,41 @@ def _pump(
     if os.isatty(0):
         sel.register(0, selectors.EVENT_READ, "stdin")
     conn.sock.settimeout(None)
+    skip_shown_until: float | None = None
 
     def show_received() -> str | None:
-        for event in conn.ready_events():
-            if isinstance(event, p.Output | p.Screen):
-                alt.feed(event.data)
-                terminal.write_all(out, event.data)
-            elif isinstance(event, Exited):
-                return f"[{name} {event.state}]"
-            elif isinstance(event, Refused):
-                rows, _ = terminal.window_size(0)
-                terminal.write_all(out, terminal.status_line(rows, "read-only: input ignored"))
-            elif isinstance(event, Failed | Violation):
-                raise CliError(f"session {name}: {event.message}")
-            elif isinstance(event, Closed):
-                raise ConnectionClosed("worker closed the connection")
+        nonlocal skip_shown_until
+        try:
+            for event in conn.ready_events():
+                if isinstance(event, p.Output | p.Screen | Skipped):
+                    alt.feed(event.data)
+                    terminal.write_all(out, event.data)
+                if isinstance(event, Skipped):
+                    rows, cols = terminal.window_size(0)
+                    words = skip_words(name, event.skipped)[: max(0, cols - 2)]
+                    terminal.write_all(out, terminal.status_line(rows, words))
+                    skip_shown_until = time.monotonic() + SHOWN_FOR
+                elif not isinstance(event, p.Output | p.Screen):
+                    ended = said(event)
+                    if ended:
+                        return ended
+            return None
+        finally:
+            ack = conn.conversation.ack()  # what we just showed: the worker may send more
+            if ack:
+                with contextlib.suppress(OSError):
+                    conn.sock.sendall(ack)
+
+    def said(event: object) -> str | None:
+        if isinstance(event, Exited):
+            return f"[{name} {event.state}]"
+        if isinstance(event, Refused):
+            rows, _ = terminal.window_size(0)
+            terminal.write_all(out, terminal.status_line(rows, "read-only: input ignored"))
+        elif isinstance(event, Failed | Violation):
+            raise CliError(f"session {name}: {event.message}")
+        elif isinstance(event, Closed):
+            raise ConnectionClosed("worker closed the connection")
         return None
 
     # The read that brought the Welcome may have brought the screen too: show it now,
@@ -184,8 +218,13 @@ def _pump(
     if ended:
         return ended
     while True:
-        ready = sel.select(notices.timeout() if notices is not None else None)
+        waits = [notices.timeout() if notices is not None else None,
+                 None if skip_shown_until is None else skip_shown_until - time.monotonic()]
+        ready = sel.select(min((max(0.0, w) for w in waits if w is not None), default=None))
         if notices is not None and notices.expired():
+            terminal.write_all(out, terminal.clear_status_line(terminal.window_size(0)[0]))
+        if skip_shown_until is not None and time.monotonic() >= skip_shown_until:
+            skip_shown_until = None
             terminal.write_all(out, terminal.clear_status_line(terminal.window_size(0)[0]))
         for key, _ in ready:
             if key.data == "notices":

@@ -1,0 +1,157 @@
+"""What one attach client is fed: how much output may be in flight to it, and when it gets
+the current screen instead of its backlog (issue 12, "the present first").
+
+Sans-I/O and clock-free (every call takes ``now``): the worker's sender asks
+:meth:`FeedPolicy.room` before it sends, tells :meth:`sent` what it sent, and hands on the
+client's acks (:meth:`acked`); the policy never touches a socket, so any transport (the
+trio sender, the reader's fast path, a future hot-path thread) can drive it.
+
+- **In flight.** A client that acks is sent at most :meth:`window` bytes beyond what it
+  has acknowledged: about what its link drains in one round trip (measured drain rate x
+  smallest round trip seen), times :data:`GAIN` so a faster link is found, plus
+  :data:`MARGIN` for acks that arrive in batches.  The rest waits in the log, not in the
+  SSH window or the kernel's buffers, so the present is never more than a round trip away.
+- **Skip.** When a client that may be skipped has more than :data:`SKIP_AFTER` seconds of
+  backlog at its measured rate, :meth:`should_skip` says so: the sender paints the current
+  screen at the current offset and goes on live from there.  Before any rate is measured
+  (a reconnect far behind), :data:`ASSUMED_RATE` stands in: a slow link's rate, so a
+  backlog is never replayed for long.
+- A client that does not ack (a version-1 client, ``logs -f``) is sent every byte as fast
+  as its socket takes them: :meth:`room` is unbounded and it is never skipped.
+
+Bytes are counted on the wire (a Screen of a few kB can stand for megabytes of log), and
+acks are log offsets: each frame sent is remembered with the offset it brings the client
+to, so an ack of offset N retires every frame that ends at or before N.
+"""
+
+from __future__ import annotations
+
+import collections
+
+SKIP_AFTER = 0.5  # seconds of backlog, at the measured rate, before skipping to the screen
+GAIN = 2.0  # window over rate x round trip: room to find that the link is faster (doubles)
+MARGIN = 16 * 1024  # bytes of window on top, for acks that come in batches
+INITIAL_WINDOW = 64 * 1024  # before anything is measured
+MIN_CHUNK = 4 * 1024
+MAX_CHUNK = 256 * 1024
+ASSUMED_RATE = 200_000.0  # bytes/s, a slow link: stands in until a rate is measured
+RATE_MEMORY = 3.0  # seconds a drain-rate sample counts towards the estimate
+RATE_SPAN = 0.02  # shortest span of acks that makes a drain-rate sample
+RTT_MEMORY = 10.0  # seconds a round-trip sample counts towards the smallest
+UNBOUNDED = 1 << 62  # the window of a client that does not ack
+
+
+class FeedPolicy:
+    """One client's feed: its frames in flight, its drain rate and round trip."""
+
+    def __init__(self, *, acks: bool, may_skip: bool) -> None:
+        self.acks = acks
+        self.may_skip = acks and may_skip  # no acks, no measure of how far behind it is
+        self.skips = 0
+        self._sent = 0  # wire bytes sent, in all
+        self._acked_wire = 0  # of which the client acknowledged
+        self._frames: collections.deque[tuple[int, int, float]] = collections.deque()
+        self._span: tuple[float, int] | None = None  # (time, acked wire) a rate span began
+        self._rates: collections.deque[tuple[float, float]] = collections.deque()
+        self._rtts: collections.deque[tuple[float, float]] = collections.deque()
+        self._backlogged_since: float | None = None  # output waited for this client since
+
+    # -- what the sender tells the policy
+
+    def sent(self, offset_after: int, wire: int, now: float) -> None:
+        """A frame of ``wire`` bytes went out; it brings the client to ``offset_after``."""
+        if not self.acks:
+            return
+        self._sent += wire
+        self._frames.append((offset_after, self._sent, now))
+
+    def acked(self, offset: int, now: float) -> None:
+        """The client has shown the stream up to ``offset`` (checked by the conversation)."""
+        retired = None
+        while self._frames and self._frames[0][0] <= offset:
+            retired = self._frames.popleft()
+        if retired is None:
+            return
+        _, self._acked_wire, sent_at = retired
+        _remember(self._rtts, now, now - sent_at, RTT_MEMORY)
+        if self._span is None:
+            self._span = (now, self._acked_wire)
+            return
+        then, base = self._span
+        if now - then < RATE_SPAN:
+            return
+        # A span of acks is a fair sample of the link only if the client had output
+        # waiting all along; otherwise it measures how fast output trickled in.
+        if self._backlogged_since is not None and self._backlogged_since <= then:
+            _remember(self._rates, now, (self._acked_wire - base) / (now - then), RATE_MEMORY)
+        self._span = (now, self._acked_wire)
+
+    def backlogged(self, now: float) -> None:
+        """The sender has output this client has not been sent yet."""
+        if self._backlogged_since is None:
+            self._backlogged_since = now
+
+    def caught_up(self) -> None:
+        """The sender has sent this client everything there is."""
+        self._backlogged_since = None
+
+    # -- what the policy tells the sender
+
+    @property
+    def in_flight(self) -> int:
+        return self._sent - self._acked_wire
+
+    def rate(self, now: float) -> float | None:
+        """The client's drain rate (wire bytes/s) measured lately, if it has been."""
+        while self._rates and now - self._rates[0][0] > RATE_MEMORY and len(self._rates) > 1:
+            self._rates.popleft()
+        return max((r for _, r in self._rates), default=None)
+
+    def rtt(self) -> float | None:
+        return min((r for _, r in self._rtts), default=None)
+
+    def window(self) -> int:
+        """Most wire bytes in flight to this client."""
+        if not self.acks:
+            return UNBOUNDED
+        rate = max((r for _, r in self._rates), default=None)
+        rtt = self.rtt()
+        if rate is None or rtt is None:
+            return INITIAL_WINDOW
+        return int(GAIN * rate * rtt) + MARGIN
+
+    def room(self) -> int:
+        """Wire bytes that may be sent now (0: wait for an ack)."""
+        if not self.acks:
+            return MAX_CHUNK
+        return max(0, self.window() - self.in_flight)
+
+    def chunk(self) -> int:
+        """The largest Output frame to send: a quarter window, so a frame's own length
+        counts little in the round trip it measures."""
+        if not self.acks:
+            return MAX_CHUNK
+        return max(MIN_CHUNK, min(MAX_CHUNK, self.window() // 4))
+
+    def should_skip(self, position: int, end: int, now: float) -> bool:
+        """Send the current screen instead of the log from ``position`` to ``end``?
+
+        True when the backlog (in flight, plus not yet sent) takes over
+        :data:`SKIP_AFTER` seconds at the client's rate, and what is in flight has mostly
+        drained (so screens go out at the link's pace, not one per new output)."""
+        if not self.may_skip or end <= position:
+            return False
+        if self.in_flight > self.window() / 2:
+            return False
+        rate = self.rate(now) or ASSUMED_RATE
+        return (self.in_flight + end - position) / rate > SKIP_AFTER
+
+    def skipped(self) -> None:
+        self.skips += 1
+
+
+def _remember(samples: collections.deque[tuple[float, float]], now: float, value: float,
+              memory: float) -> None:
+    samples.append((now, value))
+    while len(samples) > 1 and now - samples[0][0] > memory:
+        samples.popleft()

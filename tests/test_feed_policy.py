@@ -1,0 +1,76 @@
+"""The feed policy alone (sans-I/O, a simulated clock): what it keeps in flight to a client
+on a link of known rate and round trip, and when it skips to the screen."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from agent_worker.feed_policy import MARGIN, SKIP_AFTER, UNBOUNDED, FeedPolicy
+
+
+def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: float,
+          step: float = 0.001) -> tuple[int, int, int]:
+    """Feed a client on a link of ``rate`` bytes/s and ``rtt`` s from a backlog of
+    ``produced`` bytes, for ``seconds``; (most bytes in flight, offset reached, skips)."""
+    now, position, link_free = 0.0, 0, 0.0
+    arrivals: collections.deque[tuple[float, int]] = collections.deque()
+    most = 0
+    while now < seconds:
+        while arrivals and arrivals[0][0] <= now:
+            feed.acked(arrivals.popleft()[1], now)
+        while position < produced and feed.room():  # what a sender does in one wake
+            feed.backlogged(now)
+            if feed.should_skip(position, produced, now):
+                position = produced
+                size = 3000  # a screen
+                feed.skipped()
+            else:
+                size = min(feed.chunk(), feed.room(), produced - position)
+                position += size
+            feed.sent(position, size, now)
+            link_free = max(link_free, now) + size / rate
+            arrivals.append((link_free + rtt, position))
+        if position >= produced:
+            feed.caught_up()
+        most = max(most, feed.in_flight)
+        now += step
+    return most, position, feed.skips
+
+
+@pytest.mark.parametrize("rate", [200_000.0, 1_000_000.0])
+def test_in_flight_stays_near_a_round_trip_of_the_link(rate: float) -> None:
+    feed = FeedPolicy(acks=True, may_skip=False)
+    most, position, skips = drive(feed, rate, 0.1, produced=30_000_000, seconds=10)
+    assert skips == 0
+    assert position > 0.9 * rate * 10  # the link is kept busy
+    # About one round trip of the link, plus the margin: not the megabytes a socket holds.
+    assert most < 2 * rate * 0.1 + 2 * MARGIN + 64 * 1024
+    assert feed.rate(10) == pytest.approx(rate, rel=0.15)
+
+
+def test_a_fast_link_is_found_quickly() -> None:
+    feed = FeedPolicy(acks=True, may_skip=False)
+    _, position, _ = drive(feed, 500_000_000.0, 0.0005, produced=10**9, seconds=1)
+    assert position > 100_000_000  # a fifth of the link in the first second
+
+
+def test_a_client_behind_by_more_than_half_a_second_is_skipped_once_to_the_present() -> None:
+    feed = FeedPolicy(acks=True, may_skip=True)
+    _, position, skips = drive(feed, 200_000.0, 0.1, produced=30_000_000, seconds=3)
+    assert position == 30_000_000 and skips == 1
+
+
+def test_a_backlog_under_half_a_second_is_sent_whole() -> None:
+    feed = FeedPolicy(acks=True, may_skip=True)
+    backlog = int(200_000 * SKIP_AFTER * 0.8)
+    _, position, skips = drive(feed, 200_000.0, 0.1, produced=backlog, seconds=3)
+    assert position == backlog and skips == 0
+
+
+def test_a_client_that_does_not_ack_gets_every_byte_unbounded() -> None:
+    feed = FeedPolicy(acks=False, may_skip=True)
+    assert feed.window() == UNBOUNDED and not feed.should_skip(0, 10**9, 0.0)
+    feed.sent(100, 100, 0.0)
+    assert feed.in_flight == 0 and feed.room() > 0
