@@ -166,6 +166,12 @@ class Exited:
 
 READ_ONLY_REFUSAL: Final = "read-only attach: input ignored"
 
+# A client acks once it has shown this many bytes (frames counted whole): often enough for
+# the worker to measure the link (its window is tens of kB at least), rarely enough that
+# an echo of a keystroke costs no frame back.
+ACK_EVERY: Final = 4096
+FRAME_OVERHEAD: Final = 13  # header and offset of an Output or Screen frame
+
 
 @attrs.frozen
 class Refused:
@@ -446,7 +452,7 @@ class ClientConversation(_End):
         self.info: SessionInfo | None = None
         self.version: int | None = None  # the version both ends speak, from the Welcome
         self._initiated = False
-        self._acked: int | None = None
+        self._unacked = 0  # bytes received since the last ack
 
     @property
     def watching(self) -> bool:
@@ -484,12 +490,13 @@ class ClientConversation(_End):
 
     def ack(self) -> bytes:
         """The Ack for what has been received so far, once the caller has shown it; ``b""``
-        when there is nothing new to acknowledge (or this client does not ack)."""
+        when there is little new to acknowledge (under :data:`ACK_EVERY` bytes: a
+        keystroke's echo costs no ack) or this client does not ack."""
         if not self.acks or self.state is not State.STREAMING or self.position is None:
             return b""
-        if self.position == self._acked:
+        if self._unacked < ACK_EVERY:
             return b""
-        self._acked = self.position
+        self._unacked = 0
         return p.encode(p.Ack(self.position))
 
     def next_event(self) -> ClientEvent | Failed | Violation | Closed | _NeedData:
@@ -534,10 +541,12 @@ class ClientConversation(_End):
                     if not data:
                         return None
                 self.position = offset + len(data)
+                self._unacked += len(data) + FRAME_OVERHEAD
                 return p.Output(offset, data) if offset != msg.offset else msg
-            case p.Screen(offset, _):
+            case p.Screen(offset, data):
                 skipped = offset - self.position if self.position is not None else 0
                 self.position = offset
+                self._unacked += len(data) + FRAME_OVERHEAD
                 return Skipped(msg, skipped) if skipped > 0 else msg
             case p.Event(body):
                 event = event_from_body(body)

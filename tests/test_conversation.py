@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from agent_worker import protocol as p
 from agent_worker.conversation import (
+    ACK_EVERY,
     MAX_COLS,
     MAX_ROWS,
     NEED_DATA,
@@ -376,10 +377,14 @@ def pair(flags: int, client_version: int = p.VERSION) -> tuple[ServerConversatio
 def test_a_client_acks_what_it_was_sent_and_the_server_reads_it() -> None:
     server, client = pair(p.FEED_ACKS)
     assert client.acks and client.ack() == b""  # nothing shown yet
-    client.receive_data(server.output_frame(0, b"hello"))
+    client.receive_data(server.output_frame(0, b"echo"))
+    assert isinstance(client.next_event(), p.Output)
+    assert client.ack() == b""  # a keystroke's echo costs no ack
+    client.receive_data(server.output_frame(4, b"x" * ACK_EVERY))
     assert isinstance(client.next_event(), p.Output)
     server.receive_data(client.ack())
-    assert server.next_event() == p.Ack(5) and server.acked == 5
+    end = 4 + ACK_EVERY
+    assert server.next_event() == p.Ack(end) and server.acked == end
     assert client.ack() == b""  # said once
 
 
