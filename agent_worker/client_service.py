@@ -282,7 +282,7 @@ class ClientService:
         frame = sub.conversation.send(p.Screen(end, self.session.paint(end)))
         await sub.stream.send_all(frame)
         sub.feed.sent(end, len(frame), now)
-        sub.feed.skipped()
+        sub.feed.skipped(end)
 
     async def _send_events(self, stream: SharedStream, conversation: ServerConversation,
                            events: trio.MemoryReceiveChannel[Exited | Notice],

@@ -55,6 +55,8 @@ class FeedPolicy:
         self._rates: collections.deque[tuple[float, float]] = collections.deque()
         self._rtts: collections.deque[tuple[float, float]] = collections.deque()
         self._backlogged_since: float | None = None  # output waited for this client since
+        self._acked_offset = 0  # the client's last ack
+        self._skipped_to = 0  # the offset of the last screen it was skipped to
 
     # -- what the sender tells the policy
 
@@ -67,6 +69,7 @@ class FeedPolicy:
 
     def acked(self, offset: int, now: float) -> None:
         """The client has shown the stream up to ``offset`` (checked by the conversation)."""
+        self._acked_offset = max(self._acked_offset, offset)
         retired = None
         while self._frames and self._frames[0][0] <= offset:
             retired = self._frames.popleft()
@@ -137,17 +140,20 @@ class FeedPolicy:
         """Send the current screen instead of the log from ``position`` to ``end``?
 
         True when the backlog (in flight, plus not yet sent) takes over
-        :data:`SKIP_AFTER` seconds at the client's rate, and what is in flight has mostly
-        drained (so screens go out at the link's pace, not one per new output)."""
+        :data:`SKIP_AFTER` seconds at the client's rate, and the client has shown the
+        last screen it was skipped to (so screens go out at the link's pace, one a round
+        trip at most, not one per new output)."""
         if not self.may_skip or end <= position:
             return False
-        if self.in_flight > self.window() / 2:
+        if self._acked_offset < self._skipped_to:
             return False
         rate = self.rate(now) or ASSUMED_RATE
         return (self.in_flight + end - position) / rate > SKIP_AFTER
 
-    def skipped(self) -> None:
+    def skipped(self, offset: int) -> None:
+        """The client was sent the screen as of ``offset`` instead of its backlog."""
         self.skips += 1
+        self._skipped_to = offset
 
 
 def _remember(samples: collections.deque[tuple[float, float]], now: float, value: float,

@@ -11,9 +11,10 @@ from agent_worker.feed_policy import MARGIN, SKIP_AFTER, UNBOUNDED, FeedPolicy
 
 
 def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: float,
-          step: float = 0.001) -> tuple[int, int, int]:
+          step: float = 0.001, flood: float = 0.0) -> tuple[int, int, int]:
     """Feed a client on a link of ``rate`` bytes/s and ``rtt`` s from a backlog of
-    ``produced`` bytes, for ``seconds``; (most bytes in flight, offset reached, skips)."""
+    ``produced`` bytes (``flood`` more each second, for the first half), for ``seconds``;
+    (most bytes in flight, offset reached, skips)."""
     now, position, link_free = 0.0, 0, 0.0
     arrivals: collections.deque[tuple[float, int]] = collections.deque()
     most = 0
@@ -25,7 +26,7 @@ def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: flo
             if feed.should_skip(position, produced, now):
                 position = produced
                 size = 3000  # a screen
-                feed.skipped()
+                feed.skipped(position)
             else:
                 size = min(feed.chunk(), feed.room(), produced - position)
                 position += size
@@ -36,6 +37,8 @@ def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: flo
             feed.caught_up()
         most = max(most, feed.in_flight)
         now += step
+        if now < seconds / 2:
+            produced += int(flood * step)
     return most, position, feed.skips
 
 
@@ -74,3 +77,12 @@ def test_a_client_that_does_not_ack_gets_every_byte_unbounded() -> None:
     assert feed.window() == UNBOUNDED and not feed.should_skip(0, 10**9, 0.0)
     feed.sent(100, 100, 0.0)
     assert feed.in_flight == 0 and feed.room() > 0
+
+
+def test_a_client_kept_behind_by_a_long_flood_is_skipped_again_at_the_link_pace() -> None:
+    """The flood goes on after the first skip: the client is skipped again (one screen a
+    round trip at most) and ends at the present."""
+    feed = FeedPolicy(acks=True, may_skip=True)
+    _, position, skips = drive(feed, 200_000.0, 0.1, produced=0, seconds=6, flood=5_000_000)
+    assert position == 15_000_000
+    assert 3 <= skips <= 3 / 0.1
