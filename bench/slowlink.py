@@ -86,10 +86,10 @@ os.write(1, b"MARKER %.6f\\n" % time.time())
 TUI = f"""\
 import os, signal, sys, time
 rows, cols = {ROWS}, {COLS}
-# On Ctrl-C: back to the main screen, cursor shown, and a fresh line for the prompt (a
-# terminal without an alternate screen, like mosh's, keeps the last frame: the prompt
-# then comes below it).
-signal.signal(signal.SIGINT, lambda *_: (os.write(1, b"\\x1b[?1049l\\x1b[?25h\\r\\n"), os._exit(0)))
+# On Ctrl-C: back to the main screen, cursor shown, screen cleared.  A terminal without an
+# alternate screen (mosh's) would otherwise keep the last frame and draw the prompt
+# wherever it restores the cursor, not on the last line.
+signal.signal(signal.SIGINT, lambda *_: (os.write(1, b"\\x1b[?1049l\\x1b[?25h\\x1b[2J\\x1b[H"), os._exit(0)))
 os.write(1, b"\\x1b[?1049h\\x1b[?25l")
 pattern = bytes(range(33, 127)) * 4
 n = 0
