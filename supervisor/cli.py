@@ -21,7 +21,7 @@ from supervisor.errors import CliError
 
 COMMANDS = [
     "start", "ls", "attach", "logs", "peek", "send", "stop", "kill", "resume", "rm",
-    "prune", "export", "events", "notify", "daemon", "service", "doctor",
+    "prune", "export", "events", "notify", "daemon", "service", "doctor", "approve", "deny",
 ]
 TAKES_A_COMMAND = {"start"}
 

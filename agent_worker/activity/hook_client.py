@@ -21,6 +21,10 @@ CONNECT_TIMEOUT = 0.25
 REPLY_TIMEOUT = 1.0
 MAX_PAYLOAD = 1 << 20  # agent_worker.activity.hooks.MAX_PAYLOAD (no import: it would cost)
 OK = b'{"ok": true}'
+# A PermissionRequest the worker holds for superv approve/deny (agent_worker.activity.approvals
+# .HELD and .WAIT, not imported: it would cost): then one more line, the decision to print.
+HELD = b'{"ok": true, "held": true}'
+HELD_TIMEOUT = 600.0 + 5
 
 
 def trimmed(raw: bytes) -> bytes:
@@ -58,6 +62,16 @@ def main(argv: list) -> int:
         sock.sendall(call)
         sock.shutdown(_socket.SHUT_WR)
         reply = sock.recv(4096)
+        first, _, decision = reply.partition(b"\n")
+        if first == HELD:
+            sock.settimeout(HELD_TIMEOUT)
+            while b"\n" not in decision and (chunk := sock.recv(4096)):
+                decision += chunk
+            # A decision (superv approve/deny) is Claude Code's answer to the prompt; none
+            # (the wait ran out, the worker went): the prompt stays for the person.
+            if decision.strip():
+                sys.stdout.write(decision.decode("utf-8", "replace").strip() + "\n")
+            return 0
     except OSError:
         return 0  # no receiver (the worker is gone or busy): the agent carries on
     finally:

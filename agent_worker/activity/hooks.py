@@ -19,6 +19,8 @@ from typing import Any
 
 import attrs
 
+from agent_worker.activity.approvals import WAIT
+
 MAX_PAYLOAD = 1 << 20  # bytes of one hook call; the client trims tool inputs beyond it
 ATTENTION_MAX = 200  # characters of the attention line
 SETTINGS_NAME = "hooks.json"
@@ -31,7 +33,16 @@ EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PermissionRequest",
           "Notification", "Stop", "StopFailure", "SessionEnd")
 _MATCHERS = {"PreToolUse": "AskUserQuestion", "PermissionRequest": "*"}  # tool events
 HOOK_TIMEOUT = 5  # seconds Claude Code allows our hook (it never needs more than ~0.1)
+# ...except PermissionRequest's, which waits up to approvals.WAIT for superv approve/deny.
+PERMISSION_HOOK_TIMEOUT = int(WAIT) + 30
 CLIENT = Path(__file__).with_name("hook_client.py")
+
+
+def hook_socket(name: str) -> Path:
+    """The session's hook socket, beside its session socket (approvals are answered there too)."""
+    from agent_worker import paths
+
+    return paths.check_socket_path(paths.session_socket(name).with_suffix(".hook"))
 
 
 class HookError(ValueError):
@@ -166,8 +177,9 @@ def hook_command(socket_path: Path, session: str) -> str:
 def our_hooks(command: str) -> dict[str, list[dict[str, Any]]]:
     hooks: dict[str, list[dict[str, Any]]] = {}
     for event in EVENTS:
+        timeout = PERMISSION_HOOK_TIMEOUT if event == "PermissionRequest" else HOOK_TIMEOUT
         entry: dict[str, Any] = {"hooks": [{"type": "command", "command": command,
-                                            "timeout": HOOK_TIMEOUT}]}
+                                            "timeout": timeout}]}
         if event in _MATCHERS:
             entry["matcher"] = _MATCHERS[event]
         hooks[event] = [entry]

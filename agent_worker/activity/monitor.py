@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import select
 import socket
 import time
 from pathlib import Path
@@ -25,7 +27,8 @@ import structlog
 import trio
 
 from agent_worker import agent_kinds, paths
-from agent_worker.activity import hooks, rules
+from agent_worker.activity import approvals, hooks, rules
+from agent_worker.activity.hooks import hook_socket
 from agent_worker.activity.terminal import Signal, TerminalScanner
 from agent_worker.activity.tracker import Change, Tracker
 from agent_worker.peer import listen_private, refusal
@@ -44,11 +47,8 @@ SCREEN_BUSY_EVERY = 0.5  # ...and at least this often while the output keeps flo
 HOOK_READ_TIMEOUT = 2.0
 HOOK_KINDS = ("claude", "codex")  # kinds whose launches get our hooks (Codex: its notify)
 EXACT_HOOK_KINDS = ("claude",)  # hooks for every state: a bell or notification adds nothing
-
-
-def hook_socket(name: str) -> Path:
-    """The session's hook socket, beside its session socket."""
-    return paths.check_socket_path(paths.session_socket(name).with_suffix(".hook"))
+# Hook events after which no earlier approval request can still be waiting for an answer.
+MOVES_ON = ("UserPromptSubmit", "Stop", "StopFailure", "SessionStart", "SessionEnd")
 
 
 def prepare_launch(spec: SessionSpec, directory: Path) -> tuple[list[str], socket.socket | None]:
@@ -102,6 +102,7 @@ class ActivityMonitor:
         self._screen_checked = 0.0
         self._screen_due: float | None = None
         self.hook_sock: socket.socket | None = None  # from prepare_launch
+        self.approvals = approvals.Approvals()
 
     # ---- what the snapshot carries ---------------------------------------------------
 
@@ -143,17 +144,62 @@ class ActivityMonitor:
         async with stream:
             refused = refusal(stream.socket)  # type: ignore[arg-type]
             reply: dict[str, Any]
+            report = None
             if refused:
                 reply = {"ok": False, "error": refused}
             else:
                 try:
                     raw = await self._read_call(stream)
-                    reply = self.apply_hook(raw)
                 except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                     return
+                if approvals.is_answer(raw):
+                    reply = self.apply_answer(raw)
+                else:
+                    reply, report = self.take_hook(raw)
+            if report is not None and report.event == "PermissionRequest" \
+                    and report.state == "needs_approval":
+                await self._hold(stream, report.attention or "a tool")
+                return
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError), \
                     trio.move_on_after(1):
                 await stream.send_all(json.dumps(reply).encode() + b"\n")
+
+    async def _hold(self, stream: trio.SocketStream, tool: str) -> None:
+        """Keep a PermissionRequest hook's call open for an answer from outside, at most
+        approvals.WAIT seconds; closing it without a decision leaves the prompt on screen."""
+        sock = stream.socket
+        answered = trio.Event()
+
+        def deliver(decision: bytes) -> bool:
+            answered.set()
+            try:  # a few hundred bytes into an empty socket buffer: never blocks
+                return os.write(sock.fileno(), decision + b"\n") == len(decision) + 1
+            except OSError:
+                return False
+
+        def gone() -> bool:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLHUP | select.POLLERR)
+            return bool(poller.poll(0))
+
+        request = approvals.Pending(tool, deliver, gone)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_all(approvals.HELD + b"\n")
+            self.approvals.hold(request)
+            with trio.move_on_after(approvals.WAIT):
+                await answered.wait()
+        self.approvals.release(request)
+
+    def apply_answer(self, raw: bytes) -> dict[str, Any]:
+        """``superv approve`` / ``deny``: answer the pending request; the reply for it."""
+        name = self.worker.spec.name
+        try:
+            behavior, expect = approvals.parse_answer(raw, name)
+            tool = self.approvals.answer(name, behavior, expect)
+        except approvals.AnswerError as exc:
+            return {"ok": False, "error": str(exc)}
+        log.info("approval_answered", answer=behavior, tool=tool)
+        return {"ok": True, "tool": tool}
 
     async def _read_call(self, stream: trio.SocketStream) -> bytes:
         limit = hooks.MAX_PAYLOAD + 4096
@@ -173,11 +219,17 @@ class ActivityMonitor:
 
     def apply_hook(self, raw: bytes) -> dict[str, Any]:
         """Take one hook call; the reply for the client.  A refused call changes nothing."""
+        return self.take_hook(raw)[0]
+
+    def take_hook(self, raw: bytes) -> tuple[dict[str, Any], hooks.HookReport | None]:
+        """Take one hook call: the reply for the client, and what it said (None: refused)."""
         try:
             report = hooks.parse(raw, self.worker.spec.name, self.conversation_id)
         except hooks.HookError as exc:
             log.warning("hook_refused", error=str(exc))
-            return {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": str(exc)}, None
+        if report.event in MOVES_ON:
+            self.approvals.moved_on()
         now = time.time()
         conversation_changed = False
         if report.conversation_id and report.conversation_id != self.conversation_id:
@@ -193,7 +245,7 @@ class ActivityMonitor:
         self._changed(change)
         if conversation_changed and change is None:
             self.worker._nursery.start_soon(self.worker.persist, "conversation")
-        return {"ok": True}
+        return {"ok": True}, report
 
     async def _watch_output(self) -> None:
         worker = self.worker
