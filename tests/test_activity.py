@@ -173,7 +173,7 @@ def test_hook_meanings() -> None:
     question = call({"hook_event_name": "PreToolUse", "tool_name": "AskUserQuestion",
                      "tool_input": {"questions": [{"question": "Which one?"}]}})
     assert (question.state, question.attention) == ("needs_input", "Which one?")
-    assert call({"hook_event_name": "SessionEnd", "reason": "logout"}).ended
+    assert call({"hook_event_name": "SessionEnd", "reason": "clear"}).state is None
 
 
 def test_hook_client_never_fails_the_agent(tmp_path: Path) -> None:

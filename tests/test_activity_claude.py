@@ -248,3 +248,22 @@ def test_a_question_from_the_agent_is_needs_input(claude: ClaudeSetup) -> None:
     claude.wait_screen("q", "Which colour should the button be?")
     time.sleep(1.5)  # long enough for any later title change to have been read
     assert claude.session("q")["activity"] == "needs_input", "the question was lost"
+
+
+def test_clear_starts_another_conversation_and_the_session_goes_on(claude: ClaudeSetup) -> None:
+    claude.start("c")
+    claude.wait_activity("c", "idle")
+    claude.superv("send", "--enter", "c", "first conversation")
+    claude.wait_screen("c", "ok")
+    first = wait_until(lambda: (s := claude.session("c"))["activity"] == "idle"
+                       and s["conversation_id"] and s)
+    claude.superv("send", "--enter", "c", "/clear")
+    second = wait_until(lambda: (s := claude.session("c"))["conversation_id"] != first["conversation_id"]
+                        and s, message="the new conversation after /clear")
+    assert second["activity"] != "ended" and second["state"] == "running"
+    assert second["transcript"] != first["transcript"]
+    claude.superv("send", "--enter", "c", "second conversation")
+    request = claude.api.wait_for_request(
+        lambda r: r.get("tools") and "second conversation" in json.dumps(r["messages"]))
+    assert "first conversation" not in json.dumps(request["messages"])
+    claude.wait_activity("c", "idle")

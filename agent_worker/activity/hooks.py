@@ -146,8 +146,10 @@ def parse(raw: bytes, session: str, conversation_id: str | None) -> HookReport:
         case "StopFailure":
             return HookReport(event, "idle", short(f"turn failed: {payload.get('error') or '?'}"))
         case "SessionEnd":
-            return HookReport(event, "ended", short(f"session ended: {payload.get('reason')}"),
-                              ended=True)
+            # Not the end of the agent: /clear ends one conversation and starts another in
+            # the same process (SessionEnd reason "clear", then SessionStart).  The agent's
+            # exit, a moment later, is what ends the activity.
+            return HookReport(event)
     return HookReport(event)
 
 
