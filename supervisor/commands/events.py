@@ -15,10 +15,18 @@ from supervisor.errors import CliError
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser("events", help="follow lifecycle events (started, exited, ...)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("where", nargs="?", metavar="[USER@]HOST:",
+                        help="follow another box's events, over SSH")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.where is not None:
+        from supervisor.remote_run import run_remote
+
+        if not args.where.endswith(":"):
+            raise CliError(f"cannot read {args.where!r}: write [USER@]HOST: (with the colon)", 2)
+        return run_remote(args.where[:-1], ["events", *(["--json"] if args.json else [])])
     conn = control.connect()
     with conn:
         conn.sock.settimeout(None)
