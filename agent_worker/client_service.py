@@ -242,6 +242,8 @@ class ClientService:
                 assert pos is not None
                 if stream.pending:
                     await stream.send_all(b"")  # finish the frame the reader started
+                elif feed.repaint_wanted:
+                    await self._skip(sub, end, time.monotonic())
                 elif pos < end:
                     now = time.monotonic()
                     feed.backlogged(now)
@@ -313,6 +315,10 @@ class ClientService:
                 case p.Ack(offset):
                     if subscriber is not None:  # a watcher asks for no output: no acks
                         subscriber.feed.acked(offset, time.monotonic())
+                        subscriber.lot.unpark_all()
+                case p.Repaint():
+                    if subscriber is not None:
+                        subscriber.feed.repaint()
                         subscriber.lot.unpark_all()
                 case Violation(message):
                     return message

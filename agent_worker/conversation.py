@@ -240,7 +240,7 @@ class Skipped:
         return self.screen.data
 
 
-ServerEvent = p.Hello | p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Ack
+ServerEvent = p.Hello | p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Ack | p.Repaint
 ClientEvent = SessionInfo | p.Screen | Skipped | p.Output | Exited | Refused | Notice
 
 
@@ -352,6 +352,11 @@ class ServerConversation(_End):
                         "what was sent and not yet acknowledged"
                     )
                 self.acked = offset
+                return msg
+            case p.Repaint():
+                assert self.hello is not None
+                if not self.hello.may_skip:
+                    return self._violation("a repaint for a client that asked for every byte")
                 return msg
             case p.Input() | p.Resize() | p.Signal() | p.Stop() if self.read_only:
                 if self._refused:
@@ -467,13 +472,16 @@ class ClientConversation(_End):
         self._initiated = True
         return p.encode(self.hello)
 
-    def send(self, msg: p.Input | p.Resize | p.Signal | p.Stop | p.Detach) -> bytes:
+    def send(self, msg: p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Repaint) -> bytes:
         if self.state is State.ENDED:
             raise LocalProtocolError(f"cannot send {type(msg).__name__}: the conversation ended")
         if not self._initiated:
             raise LocalProtocolError("say hello first")
         if isinstance(msg, p.Detach):
             self.state = State.ENDED
+        elif isinstance(msg, p.Repaint):
+            if not self.hello.may_skip or self.version is None or self.version < 2:
+                raise LocalProtocolError("a repaint is for a client that may be skipped")
         elif self.hello.read_only and not isinstance(msg, p.Detach):
             raise LocalProtocolError(f"a read-only client sends no {type(msg).__name__}")
         elif isinstance(msg, p.Resize):

@@ -48,6 +48,7 @@ class FeedPolicy:
         self.acks = acks
         self.may_skip = acks and may_skip  # no acks, no measure of how far behind it is
         self.skips = 0
+        self.repaint_wanted = False  # the client asked for the screen again
         self._sent = 0  # wire bytes sent, in all
         self._acked_wire = 0  # of which the client acknowledged
         self._frames: collections.deque[tuple[int, int, float]] = collections.deque()
@@ -150,10 +151,15 @@ class FeedPolicy:
         rate = self.rate(now) or ASSUMED_RATE
         return (self.in_flight + end - position) / rate > SKIP_AFTER
 
+    def repaint(self) -> None:
+        """The client asks for the current screen (its status line covered a row)."""
+        self.repaint_wanted = True
+
     def skipped(self, offset: int) -> None:
         """The client was sent the screen as of ``offset`` instead of its backlog."""
         self.skips += 1
         self._skipped_to = offset
+        self.repaint_wanted = False
 
 
 def _remember(samples: collections.deque[tuple[float, float]], now: float, value: float,

@@ -184,9 +184,17 @@ class Ack:
     offset: int
 
 
+@attrs.frozen
+class Repaint:
+    """The client wants the current screen again (version 2, FEED_SKIP): its status line
+    covered the bottom row, and only the worker knows what belongs there."""
+
+    KIND: ClassVar[int] = 15
+
+
 Message = (
     Hello | Input | Resize | Detach | Signal | Stop | Welcome | Output | Screen | Event
-    | Error | Request | Reply | Ack
+    | Error | Request | Reply | Ack | Repaint
 )
 
 _HELLO = struct.Struct("!HBQHH?")
@@ -240,7 +248,7 @@ def encode(msg: Message) -> bytes:
         case Resize():
             _check_u16(rows=msg.rows, cols=msg.cols)
             body = _RESIZE.pack(msg.rows, msg.cols)
-        case Detach():
+        case Detach() | Repaint():
             body = b""
         case Signal():
             _check_u16(signum=msg.signum)
@@ -353,6 +361,10 @@ def decode_body(kind: int, body: bytes) -> Message:
         (offset,) = _OFFSET.unpack_from(body)
         cls = Output if kind == Output.KIND else Screen
         return cls(offset, body[_OFFSET.size :])
+    if kind == Repaint.KIND:
+        if body:
+            raise ProtocolError("repaint frame must be empty")
+        return Repaint()
     if kind == Ack.KIND:
         return Ack(*_exact(body, _OFFSET, "ack"))
     if kind == Event.KIND:

@@ -74,7 +74,7 @@ import attrs
 
 from agent_worker import conversation, protocol, settings
 from agent_worker.paths import PathError, validate_name
-from agent_worker.protocol import Detach, Hello, Input, Resize, Start
+from agent_worker.protocol import Detach, Hello, Input, Repaint, Resize, Start
 from supervisor import terminal
 from supervisor.network_watch import NetworkChange, NetworkWatch
 from supervisor.notify.attach_notices import SHOW_FOR as NOTICE_SHOWN_FOR
@@ -297,7 +297,7 @@ class Attempt:
         """Welcomed and not detached: keys and resizes may be sent."""
         return self.welcomed and not self.stopped and self.writer is not None
 
-    def send(self, msg: Input | Resize | Detach) -> None:
+    def send(self, msg: Input | Resize | Detach | Repaint) -> None:
         if self.writer is not None and self.conversation is not None:
             self.writer.write(self.conversation.send(msg))
 
@@ -711,7 +711,13 @@ class RemoteAttach:
     def _skip_status_done(self) -> None:
         self._skip_timer = None
         if self._skip_status:
-            self._clear_status()
+            # The status line covered the bottom row: the worker repaints the whole screen.
+            attempt = self.attempt
+            if attempt is not None and attempt.live:
+                self.status_shown = self._skip_status = False
+                attempt.send(Repaint())
+            else:
+                self._clear_status()
 
     # -------------------------------------------------------------- the user's side
 

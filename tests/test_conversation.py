@@ -429,3 +429,14 @@ def test_a_screen_ahead_of_the_client_is_a_skip_of_what_it_did_not_get() -> None
     assert got[0] == p.Output(0, b"abc")
     assert got[1] == Skipped(p.Screen(1000, b"\x1b[Hnow"), 997) and got[1].data == b"\x1b[Hnow"
     assert got[2] == p.Output(1000, b"!") and client.position == 1001
+
+
+def test_a_repaint_is_for_a_client_that_may_be_skipped() -> None:
+    server, client = pair(p.FEED_ACKS | p.FEED_SKIP)
+    server.receive_data(client.send(p.Repaint()))
+    assert server.next_event() == p.Repaint()
+    server, client = pair(p.FEED_ACKS)  # --exact: a screen mid-stream would skip bytes
+    with pytest.raises(LocalProtocolError):
+        client.send(p.Repaint())
+    server.receive_data(p.encode(p.Repaint()))
+    assert isinstance(server.next_event(), Violation)

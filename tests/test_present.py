@@ -37,15 +37,16 @@ RATE = 200_000.0  # bytes/s from the worker to the client
 FLOOD_LINES = 40_000  # 4 MB of numbered 100-byte lines
 
 # Prints 'ready', then on 'go' a flood and a marker, then echoes each line it reads until
-# 'finish' (keys typed during the flood are read after it), then 'finished' and idles.
+# 'finish' (keys typed during the flood are read after it), each time with a prompt on the
+# bottom row, where the client's status line goes; then 'finished' and idles.
 FLOODER = PATTERN_FN + f"""
 import sys, time
 out = sys.stdout.buffer
 out.write(b'ready\\n'); out.flush()
 sys.stdin.readline()
-out.write(pattern({FLOOD_LINES})); out.write(b'MARK-END\\n'); out.flush()
+out.write(pattern({FLOOD_LINES})); out.write(b'MARK-END\\nagent> '); out.flush()
 for line in sys.stdin:
-    out.write(b'got:' + line.encode()); out.flush()
+    out.write(b'got:' + line.encode() + b'agent> '); out.flush()
     if line.strip() == 'finish':
         break
 out.write(b'finished\\n'); out.flush()
@@ -120,6 +121,10 @@ def test_a_slow_attach_skips_to_the_present_and_keeps_the_input(
         else screen
     assert re.search(r"skipped [\d.]+ [MkB]", screen), screen
     term.wait_for(pane, lambda s: "skipped" not in s, timeout=10)  # said for a moment
+    # What the status line covered is back (the prompt on the bottom row): the screen is
+    # the session's.
+    wait_until(lambda: shown_lines(term, pane) == peek_lines(superv_env, "flood"), timeout=5,
+               message="the attached screen never matched peek after the skip")
     term.type(pane, "finish")
     term.wait_for(pane, "finished")
     wait_until(lambda: shown_lines(term, pane) == peek_lines(superv_env, "flood"), timeout=10,

@@ -415,7 +415,7 @@ def test_json_that_is_not_an_object(kind: int, prefix: bytes, what: str, value: 
     assert_refused(frame(kind, prefix + json.dumps(value).encode()), match="not an object")
 
 
-@pytest.mark.parametrize("kind", [0, 15, 100, 255])
+@pytest.mark.parametrize("kind", [0, 16, 100, 255])
 def test_unknown_kind(kind: int) -> None:
     assert_refused(frame(kind, b"abc"), match=f"unknown frame kind {kind}")
 

@@ -225,7 +225,8 @@ def _pump(
             terminal.write_all(out, terminal.clear_status_line(terminal.window_size(0)[0]))
         if skip_shown_until is not None and time.monotonic() >= skip_shown_until:
             skip_shown_until = None
-            terminal.write_all(out, terminal.clear_status_line(terminal.window_size(0)[0]))
+            # The status line covered the bottom row: the worker repaints the whole screen.
+            conn.send(p.Repaint())
         for key, _ in ready:
             if key.data == "notices":
                 assert notices is not None
