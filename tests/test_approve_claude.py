@@ -5,9 +5,11 @@ its hook, the approved command runs, the denied one does not and Claude goes on.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from claude_helpers import ClaudeSetup, claude_fixture  # noqa: F401  (the fixture)
+from conftest import wait_until
 from fake_anthropic import Text, ToolUse, has_tool_result
 
 from agent_worker.activity import approvals, hook_client
@@ -84,6 +86,22 @@ def test_a_prompt_answered_on_the_screen_is_no_longer_pending(claude: ClaudeSetu
     late = claude.superv("deny", "h", check=False)
     assert (late.returncode, late.stderr) == (1, "superv: h has no pending approval\n")
     assert (claude.project / "by-hand").exists()
+    # The held hook is let go (not left waiting out its 600 s beside the agent).
+    wait_until(lambda: not hook_clients(), timeout=10, message="the held hook to end")
+
+
+def hook_clients() -> list[str]:
+    """Command lines of running hook programs holding a PermissionRequest."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"hook_client.py" in cmdline and b"/h.hook" in cmdline:
+                found.append(cmdline.decode(errors="replace"))
+    return found
 
 
 def test_approve_refuses_what_it_cannot_answer(claude: ClaudeSetup) -> None:

@@ -52,6 +52,7 @@ class Pending:
     tool: str
     deliver: Callable[[bytes], bool]  # sends the decision; False if the hook is gone
     gone: Callable[[], bool]  # True once the hook's call has been closed
+    drop: Callable[[], None]  # ends the call without a decision (the hook exits, prints nothing)
 
 
 def decision_output(behavior: str) -> bytes:
@@ -103,7 +104,10 @@ class Approvals:
             self.pending.remove(request)
 
     def moved_on(self) -> None:
-        """The turn went on (a prompt, a stop, an end): nothing asked before is pending."""
+        """The turn went on (a prompt, a stop, an end): nothing asked before is pending, and
+        a hook Claude Code left running is let go at once rather than after WAIT."""
+        for request in self.pending:
+            request.drop()
         self.pending.clear()
 
     def answer(self, session: str, behavior: str, expect: str | None) -> str:

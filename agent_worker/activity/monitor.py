@@ -115,6 +115,10 @@ class ActivityMonitor:
             return
         log.info("activity", activity=change.activity.state, previous=change.previous,
                  source=change.activity.source)
+        if change.previous == "needs_approval" and change.activity.state != "needs_approval":
+            # The prompt is gone (answered on the screen: Claude Code then leaves our hook
+            # running, its answer unread).  Refusing a late approve is the safe mistake.
+            self.approvals.moved_on()
         self.worker.broadcast(change.event())
         self.worker._nursery.start_soon(self.worker.persist, "activity")
 
@@ -182,7 +186,7 @@ class ActivityMonitor:
             poller.register(sock.fileno(), select.POLLHUP | select.POLLERR)
             return bool(poller.poll(0))
 
-        request = approvals.Pending(tool, deliver, gone)
+        request = approvals.Pending(tool, deliver, gone, answered.set)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(approvals.HELD + b"\n")
             self.approvals.hold(request)
