@@ -5,12 +5,15 @@ its hook, the approved command runs, the denied one does not and Claude goes on.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from claude_helpers import ClaudeSetup, claude_fixture  # noqa: F401  (the fixture)
 from conftest import wait_until
 from fake_anthropic import Text, ToolUse, has_tool_result
+from ssh_fixtures import sshd, sshd_factory, superv_installed  # noqa: F401  (fixtures)
+from sshd import VENV_BIN, SshServer
 
 from agent_worker.activity import approvals, hook_client
 
@@ -122,3 +125,20 @@ def test_the_hook_waits_no_longer_than_the_worker_holds_it() -> None:
     from agent_worker.activity.hooks import PERMISSION_HOOK_TIMEOUT
 
     assert hook_client.HELD_TIMEOUT < PERMISSION_HOOK_TIMEOUT
+
+
+def test_approve_over_ssh(claude: ClaudeSetup, sshd: SshServer) -> None:  # noqa: F811
+    """``superv approve box:NAME`` from a "laptop": the box's superv answers the request."""
+    make_file_script(claude, "far-file")
+    claude.start("r")
+    claude.wait_activity("r", "idle")
+    ask_to_make(claude, "r", "far-file")
+    laptop = claude.senv.root / "laptop"
+    laptop.mkdir()
+    env = {**claude.senv.env, **sshd.client_env, "HOME": str(laptop)}
+    env.pop("SSH_AUTH_SOCK", None)
+    done = subprocess.run([str(VENV_BIN / "superv"), "approve", "box:r"], env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert (done.returncode, done.stdout) == (0, "approved r: Bash: touch far-file\n"), done.stderr
+    claude.wait_screen("r", "Done with far-file.")
+    assert (claude.project / "far-file").exists()
