@@ -126,6 +126,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SUPERV_STALL_AFTER", 600.0, _number(0.0, 30 * DAY, low_open=True),
             "a number of seconds more than 0 and at most 2592000",
             "seconds without output before a running session is reported stalled"),
+    Setting("SUPERV_APPROVAL_WAIT", 600.0, _number(0.0, 3600.0, low_open=True),
+            "a number of seconds more than 0 and at most 3600",
+            "seconds a Claude Code approval prompt waits for superv approve/deny"),
     Setting("SUPERV_STOP_GRACE", 10.0, _number(0.0, DAY),
             "a number of seconds from 0 to 86400", "seconds from SIGTERM to SIGKILL of an agent"),
     Setting("SUPERV_RESTART_LIMIT", 5, _whole(0, 1000), "a whole number from 0 to 1000",
@@ -152,6 +155,7 @@ class Settings:
     log_fsync: str
     detach_key: str
     stall_after: float
+    approval_wait: float
     stop_grace: float
     restart_limit: int
     restart_backoff: float

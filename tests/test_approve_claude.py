@@ -90,11 +90,11 @@ def test_a_prompt_answered_on_the_screen_is_no_longer_pending(claude: ClaudeSetu
     assert (late.returncode, late.stderr) == (1, "superv: h has no pending approval\n")
     assert (claude.project / "by-hand").exists()
     # The held hook is let go (not left waiting out its 600 s beside the agent).
-    wait_until(lambda: not hook_clients(), timeout=10, message="the held hook to end")
+    wait_until(lambda: not hook_clients("h"), timeout=10, message="the held hook to end")
 
 
-def hook_clients() -> list[str]:
-    """Command lines of running hook programs holding a PermissionRequest."""
+def hook_clients(session: str) -> list[str]:
+    """Command lines of the session's running hook programs."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -102,7 +102,7 @@ def hook_clients() -> list[str]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"hook_client.py" in cmdline and b"/h.hook" in cmdline:
+            if b"hook_client.py" in cmdline and f"/{session}.hook".encode() in cmdline:
                 found.append(cmdline.decode(errors="replace"))
     return found
 
@@ -119,12 +119,34 @@ def test_approve_refuses_what_it_cannot_answer(claude: ClaudeSetup) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
-def test_the_hook_waits_no_longer_than_the_worker_holds_it() -> None:
+def test_the_hook_waits_longer_than_the_worker_may_hold_it() -> None:
     assert hook_client.HELD == approvals.HELD
-    assert approvals.WAIT < hook_client.HELD_TIMEOUT
+    assert approvals.MAX_WAIT < hook_client.HELD_TIMEOUT
     from agent_worker.activity.hooks import PERMISSION_HOOK_TIMEOUT
 
-    assert hook_client.HELD_TIMEOUT < PERMISSION_HOOK_TIMEOUT
+    assert approvals.MAX_WAIT < PERMISSION_HOOK_TIMEOUT
+    from agent_worker import settings
+
+    assert settings.load({"SUPERV_APPROVAL_WAIT": str(approvals.MAX_WAIT)}).approval_wait
+    with pytest.raises(settings.SettingError):
+        settings.load({"SUPERV_APPROVAL_WAIT": str(approvals.MAX_WAIT + 1)})
+
+
+def test_when_the_wait_runs_out_the_prompt_stays_for_the_person(claude: ClaudeSetup) -> None:
+    make_file_script(claude, "late-file")
+    claude.start("w", env={**claude.env, "SUPERV_APPROVAL_WAIT": "2"})  # the daemon starts here
+    claude.wait_activity("w", "idle")
+    ask_to_make(claude, "w", "late-file")
+    wait_until(lambda: not hook_clients("w"), timeout=20, message="the held hook to end")
+    assert "Do you want to proceed?" in claude.screen("w")
+    assert claude.session("w")["activity"] == "needs_approval"
+    late = claude.superv("approve", "w", check=False)
+    assert late.returncode == 1 and late.stderr.count("\n") == 1
+    assert "no longer waits for an answer from outside" in late.stderr, late.stderr
+    assert not (claude.project / "late-file").exists()
+    claude.superv("send", "w", "1")  # the person answers the prompt that stayed
+    claude.wait_screen("w", "Done with late-file.")
+    assert (claude.project / "late-file").exists()
 
 
 def test_approve_over_ssh(claude: ClaudeSetup, sshd: SshServer) -> None:  # noqa: F811

@@ -7,8 +7,8 @@ hook prints.  So the hook client holds its call open, and the worker keeps it he
 
 - ``superv approve`` / ``superv deny`` answers it: the worker sends the hook's decision
   output (:func:`decision_output`) down the held call, the client prints it for Claude Code;
-- WAIT seconds pass: the worker closes the call with no decision, so the hook ends and
-  the prompt simply stays for the person (a hook never holds the agent forever);
+- SUPERV_APPROVAL_WAIT seconds pass: the worker closes the call with no decision, so the
+  hook ends and the prompt simply stays for the person (a hook never holds the agent forever);
 - the call goes away (Claude Code stopped waiting for the hook: the prompt was answered
   on the screen), or the turn moved on: the request is no longer pending, and answering
   it is refused.
@@ -34,7 +34,9 @@ from typing import Any
 
 import attrs
 
-WAIT = 600.0  # seconds a PermissionRequest hook waits for an answer from outside
+# Seconds a PermissionRequest hook waits for an answer from outside: SUPERV_APPROVAL_WAIT
+# (600 by default), at most MAX_WAIT, which the hook client's own timeout covers.
+MAX_WAIT = 3600.0
 HELD = b'{"ok": true, "held": true}'  # the hook client knows this line (it imports nothing)
 ANSWER_PREFIX = b'{"answer": '
 ANSWERS = ("allow", "deny")
@@ -105,14 +107,19 @@ class Approvals:
 
     def moved_on(self) -> None:
         """The turn went on (a prompt, a stop, an end): nothing asked before is pending, and
-        a hook Claude Code left running is let go at once rather than after WAIT."""
+        a hook Claude Code left running is let go at once rather than when the wait runs out."""
         for request in self.pending:
             request.drop()
         self.pending.clear()
 
-    def answer(self, session: str, behavior: str, expect: str | None) -> str:
-        """Answer the one pending request; the tool line answered, or AnswerError."""
+    def answer(self, session: str, behavior: str, expect: str | None, asking: bool) -> str:
+        """Answer the one pending request; the tool line answered, or AnswerError.
+        ``asking``: the session's activity is ``needs_approval`` (a prompt on the screen)."""
         self.pending = [r for r in self.pending if not r.gone()]
+        if not self.pending and asking:
+            raise AnswerError(f"{session}'s prompt no longer waits for an answer from outside "
+                              f"(SUPERV_APPROVAL_WAIT ran out): answer it in the session "
+                              f"(superv attach {session})")
         if not self.pending:
             raise AnswerError(f"{session} has no pending approval")
         if len(self.pending) > 1:

@@ -22,9 +22,10 @@ REPLY_TIMEOUT = 1.0
 MAX_PAYLOAD = 1 << 20  # agent_worker.activity.hooks.MAX_PAYLOAD (no import: it would cost)
 OK = b'{"ok": true}'
 # A PermissionRequest the worker holds for superv approve/deny (agent_worker.activity.approvals
-# .HELD and .WAIT, not imported: it would cost): then one more line, the decision to print.
+# .HELD and .MAX_WAIT, not imported: it would cost): then one more line, the decision to
+# print, or the end of the call when the wait runs out (the worker ends it).
 HELD = b'{"ok": true, "held": true}'
-HELD_TIMEOUT = 600.0 + 5
+HELD_TIMEOUT = 3600.0 + 5
 
 
 def trimmed(raw: bytes) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from agent_worker.activity.approvals import WAIT
+from agent_worker.activity.approvals import MAX_WAIT
 
 MAX_PAYLOAD = 1 << 20  # bytes of one hook call; the client trims tool inputs beyond it
 ATTENTION_MAX = 200  # characters of the attention line
@@ -33,8 +33,9 @@ EVENTS = ("SessionStart", "UserPromptSubmit", "PreToolUse", "PermissionRequest",
           "Notification", "Stop", "StopFailure", "SessionEnd")
 _MATCHERS = {"PreToolUse": "AskUserQuestion", "PermissionRequest": "*"}  # tool events
 HOOK_TIMEOUT = 5  # seconds Claude Code allows our hook (it never needs more than ~0.1)
-# ...except PermissionRequest's, which waits up to approvals.WAIT for superv approve/deny.
-PERMISSION_HOOK_TIMEOUT = int(WAIT) + 30
+# ...except PermissionRequest's, which waits up to SUPERV_APPROVAL_WAIT for superv
+# approve/deny; Claude Code ends it after this many seconds whatever the worker does.
+PERMISSION_HOOK_TIMEOUT = int(MAX_WAIT) + 30
 CLIENT = Path(__file__).with_name("hook_client.py")
 
 

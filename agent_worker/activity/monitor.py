@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import trio
 
-from agent_worker import agent_kinds, paths
+from agent_worker import agent_kinds, paths, settings
 from agent_worker.activity import approvals, hooks, rules
 from agent_worker.activity.hooks import hook_socket
 from agent_worker.activity.terminal import Signal, TerminalScanner
@@ -170,7 +170,7 @@ class ActivityMonitor:
 
     async def _hold(self, stream: trio.SocketStream, tool: str) -> None:
         """Keep a PermissionRequest hook's call open for an answer from outside, at most
-        approvals.WAIT seconds; closing it without a decision leaves the prompt on screen."""
+        SUPERV_APPROVAL_WAIT seconds; closing it without a decision leaves the prompt on screen."""
         sock = stream.socket
         answered = trio.Event()
 
@@ -190,7 +190,7 @@ class ActivityMonitor:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(approvals.HELD + b"\n")
             self.approvals.hold(request)
-            with trio.move_on_after(approvals.WAIT):
+            with trio.move_on_after(settings.current().approval_wait):
                 await answered.wait()
         self.approvals.release(request)
 
@@ -199,7 +199,8 @@ class ActivityMonitor:
         name = self.worker.spec.name
         try:
             behavior, expect = approvals.parse_answer(raw, name)
-            tool = self.approvals.answer(name, behavior, expect)
+            asking = self.tracker.current.state == "needs_approval"
+            tool = self.approvals.answer(name, behavior, expect, asking)
         except approvals.AnswerError as exc:
             return {"ok": False, "error": str(exc)}
         log.info("approval_answered", answer=behavior, tool=tool)
