@@ -21,7 +21,7 @@ from supervisor.errors import CliError
 
 COMMANDS = [
     "start", "ls", "attach", "logs", "peek", "send", "stop", "kill", "resume", "rm",
-    "prune", "export", "events", "notify", "daemon", "service", "doctor", "approve", "deny",
+    "prune", "export", "events", "notify", "daemon", "service", "doctor", "approve", "deny", "top",
 ]
 TAKES_A_COMMAND = {"start"}
 
@@ -76,6 +76,8 @@ def version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if not argv and sys.stdin.isatty() and sys.stdout.isatty():
+        argv = ["top"]  # superv alone on a terminal: the overview (issue 11)
     # Start-up time is attach time: import only the command being run.
     command = argv[0] if argv and argv[0] in COMMANDS else None
     after_dashes = None

@@ -1,4 +1,5 @@
-"""Durations as users type them: ``90s``, ``5m``, ``1h30m``, ``30d``, or plain seconds."""
+"""Durations as users type them (``90s``, ``5m``, ``1h30m``, ``30d``, or plain seconds) and
+as ``ls`` and the overview show them (``42s``, ``5m``, ``3h``)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,13 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise argparse.ArgumentTypeError(f"cannot read duration {text!r}: use e.g. 90s, 5m, 1h30m, 30d")
     return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

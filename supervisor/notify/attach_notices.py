@@ -88,20 +88,12 @@ class Notices:
 
     def read(self) -> list[dict[str, Any]] | None:
         """The notices that arrived; None once the supervisor went away."""
-        try:
-            data = self.conn.sock.recv(1 << 16)
-        except BlockingIOError:
-            return []
-        except OSError:
+        from supervisor.event_stream import read_ready
+
+        bodies = read_ready(self.conn)
+        if bodies is None:
             return None
-        if not data:
-            return None
-        try:
-            self.conn.decoder.feed(data)
-            found = [m.body for m in self.conn.decoder
-                     if isinstance(m, p.Event) and m.body.get("event") == "notice"]
-        except p.ProtocolError:
-            return None
+        found = [b for b in bodies if b.get("event") == "notice"]
         if found:
             self.shown_until = time.monotonic() + SHOW_FOR
         return found
