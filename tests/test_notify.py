@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from test_remote_attach import Tmux as RemoteTmux
 from test_remote_attach import client_env
 from tmux_helpers import HEIGHT, Tmux
 
-from agent_worker.activity import hook_client
+from agent_worker.activity import approvals, hook_client
 from supervisor import config as cfg
 from supervisor.notify import message
 from supervisor.notify.attach_notices import render as render_notice
@@ -347,9 +348,17 @@ def test_every_change_from_a_hooked_agent_reaches_the_webhook(superv_env: Superv
         assert (stalled["reason"], stalled["message"]) == ("stalled", "box:e stalled: no output for 2 s")
         sock = str(hook_socket_path(senv))
 
+        held: list[subprocess.Popen[bytes]] = []
+
         def hook(payload: dict[str, object]) -> dict[str, object]:
-            subprocess.run([sys.executable, "-I", "-S", str(CLIENT), sock, "e", json.dumps(payload)],
-                           check=True, timeout=10, env=senv.env)
+            proc = subprocess.Popen([sys.executable, "-I", "-S", str(CLIENT), sock, "e",
+                                     json.dumps(payload)], env=senv.env)
+            if payload["hook_event_name"] == "PermissionRequest":
+                # Claude Code runs it beside its prompt; the worker holds it for superv
+                # approve/deny until the prompt is gone (the next change lets it go).
+                held.append(proc)
+            else:
+                assert proc.wait(timeout=10) == 0
             return json.loads(_next(got, "/hook").body)
 
         steps = [
@@ -370,12 +379,20 @@ def test_every_change_from_a_hooked_agent_reaches_the_webhook(superv_env: Superv
         for payload, reason, line in steps:
             body = hook(payload)
             assert (body["reason"], body["message"], body["agent"]) == (reason, line, "claude"), payload
+        assert [proc.wait(timeout=10) for proc in held] == [0]
         # A flicker: an approval answered within the settle time is never sent.
         assert hook({"hook_event_name": "UserPromptSubmit", "prompt": "b"})["reason"] == "working"
-        for payload in ({"hook_event_name": "PermissionRequest", "tool_name": "Bash",
-                         "tool_input": {"command": "ls"}},
-                        {"hook_event_name": "PostToolUse", "tool_name": "Bash"}):
-            assert hook_client.main(["hook", sock, "e", json.dumps(payload)]) == 0  # in-process: fast
+        asking = {"hook_event_name": "PermissionRequest", "tool_name": "Bash",
+                  "tool_input": {"command": "ls"}}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as call:  # as the client does
+            call.settimeout(10)
+            call.connect(sock)
+            call.sendall(json.dumps({"session": "e", "payload": asking}).encode())
+            call.shutdown(socket.SHUT_WR)
+            assert call.recv(4096) == approvals.HELD + b"\n"  # taken and held: fast
+            answered = {"hook_event_name": "PostToolUse", "tool_name": "Bash"}
+            assert hook_client.main(["hook", sock, "e", json.dumps(answered)]) == 0  # in-process
+            assert call.recv(4096) == b""  # let go without a decision
         assert hook({"hook_event_name": "Stop"})["reason"] == "idle"
         senv.superv("send", "--enter", "e", "bye", check=True)
         ended = json.loads(_next(got, "/hook").body)
