@@ -176,8 +176,11 @@ class ActivityMonitor:
 
         def deliver(decision: bytes) -> bool:
             answered.set()
-            try:  # a few hundred bytes into an empty socket buffer: never blocks
-                return os.write(sock.fileno(), decision + b"\n") == len(decision) + 1
+            return write_line(decision)
+
+        def write_line(line: bytes) -> bool:
+            try:  # a few hundred bytes into an almost empty socket buffer: never blocks
+                return os.write(sock.fileno(), line + b"\n") == len(line) + 1
             except OSError:
                 return False
 
@@ -187,12 +190,16 @@ class ActivityMonitor:
             return bool(poller.poll(0))
 
         request = approvals.Pending(tool, deliver, gone, answered.set)
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.send_all(approvals.HELD + b"\n")
-            self.approvals.hold(request)
+        # No checkpoint from the hook call's apply to here: no answer can come in between,
+        # and HELD is the first line the client reads, the decision the second.
+        if not write_line(approvals.HELD):
+            return
+        self.approvals.hold(request)
+        try:
             with trio.move_on_after(settings.current().approval_wait):
                 await answered.wait()
-        self.approvals.release(request)
+        finally:
+            self.approvals.release(request)
 
     def apply_answer(self, raw: bytes) -> dict[str, Any]:
         """``superv approve`` / ``deny``: answer the pending request; the reply for it."""
