@@ -21,6 +21,7 @@ import time
 from supervisor import control
 from supervisor.durations import human_duration
 from supervisor.errors import CliError
+from supervisor.overview.hosts import HostFeed
 from supervisor.overview.model import LOCAL, Command, Overview, Row
 from supervisor.overview.stream import EventStream
 
@@ -54,6 +55,7 @@ class App:
         self.retry_at = 0.0
         self.host = host_name()
         self.attrs: dict[str, int] = {}
+        self.feeds = [HostFeed(host, SUPERV) for host in configured_hosts()]
         wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r = wake_r
         os.set_blocking(self.wake_w, False)
@@ -73,6 +75,51 @@ class App:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGWINCH, lambda *_: None)
         self.connect()
+        for feed in self.feeds:
+            self.model.problems[feed.host] = "connecting..."
+            self.connect_feed(feed)
+
+    def connect_feed(self, feed: HostFeed) -> None:
+        feed.connect()
+        for fd, what in feed.fds():
+            self.selector.register(fd, selectors.EVENT_READ, (what, feed))
+
+    def feed_ready(self, what: str, feed: HostFeed) -> None:
+        """A fleet host's child has something: its events, or its ls answer."""
+        if what == "events":
+            events = feed.read_events()
+            if events is None:
+                self.unregister_feed(feed)
+                self.model.unreachable(feed.host, f"unreachable: {feed.ended()}")
+                return
+            relist = False
+            for body in events:
+                relist |= self.model.event(feed.host, body)
+            if relist and feed.ls is None:
+                feed.relist()
+                self.register_ls(feed)
+            return
+        assert feed.ls is not None
+        fd = feed.ls.stdout.fileno() if feed.ls.stdout else -1
+        answer = feed.read_ls()
+        if answer is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(fd)
+        if isinstance(answer, str):
+            self.model.unreachable(feed.host, answer)
+        else:
+            self.model.load(feed.host, answer)
+
+    def register_ls(self, feed: HostFeed) -> None:
+        if feed.ls is not None and feed.ls.stdout is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.register(feed.ls.stdout.fileno(), selectors.EVENT_READ, ("ls", feed))
+
+    def unregister_feed(self, feed: HostFeed) -> None:
+        for fd, _ in feed.fds():
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(fd)
 
     def connect(self) -> None:
         """Open the events stream, then list: no event is lost between the two."""
@@ -104,8 +151,11 @@ class App:
         while True:
             self.draw()
             timeout = self.model.next_tick(time.time())
+            retries = [f.retry_at for f in self.feeds if f.events is None]
             if self.stream is None:
-                wait = max(0.0, self.retry_at - time.monotonic())
+                retries.append(self.retry_at)
+            if retries:
+                wait = max(0.0, min(retries) - time.monotonic())
                 timeout = wait if timeout is None else min(timeout, wait)
             relist = False
             for key, _ in self.selector.select(timeout):
@@ -119,6 +169,8 @@ class App:
                         os.read(self.wake_r, 512)
                     size = os.get_terminal_size(sys.stdout.fileno())
                     curses.resizeterm(size.lines, size.columns)
+                elif isinstance(key.data, tuple):
+                    self.feed_ready(*key.data)
                 elif key.data == "events" and self.stream is not None:
                     events = self.stream.read()
                     if events is None:
@@ -126,12 +178,19 @@ class App:
                         continue
                     for body in events:
                         relist |= self.model.event(LOCAL, body)
+            for feed in self.feeds:
+                if feed.events is None and time.monotonic() >= feed.retry_at:
+                    self.connect_feed(feed)
             if self.stream is None and time.monotonic() >= self.retry_at:
                 self.connect()
             elif relist:
                 self.safe_relist()
 
     def safe_relist(self) -> None:
+        for feed in self.feeds:
+            if feed.events is not None and feed.ls is None:
+                feed.relist()
+                self.register_ls(feed)
         try:
             self.relist()
         except CliError as exc:
@@ -156,6 +215,8 @@ class App:
     def perform(self, command: Command) -> bool:
         """Carry out a key's command; True to quit."""
         if command.what == "quit":
+            for feed in self.feeds:
+                feed.close()
             return True
         if command.what == "attach":
             self.hand_over([*SUPERV, "attach", *command.args])
@@ -231,7 +292,11 @@ class App:
             for i, row in enumerate(m.rows[top:top + body]):
                 selected = top + i == m.selected
                 self.draw_row(2 + i, row, now, cols, selected)
-            if not m.rows:
+            shown = min(len(m.rows) - top, body)
+            for j, (host, why) in enumerate(sorted(m.problems.items())):
+                if shown + j < body:
+                    put(s, 2 + shown + j, 0, f"{host[:8]:<8} ({why})", cols, curses.A_DIM)
+            if not m.rows and not m.problems:
                 put(s, 2, 0, "no sessions: n starts one", cols, curses.A_DIM)
         put(s, lines - 1, 0, m.prompt(), cols, curses.A_REVERSE)
         s.refresh()
@@ -245,6 +310,16 @@ class App:
         put(self.screen, y, len(left), f"{row.word:<14}", cols,
             base | self.attrs.get(row.word, 0))
         put(self.screen, y, len(left) + 14, f" {age:>4} {row.detail()}", cols, base)
+
+
+def configured_hosts() -> tuple[str, ...]:
+    """The config file's hosts; a broken config is doctor's to explain, not a failed overview."""
+    from supervisor import config
+
+    try:
+        return config.load().hosts
+    except config.ConfigError:
+        return ()
 
 
 def header(cols: int) -> str:

@@ -90,10 +90,20 @@ class Overview:
     message: str = ""
     preview: list[str] = attrs.Factory(list)
     connected: bool = False
+    # Hosts of the fleet that cannot be shown, and why ("unreachable: ...").
+    problems: dict[str, str] = attrs.Factory(dict)
 
     # ---- rows -------------------------------------------------------------------------
+    def unreachable(self, host: str, why: str) -> None:
+        """A host that cannot be listed: its rows go, one line says why."""
+        chosen = self.current()
+        self.problems[host] = why
+        self.rows = [r for r in self.rows if r.host != host]
+        self._sort(chosen)
+
     def load(self, host: str, sessions: list[dict[str, Any]]) -> None:
         """One host's whole list (from ``ls``): replaces that host's rows."""
+        self.problems.pop(host, None)
         chosen = self.current()
         old = {r.key: r for r in self.rows}
         fresh = [row_from_ls(host, s) for s in sessions]
