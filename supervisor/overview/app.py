@@ -152,6 +152,7 @@ class App:
             self.draw()
             timeout = self.model.next_tick(time.time())
             retries = [f.retry_at for f in self.feeds if f.events is None]
+            retries += [f.settle_at for f in self.feeds if f.settle_at is not None]
             if self.stream is None:
                 retries.append(self.retry_at)
             if retries:
@@ -181,6 +182,11 @@ class App:
             for feed in self.feeds:
                 if feed.events is None and time.monotonic() >= feed.retry_at:
                     self.connect_feed(feed)
+                elif feed.settle_at is not None and time.monotonic() >= feed.settle_at:
+                    feed.settle_at = None
+                    if feed.ls is None:
+                        feed.relist()
+                        self.register_ls(feed)
             if self.stream is None and time.monotonic() >= self.retry_at:
                 self.connect()
             elif relist:

@@ -18,6 +18,9 @@ import time
 from typing import Any
 
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before each further reconnect
+# The events child says nothing when its remote subscription starts, so an ls at once may
+# come before it and miss a change in between: list once more when it has surely begun.
+SETTLE = 5.0
 
 
 class HostFeed:
@@ -30,6 +33,7 @@ class HostFeed:
         self.ls_out = b""
         self.failures = 0
         self.retry_at = 0.0
+        self.settle_at: float | None = None
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([*self.superv, *args], stdin=subprocess.DEVNULL,
@@ -41,6 +45,7 @@ class HostFeed:
     def connect(self) -> None:
         """Follow the host's events, then list it (no event is lost between the two)."""
         self.events = self._spawn(["events", "--json", f"{self.host}:"])
+        self.settle_at = time.monotonic() + SETTLE
         self.relist()
 
     def relist(self) -> None:
@@ -120,4 +125,5 @@ class HostFeed:
                     if stream is not None:
                         stream.close()
         self.events = self.ls = None
+        self.settle_at = None
         self.buffer = b""
