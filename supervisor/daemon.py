@@ -426,6 +426,13 @@ class Supervisor:
             async with open_link(session.name) as link:
                 session.link = link
                 try:
+                    if not link.info.running:
+                        # Its agent ended before we connected: no ``exited`` event will
+                        # follow, and the end must count now, not when the worker goes
+                        # (a label we cannot read waits for the worker's snapshot).
+                        with contextlib.suppress(ValueError):
+                            outcome = lc.Outcome.of_exit_label(link.info.state)
+                            await self._in_background(session, lc.AgentExited(time.time(), outcome))
                     async for event in link.events():
                         if isinstance(event, c.Exited):
                             outcome = lc.Outcome.of_exit(event.exit_code, event.exit_signal)

@@ -29,6 +29,7 @@ restarts in a row; a run of ``reset_after`` seconds or more starts the count afr
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import attrs
@@ -62,6 +63,22 @@ class Outcome:
         if label.startswith(("exited", "killed")):
             return cls.of_exit(exit_code, exit_signal)
         raise ValueError(f"not the label of an ended session: {label!r}")
+
+    @classmethod
+    def of_exit_label(cls, label: str) -> Outcome:
+        """The outcome ``describe_exit`` named (``exited 3``, ``killed SIGTERM``): what a
+        Welcome says of an agent that ended before we connected.  ValueError if it is not one."""
+        kind, _, value = label.partition(" ")
+        if kind == "exited" and value.lstrip("-").isdigit():
+            return cls.of_exit(int(value), None)
+        if kind == "killed" and value.isdigit():
+            return cls.of_exit(None, int(value))
+        if kind == "killed" and value.startswith("SIG"):
+            import signal
+
+            with contextlib.suppress(KeyError):
+                return cls.of_exit(None, signal.Signals[value].value)
+        raise ValueError(f"not how an agent ended: {label!r}")
 
     @property
     def label(self) -> str:
@@ -324,8 +341,8 @@ def step(state: State, event: Event, policy: Policy) -> Transition:
         case Running(), AgentExited(at=at, outcome=outcome):
             return _ended(state, outcome, at, policy, worker_gone=False, rebooted=False)
         case Running(), WorkerExited(at=at):
-            return _ended(state, event.last_word or INTERRUPTED, event.ended_at or at, policy,
-                          worker_gone=True, rebooted=False)
+            return _ended(state, event.last_word or INTERRUPTED, at, policy,
+                          worker_gone=True, rebooted=False, ended_at=event.ended_at)
         case Ended(), WorkerExited(at=at):
             if state.resume_note is not None:
                 return _launch(state.restarts, state.started_at, state.resume_note)
@@ -341,8 +358,8 @@ def step(state: State, event: Event, policy: Policy) -> Transition:
             stopping = isinstance(state, Running) and state.stopping
             return Running(started_at=started, restarts=state.restarts, stopping=stopping), (Save(),)
         case Starting() | Running(), Recovered(at=at):
-            return _ended(state, event.last_word or INTERRUPTED, event.ended_at or at, policy,
-                          worker_gone=True, rebooted=event.rebooted)
+            return _ended(state, event.last_word or INTERRUPTED, at, policy,
+                          worker_gone=True, rebooted=event.rebooted, ended_at=event.ended_at)
         case Ended(), Recovered():
             return attrs.evolve(state, worker_gone=not event.worker_alive, resume_note=None), ()
         case RestartPending(), Recovered(at=at):
@@ -380,29 +397,38 @@ def step(state: State, event: Event, policy: Policy) -> Transition:
 
 
 def _ended(state: Starting | Running, outcome: Outcome, at: float, policy: Policy,
-           worker_gone: bool, rebooted: bool) -> Transition:
-    """The run ended: record it, and decide (once) whether the policy restarts it."""
+           worker_gone: bool, rebooted: bool, ended_at: float | None = None) -> Transition:
+    """The run ended: record it, and decide (once) whether the policy restarts it.
+
+    ``at`` is when we learnt of the end, ``ended_at`` when it happened if the worker said
+    (a snapshot read seconds later).  The end is recorded as it happened, but the backoff
+    counts from ``at``: counted from a past end it would already be over, and the restart
+    would follow its announcement at once.
+    """
+    ended = ended_at if ended_at is not None else at
     started_at = state.started_at
     user_stopped = isinstance(state, Running) and state.stopping
     restarts = state.restarts
-    if started_at is not None and at - started_at >= policy.reset_after:
+    if started_at is not None and ended - started_at >= policy.reset_after:
         restarts = 0
     exited = Emit("exited", {"state": outcome.label, "exit_code": outcome.exit_code,
                              "exit_signal": outcome.exit_signal})
     if user_stopped or not policy.wants_restart(outcome, rebooted):
-        return Ended(outcome, at, started_at, restarts, user_stopped, worker_gone), (exited, Save())
+        return Ended(outcome, ended, started_at, restarts, user_stopped, worker_gone), (exited, Save())
     if restarts >= policy.limit:
         # Given up on: an agent that keeps dying without a word has failed.
         final = FAILED if outcome.kind == "interrupted" else outcome
-        return Ended(final, at, started_at, restarts, False, worker_gone), (
+        return Ended(final, ended, started_at, restarts, False, worker_gone), (
             exited, Emit("restart_limit", {"restarts": restarts}), Save())
     delay = policy.delay(restarts)
-    pending = RestartPending(outcome, at, at + delay, restarts + 1, started_at, worker_gone)
+    pending = RestartPending(outcome, ended, at + delay, restarts + 1, started_at, worker_gone)
     release = () if worker_gone else (ReleaseWorker(),)
     return pending, (
         exited,
-        *release,
+        # Announced before the release (a message to the worker, which may be slow): the
+        # restart comes at least its delay after this line.
         Emit("restarting", {"attempt": restarts + 1, "delay": delay}),
+        *release,
         Save(),  # before waiting: the restart survives our own death meanwhile
         ScheduleRestart(pending.due_at),
     )

@@ -135,6 +135,33 @@ def test_a_worker_that_dies_says_how_its_agent_ended_or_is_interrupted() -> None
     assert isinstance(state, Ended) and state.outcome == INTERRUPTED
 
 
+def test_an_end_learnt_late_still_waits_its_backoff_from_when_it_was_learnt() -> None:
+    # The agent ended before our watch connection reached its worker: we learn of the end
+    # only when the worker goes (seconds later), and its snapshot says when it happened.
+    clock = Clock()
+    policy = Policy("always", backoff=0.3)
+    state = running(clock, policy)
+    ended = clock(1)
+    state, actions = lc.step(state, WorkerExited(clock(2), FAIL3, ended_at=ended), policy)
+    assert isinstance(state, RestartPending) and state.ended_at == ended
+    assert state.due_at == clock.now + 0.3 and of(ScheduleRestart, actions) == [
+        ScheduleRestart(clock.now + 0.3)]
+    early, actions = lc.step(state, RestartDue(clock(0.1)), policy)
+    assert early == state and not of(Launch, actions)
+    # The same for an end found by a supervisor that was down meanwhile.
+    state, _ = lc.step(Running(5.0), Recovered(100.0, worker_alive=False, last_word=FAIL3,
+                                               ended_at=50.0), policy)
+    assert isinstance(state, RestartPending) and (state.ended_at, state.due_at) == (50.0, 100.3)
+
+
+def test_the_welcome_s_label_of_an_end_reads_back_as_its_outcome() -> None:
+    for outcome in (OK, FAIL3, TERMED, Outcome("exited", -1), Outcome("killed", None, 77)):
+        assert Outcome.of_exit_label(outcome.label) == outcome
+    for label in ("running", "interrupted", "exited", "killed SIGNOPE", "exited x"):
+        with pytest.raises(ValueError, match="not how an agent ended"):
+            Outcome.of_exit_label(label)
+
+
 # ---- backoff, limit, reset --------------------------------------------------------------------
 
 

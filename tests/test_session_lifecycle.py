@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 
 import pytest
@@ -27,10 +29,13 @@ from test_cli import (
     superv_proc,
     supervisor_log_events,
     wait_log,
+    when,
 )
 
 from agent_worker import protocol as p
-from agent_worker.client import Connection
+from agent_worker.atomic import read_json_with_fallback
+from agent_worker.client import Connection, SessionClient
+from agent_worker.snapshot import read_snapshot
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -99,8 +104,45 @@ def test_a_refused_stop_leaves_the_restart_policy_alone(superv_env: SupervEnv) -
     senv.superv("kill", "-s", "KILL", "keeper", check=True)
     wait_until(lambda: supervisor_log_events(senv, "started", "keeper")[1:], timeout=20,
                message="keeper restarted after its crash")
-    registry = json.loads((senv.home / "registry.json").read_text())
+    # Read as the supervisor reads it: a save renames registry.json to .prev before the new
+    # copy takes its place, so a plain read can meet no file at all (it did, once).
+    registry, _ = read_json_with_fallback(senv.home / "registry.json")
     assert not any(e["user_stopped"] for e in registry["sessions"])
+
+
+CHATTY = """\
+import time
+for i in range(40000):
+    print(f"line {i:06} " + "y" * 60, flush=i % 1000 == 0)
+print("chatted", flush=True)
+time.sleep(1000)
+"""
+
+
+def test_an_end_the_welcome_tells_counts_at_once(superv_env: SupervEnv) -> None:
+    # The agent ends while no supervisor watches; its worker lingers, for a client that
+    # has not read its output yet (it never will).  The next supervisor's watch connection
+    # comes after the end, so no ``exited`` event comes: only its Welcome says so, and
+    # that must count at once, not when the worker goes (a minute later).
+    senv = superv_env
+    senv.env["SUPERV_RESTART_BACKOFF"] = "0.3"
+    start(senv, "late", *script(senv, "chatty", CHATTY), opts=("--restart", "on-failure"))
+    wait_log(senv, "late", b"chatted")
+    listed = sessions(senv)["late"]
+    hello = p.Hello(p.Start.OFFSET, 0, read_only=True)
+    with SessionClient.open(senv.run / "sessions" / "late.sock", hello):
+        sigkill_and_wait(lock_holder(senv))
+        os.kill(listed["agent_pid"], signal.SIGTERM)
+        wait_until(lambda: read_snapshot(senv.session_dir("late"))[0].state == "killed SIGTERM",
+                   message="the worker to record its agent's end")
+        assert alive(listed["worker_pid"]), "the worker was meant to linger for its reader"
+        sessions(senv)  # a new supervisor, which finds the worker alive and its agent ended
+        wait_until(lambda: supervisor_log_events(senv, "started", "late")[1:], timeout=20,
+                   message="the restart, before the lingering worker goes by itself")
+    assert supervisor_log_events(senv, "adopted", "late")
+    (announced,) = supervisor_log_events(senv, "restarting", "late")
+    started = when(supervisor_log_events(senv, "started", "late")[1])
+    assert started - when(announced) >= float(announced["delay"]) == 0.3
 
 
 def test_on_failure_brings_back_a_crash_but_not_a_reboot(superv_env: SupervEnv) -> None:
