@@ -86,6 +86,8 @@ class App:
 
     def feed_ready(self, what: str, feed: HostFeed) -> None:
         """A fleet host's child has something: its events, or its ls answer."""
+        if (feed.events if what == "events" else feed.ls) is None:
+            return  # closed earlier in this same select round (its host went away)
         if what == "events":
             events = feed.read_events()
             if events is None:
