@@ -47,6 +47,21 @@ def test_overview_live_attach_detach_and_quit(superv_env: SupervEnv, term: Tmux)
         term.wait_for(pane, lambda s: "superv top" not in s and "later" in s)
     term.keys(pane, "C-\\")
     term.wait_for(pane, "superv top: 2 sessions (live)")
+    # n starts a session: its name, then its command (as words, never through a shell).
+    term.keys(pane, "n")
+    term.wait_for(pane, "new session name:")
+    term.type(pane, "fresh")
+    term.wait_for(pane, "command for fresh:")
+    term.type(pane, "sleep 600")
+    term.wait_for(pane, lambda s: "superv top: 3 sessions (live)" in s and " fresh " in s)
+    # a with nothing pending: superv approve's refusal on the bottom line, nothing else.
+    term.keys(pane, "a")
+    term.wait_for(pane, re.compile(r"^approve \S+: ", re.M))
+    # s asks first; y stops the selected session, which then shows as ended.
+    term.keys(pane, "s")
+    term.wait_for(pane, re.compile(r"^stop \S+\? y/n", re.M))
+    term.keys(pane, "y")
+    term.wait_for(pane, lambda s: re.search(r"\bended\b", s) and ": done" in s, timeout=20)
     # q quits and gives the shell its normal screen back.
     term.keys(pane, "q")
     screen = term.wait_for(pane, lambda s: s.rstrip().endswith(PROMPT.rstrip()) and "ACTIVITY" not in s)
