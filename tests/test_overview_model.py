@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from supervisor.durations import human_duration
-from supervisor.overview.model import LOCAL, Command, Overview
+from supervisor.overview.model import LOCAL, Command, Overview, last_error
 
 
 def ls_row(name: str, activity: str, since: float = 100.0, **extra: object) -> dict[str, object]:
@@ -107,3 +107,8 @@ def test_next_tick_is_when_a_shown_time_changes() -> None:
     m.load(LOCAL, [ls_row(f"r{i}", "working", since=100.0 + i / 20) for i in range(20)])
     assert abs(m.next_tick(110.3) - 0.7) < 1e-9
     assert human_duration(125) == "2m"
+
+
+def test_a_childs_error_is_its_last_line_without_the_prefix() -> None:
+    assert last_error("warning\nsuperv: no session named x\n\n") == "no session named x"
+    assert last_error("") == ""

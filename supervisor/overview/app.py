@@ -22,7 +22,7 @@ from supervisor import control
 from supervisor.durations import human_duration
 from supervisor.errors import CliError
 from supervisor.overview.hosts import HostFeed
-from supervisor.overview.model import LOCAL, Command, Overview, Row
+from supervisor.overview.model import LOCAL, Command, Overview, Row, last_error
 from supervisor.overview.stream import EventStream
 
 SUPERV = [sys.executable, "-m", "supervisor"]
@@ -234,7 +234,7 @@ class App:
                 self.model.preview = done.stdout.splitlines()
                 self.model.mode = "preview"
             else:
-                self.model.message = last_line(done.stderr) or "peek failed"
+                self.model.message = last_error(done.stderr) or "peek failed"
         elif command.what == "approve":
             from supervisor import cli
 
@@ -255,7 +255,7 @@ class App:
     def report(self, args: tuple[str, ...], done: subprocess.CompletedProcess[str]) -> None:
         what = f"{args[0]} {args[1]}"
         self.model.message = (f"{what}: done" if done.returncode == 0 else
-                              f"{what}: {last_line(done.stderr) or f'exit {done.returncode}'}")
+                              f"{what}: {last_error(done.stderr) or f'exit {done.returncode}'}")
         self.safe_relist()
 
     def hand_over(self, argv: list[str]) -> None:
@@ -342,10 +342,6 @@ def put(screen: curses.window, y: int, x: int, text: str, cols: int, attr: int =
     text = "".join(c if c.isprintable() else " " for c in text)[: cols - x]
     with contextlib.suppress(curses.error):
         screen.addstr(y, x, text, attr)
-
-
-def last_line(text: str) -> str:
-    return next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
 
 
 def run() -> int:

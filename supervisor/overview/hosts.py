@@ -17,6 +17,8 @@ import subprocess
 import time
 from typing import Any
 
+from supervisor.overview.model import last_error
+
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before each further reconnect
 # The events child says nothing when its remote subscription starts, so an ls at once may
 # come before it and miss a change in between: list once more when it has surely begun.
@@ -98,8 +100,7 @@ class HostFeed:
         except ValueError:
             sessions = None
         if code != 0 or not isinstance(sessions, list):
-            lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
-            return (lines[-1].removeprefix("superv: ") if lines else f"ls exited {code}")
+            return last_error(err) or f"ls exited {code}"
         self.failures = 0
         return sessions
 
@@ -108,8 +109,7 @@ class HostFeed:
         why = ""
         if self.events is not None:
             err = self.events.stderr.read().decode(errors="replace") if self.events.stderr else ""
-            lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
-            why = lines[-1].removeprefix("superv: ") if lines else "its events stream ended"
+            why = last_error(err) or "its events stream ended"
         self.close()
         self.retry_at = time.monotonic() + BACKOFF[min(self.failures, len(BACKOFF) - 1)]
         self.failures += 1

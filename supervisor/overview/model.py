@@ -18,6 +18,12 @@ RELIST = {"started", "exited", "removed", "restarting", "launch_failed", "restar
           "created", "stopped", "resumed", "restart_cancelled"}
 
 
+def last_error(stderr: str) -> str:
+    """The last line a child ``superv`` wrote on stderr, without its ``superv:`` prefix."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1].removeprefix("superv: ") if lines else ""
+
+
 def _next_change(age: float) -> float:
     """Seconds until :func:`human_duration` of ``age`` reads differently."""
     for size in (86400, 3600, 60, 1):
