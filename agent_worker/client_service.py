@@ -255,8 +255,10 @@ class ClientService:
                     else:
                         data = reader.read(pos, min(end - pos, SEND_CHUNK, feed.chunk(), room))
                         frame = conversation.output_frame(pos, data)
-                        await stream.send_all(frame)
+                        # Recorded before the send: a fast client's ack can come back
+                        # while send_all is still yielding, and must find its frame.
                         feed.sent(pos + len(data), len(frame), now)
+                        await stream.send_all(frame)
                 elif ended.is_set():
                     await stream.send_all(conversation.send(self.session.exit_event(pos)))
                     scope.cancel()
@@ -282,9 +284,9 @@ class ClientService:
         """The client is too far behind to catch up soon: send it the screen as of ``end``
         and go on live from there (the log keeps every byte it did not get)."""
         frame = sub.conversation.send(p.Screen(end, self.session.paint(end)))
-        await sub.stream.send_all(frame)
-        sub.feed.sent(end, len(frame), now)
+        sub.feed.sent(end, len(frame), now)  # before the send, as in _send_output
         sub.feed.skipped(end)
+        await sub.stream.send_all(frame)
 
     async def _send_events(self, stream: SharedStream, conversation: ServerConversation,
                            events: trio.MemoryReceiveChannel[Exited | Notice],

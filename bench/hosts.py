@@ -270,8 +270,12 @@ class Superv(Host):
         if b'"ok": true' not in ready:
             raise BenchError(f"agent_worker {sid} did not start: {ready!r}")
 
+    # Options for ``superv attach`` (the drain bench asks for ``--exact``: it checks every
+    # byte, and by default a client behind by more than 0.5 s is skipped to the screen).
+    attach_options: tuple[str, ...] = ()
+
     def attach_argv(self, sid: str) -> list[str]:
-        return [*self.superv(), "attach", sid]
+        return [*self.superv(), "attach", *self.attach_options, sid]
 
     def session_dir(self, sid: str) -> Path:
         return self.home / "sessions" / sid

@@ -32,7 +32,7 @@ from bench.harness import (
     log,
     visible_text,
 )
-from bench.hosts import ALL_HOSTS, Host, raw_session
+from bench.hosts import ALL_HOSTS, Host, Superv, raw_session
 
 PASS_THROUGH = {"raw-pty", "dtach", "superv"}
 
@@ -144,6 +144,8 @@ def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
                         elapsed, verified = measure(term, host_name, nonce, expected, lines, timeout)
                 else:
                     with host_cls(cfg.scratch) as host:
+                        if isinstance(host, Superv):
+                            host.attach_options = ("--exact",)  # every byte, to check
                         host.start("tp", argv)
                         with host.attach("tp") as term:
                             elapsed, verified = measure(term, host_name, nonce, expected, lines, timeout)
