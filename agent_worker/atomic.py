@@ -31,6 +31,34 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _keep_previous(path: Path) -> None:
+    """Make the current ``path`` its ``NAME.prev`` while ``path`` itself stays in place.
+
+    A hard link under a temp name, renamed over ``NAME.prev``: so at every moment (and
+    after a crash at any step) ``NAME`` is the old or the new version, and a reader never
+    finds it missing.  Where the filesystem has no hard links, the old file is renamed
+    instead: a crash between that rename and the next leaves only ``NAME.prev``, which
+    readers fall back to.  No ``NAME`` yet (the first write): nothing to keep.
+    """
+    prev = previous_path(path)
+    link = prev.with_name(f".{prev.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.link(path, link)
+    except FileNotFoundError:
+        return
+    except OSError:  # EPERM, EXDEV, EMLINK...: no hard link here
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path, prev)
+        return
+    try:
+        os.replace(link, prev)
+    finally:
+        # rename() between two links of one file does nothing (POSIX): when a concurrent
+        # writer already made this same file NAME.prev, the temp link is still there.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+
+
 def previous_path(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
@@ -59,11 +87,7 @@ def write_atomic(
     os.close(fd)
     try:
         if keep_previous:
-            # A crash between these two renames leaves only NAME.prev (complete, old) and
-            # the temp file; readers fall back to NAME.prev, which is "the old version".
-            # No NAME yet (first write, or a concurrent writer just moved it): nothing to keep.
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(path, previous_path(path))
+            _keep_previous(path)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -102,6 +102,41 @@ def test_keep_previous(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_keep_previous_never_leaves_the_file_missing(tmp_path: Path) -> None:
+    """A plain reader (a tool, a test, a person) never finds no file while saves go on.
+
+    Renaming the old file to NAME.prev before renaming the new one in left a moment with no
+    NAME at all: a reader racing a save found nothing in most of its reads.
+    """
+    target = tmp_path / "registry.json"
+    write_json_atomic(target, {"seq": 0}, keep_previous=True)
+    done = threading.Event()
+    missing = 0
+    reads = 0
+
+    def read_plainly() -> None:
+        nonlocal missing, reads
+        while not done.is_set():
+            reads += 1
+            try:
+                json.loads(target.read_bytes())
+            except FileNotFoundError:
+                missing += 1
+
+    reader = threading.Thread(target=read_plainly)
+    reader.start()
+    try:
+        for seq in range(1, 400):
+            write_json_atomic(target, {"seq": seq}, keep_previous=True)
+    finally:
+        done.set()
+        reader.join(timeout=10)
+    assert reads > 0
+    assert missing == 0, f"{missing} of {reads} plain reads found no {target.name}"
+    assert json.loads(previous_path(target).read_bytes()) == {"seq": 398}
+    assert leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize(
     "damage", [b"", b'{"seq": 2', b"\x00" * 4096, b"\xff\xfe garbage", b"[" * 100_000]
 )

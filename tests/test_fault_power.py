@@ -37,7 +37,7 @@ if shutil.which("strace") is None:
 
 # The file syscalls a crash is put before; every other syscall runs.
 STEPS = {"openat", "write", "pwrite64", "fsync", "fdatasync", "close", "rename", "renameat",
-         "renameat2", "unlink", "unlinkat", "ftruncate"}
+         "renameat2", "link", "linkat", "unlink", "unlinkat", "ftruncate"}
 SYSCALL = re.compile(r"^(\w+)\((.*)\)\s+=\s+(-?\d+)")
 
 # Runs one durable write of the product's, between two times() calls that mark it in the
