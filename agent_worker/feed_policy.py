@@ -31,6 +31,10 @@ import collections
 SKIP_AFTER = 0.5  # seconds of backlog, at the measured rate, before skipping to the screen
 GAIN = 2.0  # window over rate x round trip: room to find that the link is faster (doubles)
 MARGIN = 16 * 1024  # bytes of window on top, for acks that come in batches
+# Output in flight delays the present by window / rate; this much delay is allowed whatever
+# the round trip, so a fast local link is not held to a tiny window (a round trip of 0.1 ms
+# gave ~30 kB windows and halved drain), while a slow link's window hardly changes.
+LATENCY_ALLOWANCE = 0.03  # seconds
 INITIAL_WINDOW = 64 * 1024  # before anything is measured
 MIN_CHUNK = 4 * 1024
 MAX_CHUNK = 256 * 1024
@@ -122,7 +126,7 @@ class FeedPolicy:
         rtt = self.rtt()
         if rate is None or rtt is None:
             return INITIAL_WINDOW
-        return int(GAIN * rate * rtt) + MARGIN
+        return int(max(GAIN * rtt, LATENCY_ALLOWANCE) * rate) + MARGIN
 
     def room(self) -> int:
         """Wire bytes that may be sent now (0: wait for an ack)."""
