@@ -15,6 +15,7 @@ validated once, whole: the first problem is one line naming the key
     command_timeout = 10                    # seconds, then it is killed
     bell = true                             # ring attached terminals (BEL, OSC 9, OSC 777)
     host = "box"                            # the name notifications give this box
+    quiet_turn = 10                         # quiet-time sessions: seconds of work, then of quiet
 
     [notify.agent.claude]                   # per agent kind ...
     on = ["needs_approval", "error"]
@@ -46,6 +47,9 @@ EVENTS = ("stalled", "error")
 TRIGGERS = tuple(s for s in STATES if s not in ("starting", "unknown")) + EVENTS
 DEFAULT_ON = ("needs_approval", "needs_input", "idle", "ended", "stalled", "error")
 DEFAULT_COMMAND_TIMEOUT = 10.0
+# A session known only by quiet time (generic) has finished a turn when it worked this
+# long and then stayed quiet this long (supervisor/notify/message.QuietTurns).
+DEFAULT_QUIET_TURN = 10.0
 _HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
 
 
@@ -66,6 +70,7 @@ class Notify:
     command: tuple[str, ...] | None = None
     command_timeout: float = DEFAULT_COMMAND_TIMEOUT
     bell: bool = False
+    quiet_turn: float = DEFAULT_QUIET_TURN
     host: str = attrs.field(factory=lambda: socket.gethostname().split(".")[0] or "localhost")
     by_agent: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     by_session: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
@@ -120,8 +125,8 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
     table = data.get("notify", {})
     if not isinstance(table, dict):
         raise fail("notify", "must be a table ([notify])")
-    _known(table, ("on", "webhook", "ntfy", "command", "command_timeout", "bell", "host",
-                   "agent", "session"), "notify.", fail)
+    _known(table, ("on", "webhook", "ntfy", "command", "command_timeout", "quiet_turn", "bell",
+                   "host", "agent", "session"), "notify.", fail)
     fields: dict[str, Any] = {}
     if "on" in table:
         fields["on"] = _triggers(table["on"], "notify.on", fail)
@@ -134,11 +139,13 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
                 or not all(isinstance(w, str) and w for w in command)):
             raise fail("notify.command", "must be a non-empty list of strings (an argv, no shell)")
         fields["command"] = tuple(command)
-    if "command_timeout" in table:
-        timeout = table["command_timeout"]
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-            raise fail("notify.command_timeout", "must be a number of seconds in (0, 3600]")
-        fields["command_timeout"] = float(timeout)
+    for key in ("command_timeout", "quiet_turn"):
+        if key in table:
+            seconds = table[key]
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                    or not 0 < seconds <= 3600:
+                raise fail(f"notify.{key}", "must be a number of seconds in (0, 3600]")
+            fields[key] = float(seconds)
     if "bell" in table:
         if not isinstance(table["bell"], bool):
             raise fail("notify.bell", "must be true or false")

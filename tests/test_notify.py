@@ -50,6 +50,7 @@ def write_config(senv: SupervEnv, text: str) -> Path:
     ('[notify]\ncommand = "notify-send hi"', "notify.command: must be a non-empty list"),
     ('[notify]\nbell = "yes"', "notify.bell: must be true or false"),
     ('[notify]\ncommand_timeout = 0', "notify.command_timeout: must be a number"),
+    ('[notify]\nquiet_turn = "10"', "notify.quiet_turn: must be a number"),
     ('[notify.session.x]\nonn = []', "notify.session.x.onn: unknown key"),
     ('hosts = "box"', "hosts: must be a list"),
     ('hosts = ["box", "box"]', "hosts: names a host twice"),
@@ -122,6 +123,25 @@ def test_a_flicker_sends_nothing_and_a_lasting_change_once() -> None:
     assert d.due(9.0) == [{"n": 4}]
 
 
+def test_a_quiet_time_pause_is_a_finished_turn_only_after_real_work() -> None:
+    q = message.QuietTurns()
+    q.see("s", "working", "output", 0.0, 10)
+    q.see("s", "idle", "output", 2.0, 10)  # printed once, paused
+    assert not q.turn_ended("s", 2.0, 10)
+    for t in range(3, 30, 3):  # a line every 3 s: short pauses do not restart the count
+        q.see("s", "working", "output", float(t), 10)
+        q.see("s", "idle", "output", t + 2.0, 10)
+    assert q.turn_ended("s", 29.0, 10)
+    q.see("s", "working", "output", 45.0, 10)  # after a long pause: a new stretch of work
+    q.see("s", "idle", "output", 47.0, 10)
+    assert not q.turn_ended("s", 47.0, 10)
+    q.see("s", "needs_input", "terminal", 48.0, 10)  # an exact signal: counting starts again
+    assert not q.turn_ended("s", 60.0, 10)
+    d = message.Debouncer(settle=0.4)
+    d.activity("s", ("idle", None), {"n": 1}, now=0.0, settle=10)
+    assert d.due(9.9) == [] and d.due(10.0) == [{"n": 1}]
+
+
 # ---- a real supervisor, a scripted agent, a real HTTP server ---------------------------
 
 
@@ -152,19 +172,27 @@ def test_webhook_and_ntfy_get_each_lasting_change(superv_env: SupervEnv, tmp_pat
         command = json.dumps([sys.executable, "-c", program, str(record)])
         write_config(senv, f'[notify]\non = ["needs_input", "idle", "ended"]\nhost = "box"\n'
                            f'webhook = "{base}/hook"\nntfy = "{base}/topic?auth=secret"\n'
-                           f'command = {command}\n')
-        # Works, goes quiet (idle after working), then asks with a BEL, then ends.
-        script = (f"echo working; sleep 0.3; echo more; while [ ! -e {go} ]; do sleep 0.05; done; "
+                           f'command = {command}\nquiet_turn = 2.5\n')
+        # The demo agent prints a line every 3 s: quiet time calls it idle after each one,
+        # for a second.  Those pauses are not finished turns: it must send nothing.
+        demo = Path(__file__).parent.parent / "scripts" / "demo-agent"
+        senv.superv("start", "demo", "--", sys.executable, str(demo), check=True)
+        # Works for 3 s, goes quiet (a turn finished), then asks with a BEL, then ends.
+        script = (f"for i in 1 2 3 4 5 6 7 8 9 10; do echo working $i; sleep 0.3; done; "
+                  f"while [ ! -e {go} ]; do sleep 0.05; done; "
                   f"printf 'Continue? \\a'; read answer; echo got $answer; exit 3")
         started = time.time()
         senv.superv("start", "g", "--", "sh", "-c", script, check=True)
         idle = _next(got, "/hook")
+        quiet_at = time.time()
         body = json.loads(idle.body)
         assert idle.headers["Content-Type"] == "application/json"
         assert body == {"host": "box", "session": "g", "reason": "idle", "activity": "idle",
                         "attention": None, "message": "box:g finished its turn",
                         "agent": "generic", "time": body["time"]}
         assert started <= body["time"] <= time.time()
+        # Told once the quiet had lasted quiet_turn, after the tracker's 2 s of quiet.
+        assert quiet_at - started >= 3.0 + 2.0 + 2.5 - 0.5, quiet_at - started
         ran = json.loads(wait_until(lambda: record.exists() and record.read_text()).splitlines()[0])
         assert json.loads(ran["stdin"]) == body  # the same JSON on the command's stdin
         assert ran["env"] == {"SUPERV_HOST": "box", "SUPERV_SESSION": "g", "SUPERV_REASON": "idle",
@@ -188,6 +216,8 @@ def test_webhook_and_ntfy_get_each_lasting_change(superv_env: SupervEnv, tmp_pat
             ("ended", "ended", "box:g ended: exited 3")
         time.sleep(1.0)  # nothing else comes: the process's end is told once
         _next(got, "/topic?auth=secret")
+        # The demo agent has paused after 4 lines, each pause past the old settle time.
+        wait_until(lambda: "step 5:" in senv.superv("peek", "demo").stdout, timeout=30)
         rest = _held + [got.get() for _ in range(got.qsize())]
         assert rest == []
 
@@ -413,7 +443,8 @@ def test_a_config_broken_while_running_is_logged_once_and_the_last_good_one_kept
 ) -> None:
     senv = superv_env
     with http_sink() as (base, got):
-        path = write_config(senv, f'[notify]\non = ["idle"]\nwebhook = "{base}/hook"\n')
+        path = write_config(senv, f'[notify]\non = ["idle"]\nwebhook = "{base}/hook"\n'
+                                  'quiet_turn = 0.5\n')
         senv.superv("start", "g", "--", "sh", "-c",
                     "echo a; sleep 0.3; echo b; read x; echo c; sleep 0.3; echo d; read y",
                     check=True)

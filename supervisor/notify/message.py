@@ -4,7 +4,8 @@
 notification's JSON (the webhook's body, the command's stdin, the ``notice`` event), and
 :class:`Debouncer` holds an activity change until it has lasted :data:`SETTLE` seconds, so
 a flicker (working -> idle -> working within the settle time) sends nothing and the same
-change is never sent twice in a row.
+change is never sent twice in a row.  :class:`QuietTurns` decides when a session known only
+by quiet time has really finished a turn, rather than merely paused.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import attrs
 
 SETTLE = 0.4  # seconds an activity must last before it is notified
+QUIET_SOURCE = "output"  # the activity source that is only quiet time (tracker.SOURCES)
 # Claude Code's StopFailure (a usage limit, an API error) reaches us as an idle activity
 # whose attention says so (agent_worker/activity/hooks.py spells it).
 TURN_FAILED = "turn failed:"
@@ -88,14 +90,16 @@ class Debouncer:
     sent: dict[str, tuple[str, Any]] = attrs.Factory(dict)
 
     def activity(self, session: str, key: tuple[str, Any] | None, item: dict[str, Any] | None,
-                 now: float) -> None:
+                 now: float, settle: float | None = None) -> None:
         """A new activity: it replaces whatever was waiting.  ``key`` (change, attention)
-        and ``item`` are None for an activity nobody is told of."""
+        and ``item`` are None for an activity nobody is told of; ``settle`` replaces the
+        usual settle time for this one."""
         self.pending.pop(session, None)
         if key is None or item is None:
             self.sent.pop(session, None)  # back to work: the next change is news again
         elif self.sent.get(session) != key:
-            self.pending[session] = (now + self.settle, key, item)
+            wait = self.settle if settle is None else max(self.settle, settle)
+            self.pending[session] = (now + wait, key, item)
 
     def final(self, session: str) -> None:
         """The session ended: what waited is outdated (the end is told at once)."""
@@ -114,3 +118,40 @@ class Debouncer:
             self.sent[session] = key
             out.append(item)
         return out
+
+
+@attrs.define
+class QuietTurns:
+    """Per session known only by quiet time: whether its pause is a finished turn.
+
+    Quiet time sees pauses, not turns: an agent that prints a line every few seconds is
+    "idle" 2 s after each line, and telling the user "finished its turn" each time is
+    noise.  So a quiet-time idle counts as a finished turn only once the session has been
+    working for at least ``length`` seconds since its last long pause (short pauses do not
+    start the count again), and it is notified only once the pause itself has lasted
+    ``length`` seconds (the debounce's settle time for it).  Times are any one clock.
+    """
+
+    busy_since: dict[str, float] = attrs.Factory(dict)
+    quiet_since: dict[str, float] = attrs.Factory(dict)
+
+    def see(self, session: str, activity: str | None, source: str | None, now: float,
+            length: float) -> None:
+        """An activity event of ``session``."""
+        if activity == "working":
+            quiet = self.quiet_since.pop(session, None)
+            if session not in self.busy_since or (quiet is not None and now - quiet >= length):
+                self.busy_since[session] = now  # a new stretch of work
+        elif activity == "idle" and source == QUIET_SOURCE:
+            self.quiet_since[session] = now
+        else:  # asked something, ended, or told by an exact source: counting starts again
+            self.forget(session)
+
+    def turn_ended(self, session: str, now: float, length: float) -> bool:
+        """Whether the quiet-time idle just seen follows ``length`` seconds of work."""
+        since = self.busy_since.get(session)
+        return since is not None and now - since >= length
+
+    def forget(self, session: str) -> None:
+        self.busy_since.pop(session, None)
+        self.quiet_since.pop(session, None)

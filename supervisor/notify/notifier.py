@@ -40,6 +40,7 @@ class Notifier:
         self._bad: str | None = None
         self.config = cfg.Config(cfg.config_path())
         self.debounce = message.Debouncer()
+        self.quiet = message.QuietTurns()
         self.failing: set[str] = set()
         self.in_flight = 0
         self.send, self._receive = trio.open_memory_channel[dict[str, Any]](1024)
@@ -91,12 +92,22 @@ class Notifier:
         agent = self._agent_of(session)
         wanted = change is not None and settings.wants(change, session, agent)
         item = message.notice(settings.host, event, change, agent) if wanted and change else None
+        now = time.monotonic()
         if event.get("event") == "activity":
+            settle = None
+            length = settings.quiet_turn
+            self.quiet.see(session, event.get("activity"), event.get("source"), now, length)
+            if change == "idle" and event.get("source") == message.QUIET_SOURCE:
+                # Only a pause after real work, that lasts, is a finished turn.
+                settle = length
+                if not self.quiet.turn_ended(session, now, length):
+                    item = None
             key = (change, event.get("attention")) if item is not None and change else None
-            self.debounce.activity(session, key, item, time.monotonic())
+            self.debounce.activity(session, key, item, now, settle)
             return
         if change == "ended":
             self.debounce.final(session)
+            self.quiet.forget(session)
         if item is not None:
             self.dispatch(item)  # an end or a stall is not a flicker: at once
 
