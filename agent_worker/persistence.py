@@ -7,9 +7,9 @@ slow disk never stalls the PTY reader.
 Some moments must be on disk at once (the start, a SIGHUP or SIGTERM, the exit):
 :meth:`Persister.persist`.  Others only need to be on disk soon (a client attached,
 detached or resized the window: ``ls`` shows the client count, and nothing is lost if a
-crash takes them): :meth:`Persister.persist_soon`, which coalesces a burst into one
-write at most every :data:`COALESCE` seconds, so 6,000 attach/detach cycles do not mean
-6,000 fsyncs.
+crash takes them; an activity change, which ``ls`` has from the worker's event at
+once): :meth:`Persister.persist_soon`, which coalesces a burst into one write at most
+every :data:`COALESCE` seconds, so 6,000 attach/detach cycles do not mean 6,000 fsyncs.
 """
 
 from __future__ import annotations

@@ -111,6 +111,9 @@ class Session:
     watched_pid: int | None = None
     restart_timer: trio.CancelScope | None = None
     launch_error: str | None = None
+    # The last ``activity`` event of the linked worker: ls shows it at once (the worker's
+    # snapshot gets it within a second).
+    activity: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -424,7 +427,7 @@ class Supervisor:
         """The worker's events: ``exited`` to the lifecycle, the rest to ``superv events``."""
         try:
             async with open_link(session.name) as link:
-                session.link = link
+                session.link, session.activity = link, None
                 try:
                     if not link.info.running:
                         # Its agent ended before we connected: no ``exited`` event will
@@ -440,9 +443,11 @@ class Supervisor:
                         elif event.event != "worker_exit":
                             fields = {k: v for k, v in event.fields.items()
                                       if k not in ("session", "time")}
+                            if event.event == "activity":
+                                session.activity = fields
                             self.emit(event.event, session.name, **fields)
                 finally:
-                    session.link = None
+                    session.link, session.activity = None, None
         except LinkError:
             return
 
@@ -657,10 +662,11 @@ class Supervisor:
         await self.save()
 
     async def op_ls(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"sessions": [self._describe(s.entry) for s in self.sessions.values()]}
+        return {"sessions": [self._describe(s.entry, s.activity) for s in self.sessions.values()]}
 
-    def _describe(self, entry: Entry) -> dict[str, Any]:
-        """One session for ``ls``: one read of its spec, one stat of its log."""
+    def _describe(self, entry: Entry, live: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One session for ``ls``: one read of its spec, one stat of its log; ``live``: its
+        worker's last activity event."""
         directory = paths.session_dir(entry.name)
         clients = 0
         spec_argv: list[str] = []
@@ -698,7 +704,7 @@ class Supervisor:
             "restarts": fields["restarts"],
             "command": spec_argv,
             "problem": problem,
-            **activity_fields(kind, snap, entry.running, fields["ended_at"]),  # activity
+            **activity_fields(kind, snap, entry.running, fields["ended_at"], live),  # activity
         }
 
 

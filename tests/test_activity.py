@@ -333,3 +333,87 @@ def test_a_hook_socket_that_cannot_be_made_costs_only_the_hooks(
     run = json.loads(Path(str(codex) + ".argv").read_text().splitlines()[0])
     assert run == []  # started without our notify
     assert "hook_socket_failed" in (senv.session_dir("blocked") / "worker.log").read_text()
+
+
+# ---- ls sees a change at once; the snapshot gets it coalesced ------------------------
+
+
+def test_ls_shows_the_newest_of_the_live_event_and_the_snapshot(tmp_path: Path) -> None:
+    from agent_worker.activity.report import activity_fields
+    from agent_worker.snapshot import Snapshot
+
+    snap = Snapshot(name="s", worker_pid=1, worker_start=1, agent_pid=2, argv=["x"], cwd="/",
+                    started_at=1.0, state="running", exit_code=None, exit_signal=None,
+                    ended_at=None, log_end=0, last_output_at=None, rows=24, cols=80, clients=[],
+                    seq=1, boot_id="b", activity="working", activity_since=10.0,
+                    activity_source="hook", attention=None)
+    live = {"activity": "needs_approval", "source": "hook", "attention": "Bash: ls",
+            "since": 11.0, "previous": "working"}
+    shown = activity_fields("claude", snap, True, None, live)
+    assert (shown["activity"], shown["activity_since"], shown["attention"]) == \
+        ("needs_approval", 11.0, "Bash: ls")
+    # A snapshot newer than the last event the supervisor got (it missed one) wins.
+    older = {**live, "since": 9.0}
+    assert activity_fields("claude", snap, True, None, older)["activity"] == "working"
+    # An ended session has ended, whatever its worker said last.
+    assert activity_fields("claude", snap, False, 12.0, live)["activity"] == "ended"
+
+
+# Stands in for Claude Code where only the hook path matters: takes --settings (our
+# hooks.json) and waits; the test runs the hooks' command itself, as Claude Code would.
+FAKE_CLAUDE = r'''#!/usr/bin/env python3
+import sys, time
+print("claude> ready", flush=True)
+time.sleep(1000)
+'''
+
+
+def run_hook(command: str, payload: dict[str, object]) -> None:
+    """Run a hook's command line the way Claude Code does (``sh -c``, the event on stdin)."""
+    proc = subprocess.run(["sh", "-c", command], input=json.dumps(payload).encode(),
+                          capture_output=True, timeout=10)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_activity_changes_reach_ls_at_once_and_snapshots_are_coalesced(
+        superv_env: SupervEnv, tmp_path: Path) -> None:
+    """40 activity changes in a burst: ls reports the last one, the snapshot catches up
+    within a second or two, and there were not 40 snapshot writes (each one an fsync)."""
+    from agent_worker.snapshot import read_snapshot
+
+    senv = superv_env
+    claude = tmp_path / "bin" / "claude"
+    claude.parent.mkdir()
+    claude.write_text(FAKE_CLAUDE)
+    claude.chmod(0o755)
+    senv.superv("start", "fl", "--", str(claude), check=True)
+    directory = senv.session_dir("fl")
+    settings = wait_until(lambda: (directory / "hooks.json").exists()
+                          and json.loads((directory / "hooks.json").read_text()))
+    command = settings["hooks"]["Stop"][0]["hooks"][0]["command"]
+
+    def ls() -> dict[str, object]:
+        return next(s for s in json.loads(senv.superv("ls", "--json", check=True).stdout)
+                    if s["name"] == "fl")
+
+    conversation = "5f1c0e0a-0000-4000-8000-00000000c0de"
+    run_hook(command, {"hook_event_name": "SessionStart", "session_id": conversation,
+                       "transcript_path": str(tmp_path / "t.jsonl"), "source": "startup"})
+    # A new conversation is durable at once (what a resume after a crash continues).
+    wait_until(lambda: read_snapshot(directory)[0].conversation_id == conversation, timeout=5)
+    wait_until(lambda: ls()["activity"] == "idle", timeout=10)
+    before = read_snapshot(directory)[0].seq
+    started = time.monotonic()
+    for i in range(40):
+        event = "UserPromptSubmit" if i % 2 == 0 else "Stop"
+        run_hook(command, {"hook_event_name": event, "session_id": conversation})
+    run_hook(command, {"hook_event_name": "UserPromptSubmit", "session_id": conversation})
+    elapsed = time.monotonic() - started
+    shown = wait_until(lambda: (s := ls())["activity"] == "working" and s, timeout=5)
+    assert shown["activity_source"] == "hook"
+    # The snapshot catches up (coalesced: within about a second)...
+    wait_until(lambda: read_snapshot(directory)[0].activity == "working", timeout=5)
+    writes = read_snapshot(directory)[0].seq - before
+    # ...and was written about once a second, not once per change (41 of them).
+    assert writes <= elapsed + 3, f"{writes} snapshot writes for 41 changes in {elapsed:.1f} s"

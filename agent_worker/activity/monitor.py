@@ -8,8 +8,11 @@ and check the screen rules once the output has gone quiet.  The hook socket
 JSON object per connection (ended by the client closing its side) from
 :mod:`agent_worker.activity.hook_client`.
 
-Each change is sent to watchers as an ``activity`` event (the supervisor relays it to
-``superv events``) and made durable in the snapshot, which is what ``ls`` reads.
+Each change is sent to watchers as an ``activity`` event: the supervisor relays it to
+``superv events`` and keeps the latest one in memory, which is what ``ls`` shows at once.
+The snapshot gets it too, coalesced (:meth:`Worker.persist_soon`: one write a second at
+most, however fast the agent flips), so after a crash the recorded activity may be about a
+second stale; the end of the agent and a new conversation are made durable at once.
 """
 
 from __future__ import annotations
@@ -110,7 +113,9 @@ class ActivityMonitor:
         return {**self.tracker.current.to_fields(), "agent": self.kind,
                 "conversation_id": self.conversation_id, "transcript": self.transcript}
 
-    def _changed(self, change: Change | None) -> None:
+    def _changed(self, change: Change | None, durable: bool = False) -> None:
+        """Tell the watchers of ``change`` now; put it in the snapshot within a second, or
+        at once if ``durable``."""
         if change is None:
             return
         log.info("activity", activity=change.activity.state, previous=change.previous,
@@ -120,9 +125,13 @@ class ActivityMonitor:
             # running, its answer unread).  Refusing a late approve is the safe mistake.
             self.approvals.moved_on()
         self.worker.broadcast(change.event())
-        self.worker._nursery.start_soon(self.worker.persist, "activity")
+        if durable:
+            self.worker._nursery.start_soon(self.worker.persist, "activity")
+        else:
+            self.worker.persist_soon("activity")
 
     def agent_ended(self) -> None:
+        # Not durable here: the worker persists the exit right after (one write for both).
         self._changed(self.tracker.ended(time.time(), "process"))
 
     # ---- tasks -----------------------------------------------------------------------
@@ -254,7 +263,8 @@ class ActivityMonitor:
             change = self.tracker.report("hook", report.state, now, report.attention)
         else:
             change = None
-        self._changed(change)
+        # A new conversation is what a resume continues: on disk at once, with its change.
+        self._changed(change, durable=report.ended or conversation_changed)
         if conversation_changed and change is None:
             self.worker._nursery.start_soon(self.worker.persist, "conversation")
         return {"ok": True}, report

@@ -47,7 +47,8 @@ class Change:
 
     def event(self) -> dict[str, object]:
         return {"event": "activity", "activity": self.activity.state, "previous": self.previous,
-                "source": self.activity.source, "attention": self.activity.attention}
+                "source": self.activity.source, "attention": self.activity.attention,
+                "since": self.activity.since}
 
 
 @attrs.define
