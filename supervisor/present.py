@@ -2,13 +2,11 @@
 
 The worker's feed policy (:mod:`agent_worker.feed_policy`) sends a client that fell far
 behind the current screen instead of its backlog; the client shows one line about it on
-its status line for :data:`SHOWN_FOR` seconds, with the command that shows what it did not
-get.  Local and remote attach both say it in these words.
+its status line for a moment (:mod:`supervisor.status_line`), with the command that shows
+what it did not get.  Local and remote attach both say it in these words.
 """
 
 from __future__ import annotations
-
-SHOWN_FOR = 3.0  # seconds the status line says so
 
 
 def _size(n: int) -> str:

@@ -75,12 +75,10 @@ import attrs
 from agent_worker import conversation, protocol, settings
 from agent_worker.paths import PathError, validate_name
 from agent_worker.protocol import Detach, Hello, Input, Repaint, Resize, Start
-from supervisor import terminal
+from supervisor import status_line, terminal
 from supervisor.network_watch import NetworkChange, NetworkWatch
-from supervisor.notify.attach_notices import SHOW_FOR as NOTICE_SHOWN_FOR
-from supervisor.notify.attach_notices import from_json_line
-from supervisor.notify.attach_notices import render as render_notice
-from supervisor.present import SHOWN_FOR, skip_words
+from supervisor.notify import attach_notices
+from supervisor.present import skip_words
 from supervisor.reconnect_policy import ReconnectPolicy
 from supervisor.ssh_link import (
     REMOTE_MISSING_STATUS,
@@ -90,6 +88,7 @@ from supervisor.ssh_link import (
     describe,
     remote_superv,
 )
+from supervisor.status_line import Kind, StatusLine
 
 DETACH_FLUSH_TIMEOUT = 2.0  # how long a Detach may take to reach the worker
 READ_SIZE = 256 * 1024
@@ -170,6 +169,7 @@ def run_remote_attach(
     detach_key: bytes,
     remote_command: str | None,
     flags: int = protocol.FEED_ACKS | protocol.FEED_SKIP,
+    exact: bool = False,
 ) -> int:
     """Attach this terminal to ``[USER@]HOST:NAME`` over SSH; the exit status.
 
@@ -194,6 +194,7 @@ def run_remote_attach(
         detach_key=detach_key,
         remote_command=remote_command,
         flags=flags,
+        exact=exact,
     )
     ending = client.run()
     if ending.message:
@@ -369,13 +370,13 @@ class Attempt:
         """The box's notices, of every session, on our status line (``superv events --json``
         over a second channel of this connection).  Best effort: whatever goes wrong
         here (an older superv on the box, the channel refused) never touches the attach."""
-        if self.conn is None or not self.client.tty_out:
+        if self.conn is None or not self.client.tty_out or self.client.status.exact:
             return
         command = remote_superv(["events", "--json"], self.client.remote_command)
         with contextlib.suppress(Exception):
             async with self.conn.create_process(command, encoding=None) as process:
                 async for line in process.stdout:
-                    body = from_json_line(line)
+                    body = attach_notices.from_json_line(line)
                     if body is not None and not self.stopped:
                         self.client.show_notice(body)
 
@@ -406,11 +407,15 @@ class Attempt:
     def _on_event(self, event: object) -> None:
         client = self.client
         match event:
-            case protocol.Output(data=data) | protocol.Screen(data=data):
+            case protocol.Output(data=data):
                 client.show(data)
+            case protocol.Screen(data=data):
+                client.show(data)
+                client.status.screen_came()
             case conversation.Skipped(skipped=skipped):
                 client.show(event.data)
-                client.skipped(skipped)
+                if not client.status.screen_came():  # not the screen a Repaint asked for
+                    client.skipped(skipped)
             case conversation.SessionInfo():
                 now = asyncio.get_running_loop().time()
                 self.setup_time = now - self._began
@@ -482,6 +487,7 @@ class RemoteAttach:
         detach_key: bytes,
         remote_command: str | None,
         flags: int = 0,
+        exact: bool = False,
         stdin_fd: int = 0,
         stdout_fd: int = 1,
     ) -> None:
@@ -500,11 +506,10 @@ class RemoteAttach:
         self.discarded = 0  # keystrokes dropped during the current outage
         # Set when the user detached: the link closing now is the end, not a drop.
         self.stopping = False
-        self.status_shown = False
-        self._notice_timer: asyncio.TimerHandle | None = None  # notify
-        self.status_text = ""
-        self._skip_status = False  # the status line says we were skipped to the present
-        self._skip_timer: asyncio.TimerHandle | None = None
+        # The bottom row: reconnect state, notices, skips (one message at a time); its
+        # expiry runs in the task group (_expire_status), woken by status_changed.
+        self.status = StatusLine(self._write_status, self.size, self._repaint, exact=exact)
+        self._status_changed = asyncio.Event()
         self.shown_anything = False
         self.alt_screen = terminal.ShownModes()  # what to put back on exit
         self._last_status: tuple[int, float | None] | None = None
@@ -529,9 +534,7 @@ class RemoteAttach:
                 yield
             finally:
                 if self.tty_out:
-                    tail = b""
-                    if self.status_shown:
-                        tail += terminal.clear_status_line(self._rows())
+                    tail = self.status.leaving()
                     if self.shown_anything:
                         # The session may have left the alternate screen, mouse reporting
                         # or a hidden cursor on; put the user's terminal back.
@@ -555,6 +558,7 @@ class RemoteAttach:
                 tasks.create_task(self._connect_loop())
                 tasks.create_task(self._read_keys())
                 tasks.create_task(NetworkWatch(self._on_network_change).run())
+                tasks.create_task(self._expire_status())
                 raise Ended(await self._ending)
         except BaseExceptionGroup as group:
             return self._ending_of(group)
@@ -697,27 +701,8 @@ class RemoteAttach:
             raise AttachError(f"cannot write to standard output: {describe(exc)}") from None
 
     def skipped(self, skipped: int) -> None:
-        """The worker skipped us to the present: say so for a moment (if nothing else is
-        on the status line: an outage's words matter more)."""
-        if not self.tty_out or (self.status_shown and not self._skip_status):
-            return
-        self._paint_status(skip_words(self.target.name, skipped, self.target.host))
-        self._skip_status = True  # after _paint_status, which clears it
-        loop = asyncio.get_running_loop()
-        if self._skip_timer is not None:
-            self._skip_timer.cancel()
-        self._skip_timer = loop.call_later(SHOWN_FOR, self._skip_status_done)
-
-    def _skip_status_done(self) -> None:
-        self._skip_timer = None
-        if self._skip_status:
-            # The status line covered the bottom row: the worker repaints the whole screen.
-            attempt = self.attempt
-            if attempt is not None and attempt.live:
-                self.status_shown = self._skip_status = False
-                attempt.send(Repaint())
-            else:
-                self._clear_status()
+        """The worker skipped us to the present: say so for a moment."""
+        self._say(skip_words(self.target.name, skipped, self.target.host), Kind.SKIP)
 
     # -------------------------------------------------------------- the user's side
 
@@ -812,10 +797,7 @@ class RemoteAttach:
         attempt = self.attempt
         if attempt is not None and attempt.live and not self.read_only:
             attempt.send(Resize(rows, cols))
-        if self.status_shown:
-            skip_status = self._skip_status
-            self._paint_status(self.status_text)
-            self._skip_status = skip_status
+        self.status.redraw()
 
     def _tty_fd(self) -> int:
         return self.stdin_fd if self.tty_in else self.stdout_fd
@@ -826,9 +808,6 @@ class RemoteAttach:
             max(1, min(rows, conversation.MAX_ROWS)),
             max(1, min(cols, conversation.MAX_COLS)),
         )
-
-    def _rows(self) -> int:
-        return self.size()[0]
 
     # ----------------------------------------------------------------- status line
 
@@ -845,7 +824,7 @@ class RemoteAttach:
         self._last_status = (attempt, wait)
         text = self._status_words(attempt, wait)
         if self.tty_out:
-            self._paint_status(text)
+            self._say(text, Kind.LINK)
         elif wait is not None:
             # Not a terminal: one line per attempt on stderr keeps stdout byte-exact.
             sys.stderr.write(f"superv: {text}\n")
@@ -854,42 +833,45 @@ class RemoteAttach:
     def _refresh_status(self) -> None:
         last = self._last_status
         if last is not None and self.tty_out:
-            self._paint_status(self._status_words(*last))
-
-    def _paint_status(self, text: str) -> None:
-        rows, cols = self.size()
-        if len(text) > cols - 2:
-            text = text[: max(0, cols - 3)] + "…"
-        self.status_text = text
-        self.status_shown = True
-        self._skip_status = False
-        with contextlib.suppress(OSError):
-            terminal.write_all(self.stdout_fd, terminal.status_line(rows, text))
+            self._say(self._status_words(*last), Kind.LINK)
 
     def _clear_status(self) -> None:
-        if self.status_shown and self.tty_out:
+        self.status.clear(Kind.LINK)
+        self._status_changed.set()
+
+    def _say(self, text: str, kind: Kind, extra: bytes = b"") -> None:
+        self.status.show(text, kind, asyncio.get_running_loop().time(), extra)
+        self._status_changed.set()
+
+    async def _expire_status(self) -> None:
+        """Take each message off the status line when its time is up (in the task group,
+        so that an error here ends the client like any task's)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._status_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.status.due(loop.time())):
+                    await self._status_changed.wait()
+            self.status.tick(loop.time())
+
+    def _write_status(self, data: bytes) -> None:
+        if self.tty_out:
             with contextlib.suppress(OSError):
-                terminal.write_all(self.stdout_fd, terminal.clear_status_line(self._rows()))
-        self.status_shown = False
-        self._skip_status = False
+                terminal.write_all(self.stdout_fd, data)
+
+    def _repaint(self) -> bool:
+        """Ask the worker for the row the status line covered (the whole screen)."""
+        attempt = self.attempt
+        if attempt is None or not attempt.live or attempt.conversation is None:
+            return False
+        if not status_line.can_repaint(attempt.conversation):
+            return False
+        attempt.send(Repaint())
+        return True
 
     def show_notice(self, body: dict[str, Any]) -> None:
         """A notification from the box, on the status line for a moment (notify)."""
-        if self.status_shown:
-            return  # the reconnect line is more urgent, and the notice's link is gone
-        rows, cols = self.size()
-        with contextlib.suppress(OSError):
-            terminal.write_all(self.stdout_fd, render_notice(body, rows, cols))
-        if self._notice_timer is not None:
-            self._notice_timer.cancel()
-        self._notice_timer = asyncio.get_running_loop().call_later(NOTICE_SHOWN_FOR,
-                                                                   self._clear_notice)
-
-    def _clear_notice(self) -> None:
-        self._notice_timer = None
-        if not self.status_shown:
-            with contextlib.suppress(OSError):
-                terminal.write_all(self.stdout_fd, terminal.clear_status_line(self._rows()))
+        self._say(attach_notices.words(body), Kind.NOTICE, attach_notices.bell(body))
 
     def _notice(self, text: str) -> None:
         if not self.tty_out:

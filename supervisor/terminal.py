@@ -1,4 +1,6 @@
-"""The user's own terminal during an attach: raw mode, size, detach key, status line.
+"""The user's own terminal during an attach: raw mode, size, detach key, modes to reset.
+
+(The status line is :mod:`supervisor.status_line`'s.)
 
 Shared by the local attach (plain sockets) and the SSH attach (asyncio), so both restore
 the terminal the same way on every exit path.
@@ -96,15 +98,6 @@ def raw_mode(fd: int) -> Iterator[None]:
     finally:
         with contextlib.suppress(termios.error):
             termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
-
-
-def status_line(rows: int, text: str) -> bytes:
-    """Bytes that show ``text`` in reverse video on the bottom row, keeping the cursor."""
-    return b"\x1b7\x1b[%d;1H\x1b[0;7m %s \x1b[0m\x1b[K\x1b8" % (rows, text.encode())
-
-
-def clear_status_line(rows: int) -> bytes:
-    return b"\x1b7\x1b[%d;1H\x1b[0m\x1b[K\x1b8" % rows
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -20,12 +20,13 @@ from agent_worker import protocol as p
 from agent_worker import settings
 from agent_worker.client import ConnectionClosed, SessionClient
 from agent_worker.conversation import Closed, Exited, Failed, Refused, Skipped, Violation
-from supervisor import terminal
+from supervisor import status_line, terminal
 from supervisor.errors import CliError
+from supervisor.notify import attach_notices
 from supervisor.notify.attach_notices import Notices
-from supervisor.notify.attach_notices import render as render_notice
-from supervisor.present import SHOWN_FOR, skip_words
+from supervisor.present import skip_words
 from supervisor.sessions import NotRunning, checked_name, open_worker
+from supervisor.status_line import Kind, StatusLine
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -80,10 +81,11 @@ def run(args: argparse.Namespace) -> int:
         return run_remote_attach(
             args.target, read_only=args.read_only, start=start, value=value,
             detach_key=detach_key, remote_command=args.remote_command,
-            flags=feed_flags(start, args.exact),
+            flags=feed_flags(start, args.exact), exact=args.exact,
         )
     return attach_local(checked_name(args.target), read_only=args.read_only, start=start,
-                        value=value, detach_key=detach_key, flags=feed_flags(start, args.exact))
+                        value=value, detach_key=detach_key, flags=feed_flags(start, args.exact),
+                        exact=args.exact)
 
 
 def attach_local(
@@ -94,6 +96,7 @@ def attach_local(
     value: int = 0,
     detach_key: bytes = b"\x1c",
     flags: int = p.FEED_ACKS | p.FEED_SKIP,
+    exact: bool = False,
 ) -> int:
     if not os.isatty(0) and not read_only:
         raise CliError("attach needs a terminal on stdin; use 'superv attach -r' to only watch", 2)
@@ -117,10 +120,21 @@ def attach_local(
     outcome = f"[detached from {name}]"
     status = 0
     alt = terminal.ShownModes()
-    notices = _follow_notices(out)  # notify: every session's notices on our status line
+    # notify: every session's notices on our status line (none in an exact stream)
+    notices = None if exact else _follow_notices(out)
+
+    def repaint() -> bool:  # the status line went: the worker paints the row it covered
+        if not status_line.can_repaint(conn.conversation):
+            return False  # this attach replays the stream: a screen would skip it
+        conn.send(p.Repaint())
+        return True
+
+    line = StatusLine(lambda data: terminal.write_all(out, data),
+                        lambda: terminal.window_size(0), repaint, exact=exact)
     try:
         with conn, terminal.raw_mode(0):
-            outcome = _pump(conn, name, wake_r, out, detach_key, read_only, alt, notices) or outcome
+            outcome = _pump(conn, name, wake_r, out, detach_key, read_only, alt, line,
+                            notices) or outcome
     except (ConnectionClosed, ConnectionResetError):
         outcome = f"[lost connection to {name}: its worker ended]"
         status = 1
@@ -132,7 +146,7 @@ def attach_local(
         if notices is not None:
             notices.close()
         with contextlib.suppress(OSError):
-            terminal.write_all(out, alt.reset_bytes() + b"\r\n")
+            terminal.write_all(out, line.leaving() + alt.reset_bytes() + b"\r\n")
     print(outcome, file=sys.stderr)
     return status
 
@@ -164,7 +178,7 @@ def show_ended(name: str, hello: p.Hello) -> int:
 
 def _pump(
     conn: SessionClient, name: str, wake: int, out: int, detach_key: bytes, read_only: bool,
-    alt: terminal.ShownModes, notices: Notices | None = None,
+    alt: terminal.ShownModes, line: StatusLine, notices: Notices | None = None,
 ) -> str | None:
     """Move bytes until detach or the session's end; return the line to print then."""
     sel = selectors.DefaultSelector()
@@ -175,20 +189,17 @@ def _pump(
     if os.isatty(0):
         sel.register(0, selectors.EVENT_READ, "stdin")
     conn.sock.settimeout(None)
-    skip_shown_until: float | None = None
 
     def show_received() -> str | None:
-        nonlocal skip_shown_until
         try:
             for event in conn.ready_events():
                 if isinstance(event, p.Output | p.Screen | Skipped):
                     alt.feed(event.data)
                     terminal.write_all(out, event.data)
-                if isinstance(event, Skipped):
-                    rows, cols = terminal.window_size(0)
-                    words = skip_words(name, event.skipped)[: max(0, cols - 2)]
-                    terminal.write_all(out, terminal.status_line(rows, words))
-                    skip_shown_until = time.monotonic() + SHOWN_FOR
+                if isinstance(event, p.Screen | Skipped) and line.screen_came():
+                    pass  # the screen the status line asked for: its skip is not news
+                elif isinstance(event, Skipped):
+                    line.show(skip_words(name, event.skipped), Kind.SKIP, time.monotonic())
                 elif not isinstance(event, p.Output | p.Screen):
                     ended = said(event)
                     if ended:
@@ -204,8 +215,7 @@ def _pump(
         if isinstance(event, Exited):
             return f"[{name} {event.state}]"
         if isinstance(event, Refused):
-            rows, _ = terminal.window_size(0)
-            terminal.write_all(out, terminal.status_line(rows, "read-only: input ignored"))
+            line.show("read-only: input ignored", Kind.INPUT, time.monotonic())
         elif isinstance(event, Failed | Violation):
             raise CliError(f"session {name}: {event.message}")
         elif isinstance(event, Closed):
@@ -218,15 +228,8 @@ def _pump(
     if ended:
         return ended
     while True:
-        waits = [notices.timeout() if notices is not None else None,
-                 None if skip_shown_until is None else skip_shown_until - time.monotonic()]
-        ready = sel.select(min((max(0.0, w) for w in waits if w is not None), default=None))
-        if notices is not None and notices.expired():
-            terminal.write_all(out, terminal.clear_status_line(terminal.window_size(0)[0]))
-        if skip_shown_until is not None and time.monotonic() >= skip_shown_until:
-            skip_shown_until = None
-            # The status line covered the bottom row: the worker repaints the whole screen.
-            conn.send(p.Repaint())
+        ready = sel.select(line.due(time.monotonic()))
+        line.tick(time.monotonic())
         for key, _ in ready:
             if key.data == "notices":
                 assert notices is not None
@@ -235,9 +238,9 @@ def _pump(
                     sel.unregister(notices)
                     notices = None
                     continue
-                rows, cols = terminal.window_size(0)
                 for body in shown:
-                    terminal.write_all(out, render_notice(body, rows, cols))
+                    line.show(attach_notices.words(body), Kind.NOTICE, time.monotonic(),
+                                attach_notices.bell(body))
             elif key.data == "stdin":
                 data = os.read(0, 65536)
                 if not data:

@@ -2,7 +2,7 @@
 
 An attach client follows the supervisor's event stream (the same one ``superv events``
 reads) beside its session socket, and shows each ``notice`` event, of any session, on its
-status line for :data:`SHOW_FOR` seconds; with ``notify.bell`` on (the supervisor puts it
+status line for a moment (:mod:`supervisor.status_line`); with ``notify.bell`` on (the supervisor puts it
 in the event) it also rings the user's terminal: a BEL, and a desktop notification by
 OSC 9 (iTerm2, kitty, WezTerm, Ghostty, Windows Terminal) or, where the terminal is foot,
 OSC 777.  Why the event stream and not the session's own socket: the notice comes from the
@@ -20,31 +20,36 @@ import contextlib
 import json
 import os
 import re
-import time
 from typing import Any
 
 from agent_worker import protocol as p
 from agent_worker.client import Connection
-from supervisor import terminal
+from supervisor import status_line
 
-SHOW_FOR = 4.0  # seconds a notice stays on the status line
 # Anything a terminal could act on: a notice's text can carry an agent's words.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def words(body: dict[str, Any]) -> str:
+    """The status line's words for ``body`` (a ``notice`` event), made safe to show."""
+    return _CONTROLS.sub(" ", str(body.get("message") or ""))
+
+
+def bell(body: dict[str, Any], term: str | None = None) -> bytes:
+    """What rings the user's terminal for ``body``, if the supervisor asked (else b"")."""
+    if not body.get("bell"):
+        return b""
+    text = words(body)
+    term = os.environ.get("TERM", "") if term is None else term
+    if term.startswith("foot"):
+        return b"\x1b]777;notify;superv;%s\x1b\\\x07" % text.encode(errors="replace")
+    return b"\x1b]9;%s\x1b\\\x07" % text.encode(errors="replace")
+
+
 def render(body: dict[str, Any], rows: int, cols: int, term: str | None = None) -> bytes:
-    """What shows ``body`` (a ``notice`` event): the status line, and the bell if asked."""
-    text = _CONTROLS.sub(" ", str(body.get("message") or ""))
-    line = text if len(text) <= cols - 2 else text[: max(0, cols - 3)] + "…"
-    out = terminal.status_line(rows, line)
-    if body.get("bell"):
-        term = os.environ.get("TERM", "") if term is None else term
-        if term.startswith("foot"):
-            out += b"\x1b]777;notify;superv;%s\x1b\\" % text.encode()
-        else:
-            out += b"\x1b]9;%s\x1b\\" % text.encode()
-        out += b"\x07"
-    return out
+    """What shows ``body`` alone: the status line, and the bell if asked.  (Attach clients
+    show it through their :class:`~supervisor.status_line.StatusLine`.)"""
+    return status_line.paint(rows, status_line.fit(words(body), cols)) + bell(body, term)
 
 
 def from_json_line(line: bytes) -> dict[str, Any] | None:
@@ -57,11 +62,10 @@ def from_json_line(line: bytes) -> dict[str, Any] | None:
 
 
 class Notices:
-    """The local supervisor's notices, for a selectors loop: ``fileno``, ``read``, ``expired``."""
+    """The local supervisor's notices, for a selectors loop: ``fileno``, ``read``."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.shown_until: float | None = None
 
     @classmethod
     def open(cls) -> Notices | None:
@@ -93,22 +97,7 @@ class Notices:
         bodies = read_ready(self.conn)
         if bodies is None:
             return None
-        found = [b for b in bodies if b.get("event") == "notice"]
-        if found:
-            self.shown_until = time.monotonic() + SHOW_FOR
-        return found
-
-    def timeout(self) -> float | None:
-        """Seconds until the notice shown should go, for ``select``."""
-        if self.shown_until is None:
-            return None
-        return max(0.0, self.shown_until - time.monotonic())
-
-    def expired(self) -> bool:
-        if self.shown_until is not None and time.monotonic() >= self.shown_until:
-            self.shown_until = None
-            return True
-        return False
+        return [b for b in bodies if b.get("event") == "notice"]
 
     def close(self) -> None:
         self.conn.close()
