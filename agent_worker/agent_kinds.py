@@ -107,9 +107,23 @@ def resolve(requested: str | None, argv: list[str]) -> str:
     return requested
 
 
-# Options of Claude Code that choose a conversation; a resume replaces them.
-_CLAUDE_CONVERSATION_OPTIONS = {"--resume": 1, "-r": 1, "--session-id": 1, "--continue": 0,
-                                "-c": 0, "--fork-session": 0}
+# Options that choose a conversation, per kind (how many values each takes: a 1 may also
+# stand alone, as a picker): a resume replaces them.  Checked against each CLI's own
+# documentation:
+# - Claude Code: ``--resume/-r [ID]``, ``--session-id ID``, ``--continue/-c``,
+#   ``--fork-session`` (``claude --help``, 2.1.197 here);
+# - Gemini CLI: ``--resume/-r [latest|INDEX|UUID]`` (geminicli.com/docs/cli/session-management:
+#   "Resume by ID: You can also provide the full session UUID");
+# - opencode: ``--session/-s ID``, ``--continue/-c``, ``--fork`` (opencode.ai/docs/cli, the
+#   default TUI command's flags).
+_CONVERSATION_OPTIONS = {
+    "claude": {"--resume": 1, "-r": 1, "--session-id": 1, "--continue": 0, "-c": 0,
+               "--fork-session": 0},
+    "gemini": {"--resume": 1, "-r": 1},
+    "opencode": {"--session": 1, "-s": 1, "--continue": 0, "-c": 0, "--fork": 0},
+}
+# How each of those continues conversation ID: the words that go right after the program.
+_RESUME_WORDS = {"claude": ("--resume",), "gemini": ("--resume",), "opencode": ("--session",)}
 
 
 # Codex options that take a value (``codex --help``).
@@ -118,29 +132,41 @@ _CODEX_VALUE_OPTIONS = {"-m", "--model", "-c", "--config", "-p", "--profile", "-
                         "--enable", "--disable", "--local-provider"}
 
 
+def _without_options(words: list[str], options: dict[str, int]) -> list[str]:
+    """``words`` without ``options`` (and their values)."""
+    kept: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        name = word.split("=", 1)[0]
+        if name in options:
+            takes = options[name] and "=" not in word
+            # ``--resume`` may stand alone (a picker); take its value only if it has one.
+            if takes and i + 1 < len(words) and not words[i + 1].startswith("-"):
+                i += 1
+            i += 1
+            continue
+        kept.append(word)
+        i += 1
+    return kept
+
+
 def resume_argv(kind: str, argv: list[str], conversation_id: str) -> list[str] | None:
-    """The command that continues conversation ``conversation_id``; None if ``kind`` has none."""
+    """The command that continues conversation ``conversation_id``; None if ``kind`` has none.
+
+    The session's other arguments stay (a first prompt too, which the agent is then sent
+    again), except Codex's prompt: ``codex resume`` takes the thread's own.
+    """
     at = program_index(argv)
     head, rest = argv[: at + 1], argv[at + 1 :]
-    if kind == "claude":
-        kept: list[str] = []
-        i = 0
-        while i < len(rest):
-            word = rest[i]
-            name = word.split("=", 1)[0]
-            if name in _CLAUDE_CONVERSATION_OPTIONS:
-                takes = _CLAUDE_CONVERSATION_OPTIONS[name] and "=" not in word
-                # ``--resume`` may stand alone (a picker); take its value only if it has one.
-                if takes and i + 1 < len(rest) and not rest[i + 1].startswith("-"):
-                    i += 1
-                i += 1
-                continue
-            kept.append(word)
-            i += 1
-        return [*head, "--resume", conversation_id, *kept]
+    if kind in _RESUME_WORDS:
+        kept = _without_options(rest, _CONVERSATION_OPTIONS[kind])
+        return [*head, *_RESUME_WORDS[kind], conversation_id, *kept]
     if kind == "codex":
-        # ``codex [OPTIONS] [PROMPT]``: the options stay, the first turn's prompt does not
-        # (the thread already holds it).
+        # ``codex [OPTIONS] [PROMPT]`` becomes ``codex resume SESSION_ID [OPTIONS]``: the
+        # resume sub-command takes the same TUI options (codex-rs/cli/src/main.rs,
+        # ResumeCommand flattens TuiCli); the first turn's prompt does not stay (the thread
+        # already holds it).
         options: list[str] = []
         i = 0
         while i < len(rest):
@@ -152,8 +178,4 @@ def resume_argv(kind: str, argv: list[str], conversation_id: str) -> list[str] |
                     i += 1
             i += 1
         return [*head, "resume", conversation_id, *options]
-    if kind == "gemini":
-        return [*head, "--resume", conversation_id, *rest]
-    if kind == "opencode":
-        return [*head, "--session", conversation_id, *rest]
-    return None
+    return None  # aider, generic: no conversation to name (aider's is its chat history file)

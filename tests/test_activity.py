@@ -137,13 +137,37 @@ def test_markers_are_scrubbed_and_user_settings_kept() -> None:
                         "OPENAI_API_KEY", "PATH", "TERM", "SUPERV_SESSION"}
 
 
-def test_resume_commands() -> None:
-    argv = ["env", "A=1", "claude", "--resume", "old", "-c", "--model", "opus"]
-    assert agent_kinds.resume_argv("claude", argv, "NEW") == [
-        "env", "A=1", "claude", "--resume", "NEW", "--model", "opus"]
-    assert agent_kinds.resume_argv("codex", ["codex", "--full-auto", "-m", "o4", "fix it"], "T") == [
-        "codex", "resume", "T", "--full-auto", "-m", "o4"]
-    assert agent_kinds.resume_argv("generic", ["sh"], "x") is None
+# The resume command of every kind, against each CLI's documented flags (Claude Code's runs
+# for real in test_activity_claude.py; the others cannot run offline here):
+# - Codex: ``codex resume [SESSION_ID]`` followed by the TUI's own options (openai/codex,
+#   codex-rs/cli/src/main.rs: ResumeCommand takes SESSION_ID and flattens TuiCli);
+# - Gemini CLI: ``gemini --resume UUID`` (geminicli.com/docs/cli/session-management);
+# - opencode: ``opencode --session ID`` (opencode.ai/docs/cli: "-s, --session: session ID
+#   to continue"); its ``--continue``/``--fork`` would pick another conversation.
+@pytest.mark.parametrize(("kind", "argv", "resumed"), [
+    ("claude", ["env", "A=1", "claude", "--resume", "old", "-c", "--model", "opus"],
+     ["env", "A=1", "claude", "--resume", "NEW", "--model", "opus"]),
+    ("claude", ["claude", "--session-id=abc", "fix the tests"],
+     ["claude", "--resume", "NEW", "fix the tests"]),
+    ("codex", ["codex", "--full-auto", "-m", "o4", "fix it"],
+     ["codex", "resume", "NEW", "--full-auto", "-m", "o4"]),
+    ("codex", ["npx", "@openai/codex", "-c", "model=o3"],
+     ["npx", "@openai/codex", "resume", "NEW", "-c", "model=o3"]),
+    ("gemini", ["gemini", "-m", "gemini-2.5-pro", "--yolo"],
+     ["gemini", "--resume", "NEW", "-m", "gemini-2.5-pro", "--yolo"]),
+    ("gemini", ["npx", "@google/gemini-cli", "-r", "latest", "--yolo"],
+     ["npx", "@google/gemini-cli", "--resume", "NEW", "--yolo"]),
+    ("gemini", ["gemini", "--resume"], ["gemini", "--resume", "NEW"]),
+    ("opencode", ["opencode", "--model", "anthropic/claude-sonnet-4-5"],
+     ["opencode", "--session", "NEW", "--model", "anthropic/claude-sonnet-4-5"]),
+    ("opencode", ["opencode", "-c", "--fork", "-s", "ses_old", "/src/app"],
+     ["opencode", "--session", "NEW", "/src/app"]),
+    ("aider", ["aider", "--model", "sonnet"], None),  # no conversation id: its history file
+    ("generic", ["sh"], None),
+])
+def test_resume_command_of_every_kind(kind: str, argv: list[str], resumed: list[str] | None
+                                      ) -> None:
+    assert agent_kinds.resume_argv(kind, argv, "NEW") == resumed
 
 
 # ---- hooks --------------------------------------------------------------------------
@@ -242,10 +266,22 @@ def test_doctor_warns_about_a_supervisor_with_agent_markers(superv_env: SupervEn
     assert "plain shell" in markers["fix"]
 
 
-# Codex CLI cannot run offline here: this stand-in does what Codex does with its `notify`
-# program at the end of a turn (runs it with the JSON as its last argument, in the shape
-# Codex's docs give: type, thread-id, turn-id, cwd, input-messages, last-assistant-message)
-# and records the command line it was given, so that the resume can be checked.
+# Codex CLI's notify call, exactly as Codex makes it: the payload is its own test's
+# (openai/codex@898cee38, codex-rs/hooks/src/legacy_notify.rs, expected_notification_json),
+# appended as the last argument; stdin is /dev/null, stderr is discarded, a stdout that
+# starts with "{" is read as hook actions, and the program is killed after 1.5 s.
+CODEX_NOTIFY = {
+    "type": "agent-turn-complete",
+    "thread-id": "b5f6c1c2-1111-2222-3333-444455556666",
+    "turn-id": "12345",
+    "cwd": "/Users/example/project",
+    "input-messages": ["Rename `foo` to `bar` and update the callsites."],
+    "last-assistant-message": "Rename complete and verified `cargo build` succeeds.",
+}
+CODEX_THREAD = CODEX_NOTIFY["thread-id"]
+# Codex CLI cannot run offline here: this stand-in runs its `notify` program the way Codex
+# does at the end of a turn (above), and records the command line it was given, so that
+# the resume can be checked.
 FAKE_CODEX = r'''#!/usr/bin/env python3
 import json, subprocess, sys, time
 args = sys.argv[1:]
@@ -253,12 +289,11 @@ open(sys.argv[0] + ".argv", "a").write(json.dumps(args) + "\n")
 notify = next((a[len("notify="):] for a in args if a.startswith("notify=")), None)
 print("codex> working on it", flush=True)
 if notify:
-    payload = {"type": "agent-turn-complete", "thread-id": "0199a213-81c0-7800-8aa1-bbab2a035a53",
-               "turn-id": "1", "cwd": "/x", "input-messages": ["fix it"],
-               "last-assistant-message": "Done."}
-    subprocess.run(json.loads(notify) + [json.dumps(payload)], check=False)
+    done = subprocess.run(json.loads(notify) + [PAYLOAD], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=1.5)
+    open(sys.argv[0] + ".stdout", "ab").write(done.stdout)
 time.sleep(1000)
-'''
+'''.replace("PAYLOAD", repr(json.dumps(CODEX_NOTIFY)))
 
 
 @pytest.mark.timeout(60)
@@ -281,15 +316,17 @@ def test_codex_notify_records_the_thread_and_resume_continues_it(
     done = wait_until(lambda: (s := cx())["conversation_id"] and s, timeout=20,
                       message="the notify call to record the thread")
     assert (done["agent"], done["activity"], done["activity_source"]) == ("codex", "idle", "hook")
-    assert done["conversation_id"] == "0199a213-81c0-7800-8aa1-bbab2a035a53"
+    assert done["conversation_id"] == CODEX_THREAD
+    # Nothing on stdout, which Codex would read as hook actions.
+    assert Path(str(codex) + ".stdout").read_bytes() == b""
     senv.superv("stop", "cx", check=True)
     resumed = senv.superv("resume", "cx", check=True)
-    assert "continuing conversation 0199a213" in resumed.stdout
+    assert f"continuing conversation {CODEX_THREAD}" in resumed.stdout
     runs = wait_until(lambda: (p := Path(str(codex) + ".argv")).exists()
                       and len(lines := p.read_text().splitlines()) == 2 and lines)
     second = json.loads(runs[1])
     assert second[:2] == ["-c", second[1]] and second[1].startswith("notify=")
-    assert second[2:] == ["resume", "0199a213-81c0-7800-8aa1-bbab2a035a53", "--model", "o4"]
+    assert second[2:] == ["resume", CODEX_THREAD, "--model", "o4"]
 
 
 def test_codex_users_own_notify_is_left_alone(tmp_path: Path) -> None:
@@ -301,16 +338,49 @@ def test_codex_users_own_notify_is_left_alone(tmp_path: Path) -> None:
                                    str(tmp_path / "nohome")) == ["codex", "-c", "notify=['x']"]
 
 
-# Approval prompts as these CLIs print them (written from their source and docs: none of
-# them runs offline here, so these are not captures of a live run).
+# Approval prompts as these CLIs draw them.  None of them runs offline here, so none is a
+# capture of our own run; each comes from the CLI's own rendering tests or source:
+# - Codex: its TUI's snapshot of the exec approval, rendered through a vt100 emulator
+#   (openai/codex@2330732a, codex-rs/tui/src/chatwidget/snapshots/
+#   codex_tui__chatwidget__tests__approval_modal_exec.snap), trailing blanks trimmed;
+# - Gemini CLI: its ToolConfirmationMessage snapshots (google-gemini/gemini-cli@0787eeda,
+#   packages/cli/src/ui/components/messages/__snapshots__/ToolConfirmationMessage.test.tsx.snap);
+# - aider: built exactly as aider/io.py's confirm_ask builds its question (question, then
+#   " (Y)es/(N)o", "/(A)ll", "/(S)kip all", "/(D)on't ask again", " [Yes]: "); the same
+#   lines appear in the .aider.chat.history.md transcripts aider writes of real runs.
+CODEX_EXEC_APPROVAL = """
+
+  Would you like to run the following command?
+
+  Reason: this is a test reason such as one that would be produced by the model
+
+  $ echo hello world
+
+\u203a 1. Yes, proceed (y)
+  2. Yes, and don't ask again for commands that start with `echo hello world` (p)
+  3. No, and tell Codex what to do differently (esc)
+
+  Press enter to confirm or esc to cancel
+"""
+
+
 @pytest.mark.parametrize(("kind", "screen", "attention"), [
     ("aider", "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: ", "Run shell command?"),
     ("aider", "Add file to the chat? (Y)es/(N)o/(A)ll/(S)kip all/(D)on't ask again [Yes]:",
      "Add file to the chat?"),
-    ("codex", "  Would you like to run the following command?\n\n  $ rm -rf build\n\n  > 1. Yes",
-     "Would you like to run the following command?"),
-    ("gemini", " ? Shell rm -rf build\n\n Allow execution of: 'rm'?\n\n ● 1. Yes, allow once",
-     "Allow execution of: 'rm'?"),
+    ("aider", "Install playwright? (Y)es/(N)o [Yes]: ", "Install playwright?"),
+    ("codex", CODEX_EXEC_APPROVAL, "Would you like to run the following command?"),
+    ("gemini", "echo \"hello\"\nAllow execution of: 'echo'?\n\n\u25cf 1. Allow once\n"
+               "  2. Allow for this session\n  3. No, suggest changes (esc)\n",
+     "Allow execution of: 'echo'?"),
+    ("gemini", "echo \"hello\"\nls -la\nwhoami\nAllow execution of 3 commands?\n\n"
+               "\u25cf 1. Allow once\n  2. Allow for this session\n  3. No, suggest changes (esc)\n",
+     "Allow execution of 3 commands?"),
+    ("gemini", "No changes detected.\nApply this change?\n\n\u25cf 1. Allow once\n"
+               "  2. Modify with external editor\n  3. No, suggest changes (esc)\n",
+     "Apply this change?"),
+    ("gemini", "https://example.com\nDo you want to proceed?\n\n\u25cf 1. Allow once\n"
+               "  2. No, suggest changes (esc)\n", "Do you want to proceed?"),
 ])
 def test_screen_rules_of_other_agents(kind: str, screen: str, attention: str) -> None:
     found, warning = rules.load(kind, Path("/nonexistent"))
