@@ -1,6 +1,7 @@
-"""``superv ls HOST:``, ``superv logs [-f] ... HOST:NAME``, ``superv peek HOST:NAME``.
+"""Every command given ``HOST:NAME`` (or ``ls HOST:``) but attach and events.
 
-These run the box's own ``superv`` over SSH (reached as :mod:`supervisor.ssh_link` says)
+``logs``, ``peek``, ``send``, ``stop``, ``kill``, ``resume``, ``approve`` and ``deny`` of
+``[USER@]HOST:NAME`` run the box's own ``superv`` over SSH (reached as :mod:`supervisor.ssh_link` says)
 and pass its output and exit status through, byte for byte: the box's session files are
 read where they are.  No reconnect here: these are short commands, and ``logs -f`` can
 simply be run again (it reads the durable log from the start, or ``--since``).
@@ -29,6 +30,17 @@ def split_host(where: str) -> tuple[str | None, str]:
     if not host or (user == "" and "@" in where):
         raise ValueError(f"cannot read host {where!r}: write [USER@]HOST")
     return user or None, host
+
+
+def run_on_host(target: str, words: list[str], after: list[str] | None = None) -> int:
+    """Run ``superv WORDS NAME AFTER`` on the box of ``target`` (``[USER@]HOST:NAME``).
+
+    NAME is checked here, so a hostile name never reaches the box; every word is passed
+    as one argument (quoted by :func:`~supervisor.ssh_link.remote_superv`)."""
+    from supervisor.sessions import checked_name
+
+    where, _, name = target.rpartition(":")
+    return run_remote(where, [*words, checked_name(name), *(after or [])])
 
 
 def run_remote(where: str, args: list[str]) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import SupervEnv, isolated_env
+from conftest import SupervEnv, isolated_env, wait_until
 from ssh_fixtures import session_env, superv_installed  # noqa: F401  (the fixture)
 from sshd import VENV_BIN, SshServer
 
@@ -153,3 +153,65 @@ def test_events_and_approve_over_ssh(fleet: Fleet) -> None:
                               "answer running Claude Code sessions; others: superv attach s0)\n")
     missing = fleet.superv("deny", "two:nosuch")
     assert missing.returncode == 1 and "no session named nosuch" in missing.stderr
+
+
+def _session(box: SupervEnv, name: str) -> dict[str, object]:
+    listed = json.loads(box.superv("ls", "--json", check=True).stdout)
+    return next(s for s in listed if s["name"] == name)
+
+
+def test_send_kill_stop_resume_take_host_name(fleet: Fleet, tmp_path: Path) -> None:
+    one = fleet.boxes["one"]
+    # Echoes what it reads; says so on SIGUSR1; the shell's own marker file proves no
+    # word of ours was run by a shell on the box.
+    script = ("trap 'echo got usr1' USR1; while :; do read -r line && echo \"read: $line\"; "
+              "sleep 0.05; done")
+    one.superv("start", "c", "--", "sh", "-c", script, check=True)
+    pwned = tmp_path / "pwned"
+    text = ["-dash", f"$(touch {pwned})", "'a b'", ";", "ok"]
+    sent = fleet.superv("send", "--enter", "one:c", "--", *text)
+    assert sent.returncode == 0, sent.stderr
+    wanted = "read: -dash $(touch " + str(pwned) + ") 'a b' ; ok"
+    # (from the log: a screen line wraps at the terminal's width)
+    wait_until(lambda: wanted in one.superv("logs", "--plain", "c").stdout, timeout=20)
+    assert not pwned.exists()
+
+    killed = fleet.superv("kill", "-s", "USR1", "one:c")
+    assert killed.returncode == 0, killed.stderr
+    wait_until(lambda: "got usr1" in one.superv("peek", "c").stdout, timeout=20)
+
+    stopped = fleet.superv("stop", "--grace", "2", "one:c")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.startswith("c: ") and _session(one, "c")["state"] != "running"
+    again = fleet.superv("stop", "one:c")  # the box's own refusal, passed through
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "c" in again.stderr
+
+    resumed = fleet.superv("resume", "one:c")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed c" in resumed.stdout and _session(one, "c")["state"] == "running"
+    assert fleet.superv("send", "one:c", "hi", "--enter").returncode == 0
+    wait_until(lambda: "read: hi" in one.superv("peek", "c").stdout, timeout=20)
+
+    # A bad name is refused here, before any connection; nothing pressed on box two.
+    for verb in (["send", "two:-x", "hi"], ["stop", "two:a/b"], ["kill", "two:..."],
+                 ["resume", "two:"]):
+        bad = fleet.superv(*verb)
+        assert bad.returncode != 0 and bad.stderr.count("\n") == 1, (verb, bad.stderr)
+
+
+def test_a_changed_host_key_refuses_stop_and_send(fleet: Fleet, tmp_path: Path) -> None:
+    from sshd import keygen
+
+    one = fleet.boxes["one"]
+    one.superv("start", "k", "--", "sleep", "600", check=True)
+    server = fleet.servers["one"]
+    imposter = keygen(tmp_path / "imposter", "imposter")
+    changed = tmp_path / "changed_known_hosts"
+    changed.write_text(f"[127.0.0.1]:{server.port} {imposter}\n")
+    laptop = {**fleet.laptop, "SUPERV_KNOWN_HOSTS": str(changed)}
+    for verb in (["stop", "one:k"], ["send", "one:k", "x"], ["kill", "one:k"], ["resume", "one:k"]):
+        done = subprocess.run([SUPERV, *verb], env=laptop, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        assert done.returncode == 1 and "host key of one has CHANGED" in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1
+    assert _session(one, "k")["state"] == "running"

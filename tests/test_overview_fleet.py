@@ -48,6 +48,26 @@ def test_overview_shows_every_host_and_one_that_goes_away(fleet: Fleet,  # noqa:
         fleet.servers["two"].stop()
         screen = term.wait_for(pane, re.compile(r"^two\s+\(unreachable", re.M), timeout=20)
         assert " beta " not in screen and " alpha " in screen and " mine " in screen
+        # Keys act on a remote row through its host: select alpha (peek's title names the
+        # selected row), stop it, resume it.
+        for move in ("j", "k", "k", ""):  # down first, then up: wherever it was
+            term.keys(pane, "p")
+            title = term.wait_for(pane, re.compile(r"^peek \S+ \(any key", re.M), timeout=20)
+            term.keys(pane, "p")  # p again leaves the preview (Escape waits for ESCDELAY)
+            term.wait_for(pane, lambda s: "ATTENTION" in s, timeout=10)
+            if "peek one:alpha " in title:
+                break
+            if move:
+                term.keys(pane, move)
+        assert "peek one:alpha " in title, title
+        term.keys(pane, "s")
+        term.keys(pane, "y")
+        term.wait_for(pane, "stop one:alpha: done", timeout=30)
+        term.wait_for(pane, lambda s: "ended" in line_of(s, "alpha"), timeout=20)
+        assert one.superv("ls", check=True).stdout.count("running") == 0
+        term.keys(pane, "r")
+        term.wait_for(pane, "resume one:alpha: done", timeout=30)
+        term.wait_for(pane, lambda s: "working" in line_of(s, "alpha"), timeout=20)
         term.keys(pane, "q")
         term.wait_for(pane, lambda s: "superv top" not in s, timeout=10)
     finally:

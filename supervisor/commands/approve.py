@@ -37,11 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     verb: str = args.verb
     if ":" in args.name:
-        from supervisor.remote_run import run_remote
+        from supervisor.remote_run import run_on_host
 
-        where, _, name = args.name.rpartition(":")
         extra = ["--expect", args.expect] if args.expect is not None else []
-        return run_remote(where, [verb, checked_name(name), *extra])
+        return run_on_host(args.name, [verb], extra)
     name = checked_name(args.name)
     tool = answer(name, VERBS[verb], args.expect)
     print(f"{'approved' if verb == 'approve' else 'denied'} {name}: {tool}")

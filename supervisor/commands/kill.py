@@ -1,4 +1,4 @@
-"""``superv kill [-s SIG] NAME``: send a signal to the agent."""
+"""``superv kill [-s SIG] [HOST:]NAME``: send a signal to the agent."""
 
 from __future__ import annotations
 
@@ -30,11 +30,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser("kill", help="send a signal to a session's agent")
     parser.add_argument("-s", "--signal", type=parse_signal, default=signal.SIGTERM,
                         help="signal name or number (default TERM)")
-    parser.add_argument("name")
+    parser.add_argument("name", metavar="[[USER@]HOST:]NAME")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    if ":" in args.name:
+        from supervisor.remote_run import run_on_host
+
+        # By number: the same signal whatever the spelling given here.
+        return run_on_host(args.name, ["kill", "-s", str(int(args.signal))])
     conn, welcome = open_worker(checked_name(args.name), p.Hello(p.Start.WATCH))
     with conn:
         refuse_ended(args.name, welcome)

@@ -72,13 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
 def remote(args: argparse.Namespace) -> int:
     """``superv logs ... HOST:NAME``: the box's own superv reads the box's log."""
-    from supervisor.remote_run import run_remote
+    from supervisor.remote_run import run_on_host
 
-    where, _, name = args.name.rpartition(":")
     words = ["logs", *(["-f"] if args.follow else []), *(["--plain"] if args.plain else [])]
     if args.since is not None:
         words += ["--since", str(args.since)]
-    return run_remote(where, [*words, checked_name(name)])
+    return run_on_host(args.name, words)
 
 
 def _follow(conn: SessionClient, emit: Callable[[bytes], None], out: BinaryIO) -> None:

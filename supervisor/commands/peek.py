@@ -28,10 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from agent_worker.screen import ScreenModel
 
     if ":" in args.name:
-        from supervisor.remote_run import run_remote
+        from supervisor.remote_run import run_on_host
 
-        where, _, name = args.name.rpartition(":")
-        return run_remote(where, ["peek", checked_name(name)])
+        return run_on_host(args.name, ["peek"])
     name = checked_name(args.name)
     try:
         conn, info = open_worker(name, p.Hello(p.Start.SCREEN, read_only=True))

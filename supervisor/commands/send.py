@@ -1,4 +1,4 @@
-"""``superv send [--enter] NAME TEXT...``: type input into a session."""
+"""``superv send [--enter] [HOST:]NAME TEXT...``: type input into a session."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = sub.add_parser("send", help="type text into a session")
     parser.__class__ = type("SendParser", (_Intermixed, parser.__class__), {})
     parser.add_argument("--enter", action="store_true", help="press Enter after the text")
-    parser.add_argument("name")
+    parser.add_argument("name", metavar="[[USER@]HOST:]NAME")
     parser.add_argument("text", nargs="*", help="words, joined by spaces")
     return parser
 
@@ -46,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
         data += b"\r"  # what a terminal sends for the Enter key
     if not data:
         raise CliError("nothing to send: give TEXT or --enter", 2)
+    if ":" in args.name:
+        from supervisor.remote_run import run_on_host
+
+        # "--" so that text starting with a dash stays text on the box too.
+        return run_on_host(args.name, ["send", *(["--enter"] if args.enter else [])],
+                           ["--", *args.text])
     conn, welcome = open_worker(checked_name(args.name), p.Hello(p.Start.WATCH))
     with conn:
         refuse_ended(args.name, welcome)

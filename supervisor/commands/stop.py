@@ -1,4 +1,4 @@
-"""``superv stop NAME``: SIGTERM to the agent, SIGKILL after a grace period."""
+"""``superv stop [HOST:]NAME``: SIGTERM to the agent, SIGKILL after a grace period."""
 
 from __future__ import annotations
 
@@ -25,11 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--grace", type=grace_seconds, default=10.0, metavar="SECONDS",
                         help="how long to wait after SIGTERM before SIGKILL "
                              f"(default 10, at most {MAX_STOP_GRACE:.0f})")
-    parser.add_argument("name")
+    parser.add_argument("name", metavar="[[USER@]HOST:]NAME")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    if ":" in args.name:
+        from supervisor.remote_run import run_on_host
+
+        return run_on_host(args.name, ["stop", "--grace", repr(args.grace)])
     reply = control.request("stop", name=checked_name(args.name), grace=args.grace)
     print(f"{args.name}: {reply['state']}")
     return 0

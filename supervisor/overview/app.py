@@ -97,8 +97,7 @@ class App:
             relist = False
             for body in events:
                 relist |= self.model.event(feed.host, body)
-            if relist and feed.ls is None:
-                feed.relist()
+            if relist and feed.relist():
                 self.register_ls(feed)
             return
         assert feed.ls is not None
@@ -108,6 +107,10 @@ class App:
             return
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(fd)
+        if feed.again:  # outdated by an event that came meanwhile: ask again
+            if feed.relist():
+                self.register_ls(feed)
+            return
         if isinstance(answer, str):
             self.model.unreachable(feed.host, answer)
         else:
@@ -186,8 +189,7 @@ class App:
                     self.connect_feed(feed)
                 elif feed.settle_at is not None and time.monotonic() >= feed.settle_at:
                     feed.settle_at = None
-                    if feed.ls is None:
-                        feed.relist()
+                    if feed.relist():
                         self.register_ls(feed)
             if self.stream is None and time.monotonic() >= self.retry_at:
                 self.connect()
@@ -196,8 +198,7 @@ class App:
 
     def safe_relist(self) -> None:
         for feed in self.feeds:
-            if feed.events is not None and feed.ls is None:
-                feed.relist()
+            if feed.events is not None and feed.relist():
                 self.register_ls(feed)
         try:
             self.relist()

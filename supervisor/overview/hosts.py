@@ -36,6 +36,9 @@ class HostFeed:
         self.failures = 0
         self.retry_at = 0.0
         self.settle_at: float | None = None
+        # An event asked for a fresh list while an ls was on its way: that answer may
+        # predate the event (a stop seen, then an ls from before it saying "running").
+        self.again = False
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([*self.superv, *args], stdin=subprocess.DEVNULL,
@@ -50,10 +53,16 @@ class HostFeed:
         self.settle_at = time.monotonic() + SETTLE
         self.relist()
 
-    def relist(self) -> None:
-        if self.ls is None:
-            self.ls_out = b""
-            self.ls = self._spawn(["ls", "--json", f"{self.host}:"])
+    def relist(self) -> bool:
+        """Ask for the host's list; True if an ``ls`` child was started (to be selected on).
+        With one already under way, its answer is dropped and the host asked again."""
+        if self.ls is not None:
+            self.again = True
+            return False
+        self.again = False
+        self.ls_out = b""
+        self.ls = self._spawn(["ls", "--json", f"{self.host}:"])
+        return True
 
     def fds(self) -> list[tuple[int, str]]:
         out = []
@@ -126,4 +135,5 @@ class HostFeed:
                         stream.close()
         self.events = self.ls = None
         self.settle_at = None
+        self.again = False
         self.buffer = b""
