@@ -14,6 +14,10 @@ interleaved round by round, median reported:
   the last byte.
 - ``superv-nocli``: the same with no client attached (the log only), to tell the
   worker's own cost from the cost of a third busy process on the machine.
+- ``superv-aider``: ``superv-nocli`` with the session's agent kind ``aider`` instead of
+  ``generic``: its screen rules are checked as the output flows (the activity monitor's
+  cost on the drain; ``claude`` has the same kind of rules, and hooks that this workload
+  does not call).
 
 Also: the RSS / PSS / USS of an idle worker (its agent waiting on input).
 """
@@ -99,14 +103,15 @@ class Env:
                           SUPERV_RUNTIME_DIR=self.env["SUPERV_RUNTIME_DIR"])
         self._n = 0
 
-    def start(self, argv: list[str]) -> tuple[str, subprocess.Popen[bytes], dict[str, object]]:
+    def start(self, argv: list[str], agent: str = "generic"
+              ) -> tuple[str, subprocess.Popen[bytes], dict[str, object]]:
         from agent_worker import paths
 
         self._n += 1
         name = f"drain{self._n}"
         directory = paths.session_dir(name)
         directory.mkdir(parents=True)
-        SessionSpec(name=name, argv=argv, cwd=str(self.root),
+        SessionSpec(name=name, argv=argv, cwd=str(self.root), agent=agent,
                     env=agent_environment(self.env, {}, name), rows=40, cols=120).write(directory)
         proc = subprocess.Popen([sys.executable, "-m", "agent_worker", name], env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -132,12 +137,13 @@ class Env:
             os.kill(int(ready["agent_pid"]), signal.SIGKILL)  # type: ignore[call-overload]
 
 
-def superv(env: Env, path: Path, expected: int, client: bool = True) -> float:
+def superv(env: Env, path: Path, expected: int, client: bool = True, agent: str = "generic"
+           ) -> float:
     """Time from ``go`` to the last byte at the client (or, without a client, in the log:
     polled every 5 ms, which is within the noise of a 1 s run)."""
     from agent_worker import paths
 
-    name, proc, ready = env.start(["sh", "-c", SCRIPT.format(path=path)])
+    name, proc, ready = env.start(["sh", "-c", SCRIPT.format(path=path)], agent)
     try:
         conn = Connection.open(paths.session_socket(name), timeout=30)
         conn.hello(p.Hello(p.Start.OFFSET, 0, 40, 120))
@@ -188,12 +194,14 @@ def main() -> None:
         size = make_lines(path, args.mb * 1_000_000)
         env = Env(root)
         times: dict[str, list[float]] = {
-            "bare-cooked": [], "bare-raw": [], "superv": [], "superv-nocli": []}
+            "bare-cooked": [], "bare-raw": [], "superv": [], "superv-nocli": [],
+            "superv-aider": []}
         for _ in range(args.rounds):
             times["bare-cooked"].append(bare(path, size, raw=False))
             times["bare-raw"].append(bare(path, size, raw=True))
             times["superv"].append(superv(env, path, size))
             times["superv-nocli"].append(superv(env, path, size, client=False))
+            times["superv-aider"].append(superv(env, path, size, client=False, agent="aider"))
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"workload: cat of {size / 1e6:.0f} MB of 100-byte lines, {args.rounds} rounds, "
               "median")

@@ -4,6 +4,7 @@ generic session's quiet-time and BEL rules with a scripted program under the rea
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -487,3 +488,53 @@ def test_activity_changes_reach_ls_at_once_and_snapshots_are_coalesced(
     writes = read_snapshot(directory)[0].seq - before
     # ...and was written about once a second, not once per change (41 of them).
     assert writes <= elapsed + 3, f"{writes} snapshot writes for 41 changes in {elapsed:.1f} s"
+
+
+# Build output as a compiler prints it: coloured lines, ~400 kB/s, for a few seconds.
+PACED_OUTPUT = r'''
+import sys, time
+line = "\x1b[32m%08d\x1b[0m compiling module \x1b[1mfoo/bar/baz_%d.c\x1b[0m ... ok\n"
+end = time.time() + float(sys.argv[1])
+i = 0
+while time.time() < end:
+    sys.stdout.write("".join(line % (i + k, k) for k in range(150)))
+    sys.stdout.flush()
+    i += 150
+    time.sleep(0.02)
+'''
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.timeout(90)
+def test_screen_rules_cost_nothing_while_the_output_flows(
+        superv_env: SupervEnv, tmp_path: Path) -> None:
+    """A kind with screen rules (aider) drains busy output for the CPU a generic session
+    does: the screen model (~40x slower than a PTY) is not caught up while it flows.
+    Before, it was every half second: 4x the worker's CPU on this workload."""
+    senv = superv_env
+    program = tmp_path / "paced.py"
+    program.write_text(PACED_OUTPUT)
+    go = tmp_path / "go"
+    for name, kind in (("plain", "generic"), ("ruled", "aider")):
+        senv.superv("start", "--agent", kind, name, "--", "sh", "-c",
+                    f"while [ ! -e {go} ]; do sleep 0.05; done; exec {sys.executable} {program} 4",
+                    check=True)
+    sessions = wait_until(lambda: (s := {x["name"]: x for x in json.loads(
+        senv.superv("ls", "--json", check=True).stdout)}) and
+        all(x["worker_pid"] for x in s.values()) and len(s) == 2 and s)
+    pids = {name: s["worker_pid"] for name, s in sessions.items()}
+    time.sleep(1.0)  # both workers past their start-up (its CPU is not what is measured)
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    go.touch()
+    for name in pids:
+        wait_until(lambda n=name: next(s for s in json.loads(senv.superv(
+            "ls", "--json", check=True).stdout) if s["name"] == n)["state"] != "running",
+            timeout=30)
+    used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()
+            if Path(f"/proc/{pid}").exists()}
+    assert set(used) == {"plain", "ruled"}, "a worker left before its CPU was read"
+    assert used["ruled"] < 1.6 * used["plain"] + 0.2, used

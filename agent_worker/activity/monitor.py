@@ -3,7 +3,8 @@
 Everything here runs off the hot path.  The PTY reader only wakes us (the parking lot it
 already wakes for the terminal model); we then read the new bytes back from the log,
 coalesced, scan them for terminal signals (a bounded tail of a flood, never all of it),
-and check the screen rules once the output has gone quiet.  The hook socket
+and check the screen rules once the output has gone quiet (while it flows, only when the
+screen model has little to catch up: it is the one costly part).  The hook socket
 (``sessions/NAME.hook`` beside the session socket, 0600, peer uid checked) takes one
 JSON object per connection (ended by the client closing its side) from
 :mod:`agent_worker.activity.hook_client`.
@@ -46,7 +47,11 @@ log = structlog.get_logger("agent_worker.activity")
 COALESCE = 0.02  # seconds to let output gather before it is scanned
 SCAN_TAIL = 64 * 1024  # of a backlog bigger than this, only the newest bytes are scanned
 SCREEN_QUIET = 0.1  # seconds of quiet before the screen rules are checked
-SCREEN_BUSY_EVERY = 0.5  # ...and at least this often while the output keeps flowing
+SCREEN_BUSY_EVERY = 0.5  # ...and at least this often while the output keeps flowing,
+# if the screen model is at most this far behind: it parses ~40x slower than a PTY
+# delivers, so under a flood catching it up would take the worker from the reader (a
+# prompt waiting for an answer is quiet, and checked then).
+SCREEN_BUSY_BUDGET = 8 * 1024
 HOOK_READ_TIMEOUT = 2.0
 HOOK_KINDS = ("claude", "codex")  # kinds whose launches get our hooks (Codex: its notify)
 EXACT_HOOK_KINDS = ("claude",)  # hooks for every state: a bell or notification adds nothing
@@ -283,8 +288,9 @@ class ActivityMonitor:
             if worker.output.end > self.offset:
                 self._scan(now)
             self._changed(self.tracker.tick(now))
-            if self._screen_due is not None and (now >= self._screen_due or
-                                                 now - self._screen_checked >= SCREEN_BUSY_EVERY):
+            if self._screen_due is not None and (now >= self._screen_due or (
+                    now - self._screen_checked >= SCREEN_BUSY_EVERY and
+                    worker.output.end - worker.screen.offset <= SCREEN_BUSY_BUDGET)):
                 self._check_screen(now)
 
     def _scan(self, now: float) -> None:
