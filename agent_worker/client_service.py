@@ -246,6 +246,12 @@ class ClientService:
                     await self._skip(sub, end, time.monotonic())
                 elif pos < end:
                     now = time.monotonic()
+                    if feed.should_hold(pos, end, now):
+                        feed.caught_up()  # idle by choice: no measure of the link's rate
+                        # Until it has shown the last screen (or an old client's hold ends).
+                        with trio.move_on_at(feed.hold_until() - now + trio.current_time()):
+                            await self._park(sub)
+                        continue
                     feed.backlogged(now)
                     room = feed.room()
                     if not room:
@@ -285,7 +291,7 @@ class ClientService:
         and go on live from there (the log keeps every byte it did not get)."""
         frame = sub.conversation.send(p.Screen(end, self.session.paint(end)))
         sub.feed.sent(end, len(frame), now)  # before the send, as in _send_output
-        sub.feed.skipped(end)
+        sub.feed.skipped(end, now)
         await sub.stream.send_all(frame)
 
     async def _send_events(self, stream: SharedStream, conversation: ServerConversation,

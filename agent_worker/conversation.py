@@ -168,7 +168,7 @@ READ_ONLY_REFUSAL: Final = "read-only attach: input ignored"
 
 # A client acks once it has shown this many bytes (frames counted whole): often enough for
 # the worker to measure the link (its window is tens of kB at least), rarely enough that
-# an echo of a keystroke costs no frame back.
+# an echo of a keystroke costs no frame back.  A Screen is acked at once, whatever its size.
 ACK_EVERY: Final = 4096
 FRAME_OVERHEAD: Final = 13  # header and offset of an Output or Screen frame
 
@@ -554,7 +554,9 @@ class ClientConversation(_End):
             case p.Screen(offset, data):
                 skipped = offset - self.position if self.position is not None else 0
                 self.position = offset
-                self._unacked += len(data) + FRAME_OVERHEAD
+                # Acked at once, however small: the worker sends a client far behind
+                # nothing more until it has shown its screen (the feed policy's hold).
+                self._unacked = max(self._unacked + len(data) + FRAME_OVERHEAD, ACK_EVERY)
                 return Skipped(msg, skipped) if skipped > 0 else msg
             case p.Event(body):
                 event = event_from_body(body)

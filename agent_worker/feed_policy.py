@@ -13,7 +13,9 @@ trio sender, the reader's fast path, a future hot-path thread) can drive it.
   SSH window or the kernel's buffers, so the present is never more than a round trip away.
 - **Skip.** When a client that may be skipped has more than :data:`SKIP_AFTER` seconds of
   backlog at its measured rate, :meth:`should_skip` says so: the sender paints the current
-  screen at the current offset and goes on live from there.  Before any rate is measured
+  screen at the current offset and goes on live from there.  Until the client has shown
+  that screen, a client still that far behind is sent nothing more (:meth:`should_hold`):
+  the next screen follows a round trip later.  Before any rate is measured
   (a reconnect far behind), :data:`ASSUMED_RATE` stands in: a slow link's rate, so a
   backlog is never replayed for long.
 - A client that does not ack (a version-1 client, ``logs -f``) is sent every byte as fast
@@ -40,9 +42,10 @@ MIN_CHUNK = 4 * 1024
 MAX_CHUNK = 256 * 1024
 ASSUMED_RATE = 200_000.0  # bytes/s, a slow link: stands in until a rate is measured
 RATE_MEMORY = 3.0  # seconds a drain-rate sample counts towards the estimate
-RATE_SPAN = 0.02  # shortest span of acks that makes a drain-rate sample
+RATE_SPAN = 0.02  # shortest span of acks that makes a drain-rate sample (or 2 round trips)
 RTT_MEMORY = 10.0  # seconds a round-trip sample counts towards the smallest
 UNBOUNDED = 1 << 62  # the window of a client that does not ack
+HOLD_MIN = 0.5  # seconds a hold lasts at least without the screen's ack (or 2 round trips)
 
 
 class FeedPolicy:
@@ -62,6 +65,7 @@ class FeedPolicy:
         self._backlogged_since: float | None = None  # output waited for this client since
         self._acked_offset = 0  # the client's last ack
         self._skipped_to = 0  # the offset of the last screen it was skipped to
+        self._skipped_at = 0.0  # when
 
     # -- what the sender tells the policy
 
@@ -86,7 +90,11 @@ class FeedPolicy:
             self._span = (now, self._acked_wire)
             return
         then, base = self._span
-        if now - then < RATE_SPAN:
+        # A span of at least two round trips: acks come in clumps (SSH packets, the
+        # client's reads), and a short span between two clumps close together measured
+        # up to 3.5x the link's rate at 200 kB/s (and so a window, and a delay to the
+        # present, as many times too big).
+        if now - then < max(RATE_SPAN, 2 * (self.rtt() or 0.0)):
             return
         # A span of acks is a fair sample of the link only if the client had output
         # waiting all along; otherwise it measures how fast output trickled in.
@@ -152,6 +160,25 @@ class FeedPolicy:
             return False
         if self._acked_offset < self._skipped_to:
             return False
+        return self._far_behind(position, end, now)
+
+    def should_hold(self, position: int, end: int, now: float) -> bool:
+        """Send nothing until the last screen is shown?
+
+        True while a client that is still far behind has not yet shown the screen it was
+        skipped to: the output after that screen would most likely be skipped by the next
+        one, and in flight it would delay that screen by window / rate (0.2-0.7 s on the
+        slow-link bench, for megabytes nobody saw).  So a flood costs a screen a round
+        trip, as with mosh, and the present is never more than a round trip away."""
+        return (self.may_skip and end > position and self._acked_offset < self._skipped_to
+                and now < self.hold_until() and self._far_behind(position, end, now))
+
+    def hold_until(self) -> float:
+        """When a hold ends even without the screen's ack: a client older than the rule
+        "a Screen is acked at once" acks one only with more output after it."""
+        return self._skipped_at + max(HOLD_MIN, 2 * (self.rtt() or 0.0))
+
+    def _far_behind(self, position: int, end: int, now: float) -> bool:
         rate = self.rate(now) or ASSUMED_RATE
         return (self.in_flight + end - position) / rate > SKIP_AFTER
 
@@ -159,10 +186,11 @@ class FeedPolicy:
         """The client asks for the current screen (its status line covered a row)."""
         self.repaint_wanted = True
 
-    def skipped(self, offset: int) -> None:
+    def skipped(self, offset: int, now: float) -> None:
         """The client was sent the screen as of ``offset`` instead of its backlog."""
         self.skips += 1
         self._skipped_to = offset
+        self._skipped_at = now
         self.repaint_wanted = False
 
 

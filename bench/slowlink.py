@@ -520,11 +520,14 @@ def to_result(workload: str, tool_type: type[Tool], f: Figure, p: Params) -> Res
     return result
 
 
-def run(cfg: Config, hosts: list[type[Host]], p: Params | None = None) -> list[Result]:
+def run(cfg: Config, hosts: list[type[Host]], p: Params | None = None,
+        tools: list[str] | None = None) -> list[Result]:
     p = p or params_for(cfg)
     if why := unavailable():
         return [Result("slowlink", "superv", None, "s", skipped=True, note=why)]
     tool_types = [t for t in TOOLS if t is MoshTool or t.name in {h.name for h in hosts}]
+    if tools:
+        tool_types = [t for t in tool_types if t.name in tools]
     return measure(cfg, p, tool_types)
 
 
@@ -537,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cap", type=float, help="longest wait for one figure (default 180 s)")
     parser.add_argument("--runaway", type=float, help="seconds of runaway output before Ctrl-C (default 3)")
     parser.add_argument("--rates", type=float, nargs="+", help="bytes/s (default 1e6 2e5)")
+    parser.add_argument("--tools", nargs="+", choices=[t.name for t in TOOLS],
+                        help="only these tools (default: all three), to iterate faster")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     # SIGTERM unwinds, so the sweep below stops everything the run started.
@@ -548,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("outage", "cap", "runaway", "rates"):
                 if getattr(args, name) is not None:
                     setattr(p, name, getattr(args, name))
-            results = run(Config(quick=args.quick, scratch=scratch), [Superv, Tmux], p)
+            results = run(Config(quick=args.quick, scratch=scratch), [Superv, Tmux], p, args.tools)
     finally:
         sweep("BENCH_RUN", RUN_TAG)
     add_ratios(results)

@@ -24,6 +24,7 @@ from agent_worker import settings
 REMOTE_MISSING_STATUS = 127  # what a shell returns for "command not found"
 KEEPALIVE_INTERVAL = 1.0  # seconds between SSH keepalives when the link is silent
 KEEPALIVE_COUNT_MAX = 3  # unanswered keepalives before the link is declared dead
+KEPT_CONNECTS = 12  # TCP connections waiting for the box at once (answering_socket)
 
 
 class SshConfigError(Exception):
@@ -181,7 +182,8 @@ async def answering_socket(
     drops packets stalls here, and the kernel resends a lost SYN only after 1, 3, 7 s...;
     so while no connection has answered, a fresh one is started every ``stagger`` seconds,
     the earlier ones kept (a slow link may still answer on one of them), and the first to
-    answer wins: after the link comes back, a SYN goes out within ``stagger`` seconds.
+    answer wins: after the link comes back, a SYN goes out within ``stagger`` seconds.  At
+most :data:`KEPT_CONNECTS` wait at once (the oldest is given up).
     Once the box has answered, the rest of the set-up takes as long as the link needs.
 
     Returns the socket, for ``asyncssh.connect(sock=...)`` (nothing is read from it: the
@@ -199,9 +201,16 @@ async def answering_socket(
     if not addresses:
         raise OSError(f"no address for {options.host}")
     tries: set[asyncio.Task[tuple[socket.socket, float]]] = set()
+    started: dict[asyncio.Task[tuple[socket.socket, float]], float] = {}
     try:
         while True:
-            tries.add(asyncio.create_task(_hear_from(addresses, options.local_addr)))
+            oldest = min(tries, key=started.__getitem__, default=None)
+            if len(tries) >= KEPT_CONNECTS and oldest is not None and not oldest.done():
+                tries.discard(oldest)  # the oldest resends its SYN least often
+                oldest.cancel()
+            task = asyncio.create_task(_hear_from(addresses, options.local_addr))
+            started[task] = loop.time()
+            tries.add(task)
             done, _ = await asyncio.wait(tries, timeout=stagger, return_when=FIRST_COMPLETED)
             for task in done:
                 tries.discard(task)

@@ -5,7 +5,8 @@ skip to the present, "read-only: input ignored", the reconnect state) goes throu
 :class:`StatusLine`, local attach and remote attach alike:
 
 - **One message at a time.**  A message shows until its time is up (:data:`SHOWN_FOR`,
-  per :class:`Kind`) or, for the link's state, until it is cleared.  A more urgent kind
+  per :class:`Kind`) or, for the link's state, until it is cleared; a skip said again
+  within :data:`QUIET_FOR` seconds is not shown (one line per flood).  A more urgent kind
   replaces a less urgent one; a less urgent one that arrives meanwhile is not shown (the
   supervisor's events and ``superv logs`` still have it).
 - **The row comes back.**  The message covers the agent's bottom row.  When it goes, the
@@ -44,9 +45,14 @@ class Kind(enum.IntEnum):
 SHOWN_FOR: dict[Kind, float | None] = {
     Kind.NOTICE: 4.0,
     Kind.INPUT: 2.0,
-    Kind.SKIP: 3.0,
+    # Short: the row it covers is where a shell's prompt comes back after a Ctrl-C (the
+    # slow-link bench's prompt waited 3 s for a skip line that was shown for 3 s).
+    Kind.SKIP: 1.5,
     Kind.LINK: None,
 }
+# A kind said again within this many seconds of the last time it came up is not shown:
+# a flood skips a client every round trip or so, and one line per flood says it.
+QUIET_FOR: dict[Kind, float] = {Kind.SKIP: 10.0}
 
 
 def paint(rows: int, text: str) -> bytes:
@@ -91,11 +97,15 @@ class StatusLine:
         self._until: float | None = None  # when it goes (None: when cleared)
         self._extra: bytes = b""  # sent after the line each time it is painted (a bell)
         self._asked = False  # a Repaint was asked for, its Screen not come yet
+        self._came_up: dict[Kind, float] = {}  # when each kind was last asked to show
 
     def show(self, text: str, kind: Kind, now: float, extra: bytes = b"") -> bool:
         """Show ``text`` for its kind's time, unless something more urgent is shown;
         ``extra`` is written with it (a notice's bell).  Whether it is shown."""
         if self.exact and kind is not Kind.LINK:
+            return False
+        last, self._came_up[kind] = self._came_up.get(kind), now
+        if kind in QUIET_FOR and last is not None and now - last < QUIET_FOR[kind]:
             return False
         if self.kind is not None and self.kind > kind:
             return False

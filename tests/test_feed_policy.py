@@ -22,11 +22,13 @@ def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: flo
         while arrivals and arrivals[0][0] <= now:
             feed.acked(arrivals.popleft()[1], now)
         while position < produced and feed.room():  # what a sender does in one wake
+            if feed.should_hold(position, produced, now):
+                break
             feed.backlogged(now)
             if feed.should_skip(position, produced, now):
                 position = produced
                 size = 3000  # a screen
-                feed.skipped(position)
+                feed.skipped(position, now)
             else:
                 size = min(feed.chunk(), feed.room(), produced - position)
                 position += size
@@ -86,3 +88,56 @@ def test_a_client_kept_behind_by_a_long_flood_is_skipped_again_at_the_link_pace(
     _, position, skips = drive(feed, 200_000.0, 0.1, produced=0, seconds=6, flood=5_000_000)
     assert position == 15_000_000
     assert 3 <= skips <= 3 / 0.1
+
+
+def test_acks_in_clumps_do_not_make_the_link_look_faster() -> None:
+    """The slow-link bench at 200 kB/s measured 470-710 kB/s: acks reach the worker in
+    clumps (SSH packets, the client's reads), and a rate taken over 20 ms between two
+    clumps close together is far above the link's; the window (rate x round trip) grew
+    with it, and so did the time to the present after a Ctrl-C."""
+    import random
+
+    rng = random.Random(12)
+    rate, rtt = 200_000.0, 0.1
+    feed = FeedPolicy(acks=True, may_skip=False)
+    now, position, link_free = 0.0, 0, 0.0
+    arrivals: collections.deque[tuple[float, int]] = collections.deque()
+    next_clump = 0.0
+    highest = 0.0
+    while now < 10:
+        if now >= next_clump:  # the client reads what came, in one clump of acks
+            while arrivals and arrivals[0][0] <= now:
+                feed.acked(arrivals.popleft()[1], now)
+            next_clump = now + rng.uniform(0.005, 0.08)
+        while feed.room():
+            feed.backlogged(now)
+            size = min(feed.chunk(), feed.room())
+            position += size
+            feed.sent(position, size, now)
+            link_free = max(link_free, now) + size / rate
+            arrivals.append((link_free + rtt, position))
+        if now > 2:
+            highest = max(highest, feed.rate(now) or 0.0)
+        now += 0.001
+    assert highest < 1.3 * rate
+
+
+def test_after_a_skip_a_client_far_behind_is_sent_nothing_until_it_shows_the_screen() -> None:
+    """The output sent after a screen was mostly skipped by the next one, and in flight it
+    delayed that screen by window / rate: a 30 MB burst's marker took 0.6 s to show at
+    200 kB/s, and the link carried 330 kB for it."""
+    feed = FeedPolicy(acks=True, may_skip=True)
+    feed.sent(100_000, 60_000, now=0.0)  # a window of output, then far behind: a skip
+    assert feed.should_skip(100_000, 5_000_000, now=0.01)
+    feed.sent(5_000_000, 3_000, now=0.01)
+    feed.skipped(5_000_000, now=0.01)
+    assert feed.should_hold(5_000_000, 9_000_000, now=0.02)  # the flood goes on
+    assert not feed.should_hold(5_000_000, 5_000_100, now=0.02)  # nearly live: send it
+    feed.acked(100_000, now=0.3)
+    assert feed.should_hold(5_000_000, 9_000_000, now=0.3)
+    feed.acked(5_000_000, now=0.35)  # the screen is shown: the next one, at once
+    assert not feed.should_hold(5_000_000, 9_000_000, now=0.35)
+    assert feed.should_skip(5_000_000, 9_000_000, now=0.35)
+    feed.skipped(9_000_000, now=0.4)
+    # A client that acks a screen only with more output after it: the hold ends.
+    assert not feed.should_hold(9_000_000, 20_000_000, now=feed.hold_until())

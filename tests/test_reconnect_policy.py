@@ -9,6 +9,7 @@ from supervisor.reconnect_policy import (
     FIRST_CONNECT_BUDGET,
     RECONNECT_BUDGET_MAX,
     RECONNECT_BUDGET_MIN,
+    STAGGER_MIN,
     ReconnectPolicy,
 )
 
@@ -55,7 +56,7 @@ def test_the_budget_of_a_try_adapts_to_the_link() -> None:
 
 def test_the_stagger_follows_the_quickest_answer_not_an_outage() -> None:
     policy = ReconnectPolicy()
-    assert policy.stagger() == 1.0
+    assert policy.stagger() == STAGGER_MIN
     policy.connected(2.0, answer=0.6)  # a slow link: its connections get time to answer
     assert policy.stagger() == pytest.approx(1.8)
     policy.connected(9.0, answer=8.0)  # answered only at a resent SYN after an outage

@@ -171,6 +171,19 @@ def test_a_moment_later_the_row_comes_back_by_repaint_or_is_erased() -> None:
     assert blind.repaints == 0 and blind.written.endswith(b"\x1b[24;1H\x1b[0m\x1b[K\x1b8")
 
 
+def test_a_flood_says_it_skipped_once() -> None:
+    """A flood skips the client every round trip or so: said once, not all along (each
+    skip line covered the row of the prompt a Ctrl-C brings back, for 3 s more)."""
+    screen = Screen()
+    status = line_of(screen)
+    assert status.show("skipped 3 MB", Kind.SKIP, now=0.0)
+    status.tick(now=2.0)
+    for t in range(3, 30):  # skipped again each second, for as long as the flood lasts
+        assert not status.show("skipped 1 MB", Kind.SKIP, now=float(t))
+    assert status.text is None
+    assert status.show("skipped 5 MB", Kind.SKIP, now=45.0)  # a flood later: said again
+
+
 def test_exact_writes_nothing_but_the_link_state() -> None:
     screen = Screen()
     status = line_of(screen, exact=True)
