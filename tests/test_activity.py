@@ -291,7 +291,8 @@ notify = next((a[len("notify="):] for a in args if a.startswith("notify=")), Non
 print("codex> working on it", flush=True)
 if notify:
     done = subprocess.run(json.loads(notify) + [PAYLOAD], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=1.5)
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          timeout=30)  # a cold start of the hook under load, not a limit
     open(sys.argv[0] + ".stdout", "ab").write(done.stdout)
 time.sleep(1000)
 '''.replace("PAYLOAD", repr(json.dumps(CODEX_NOTIFY)))
