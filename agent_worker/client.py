@@ -127,7 +127,7 @@ class SessionClient(_Socket):
             raise ConnectionClosed("the worker closed the connection before its welcome")
         raise p.ProtocolError(getattr(event, "message", f"expected a welcome, got {event!r}"))
 
-    def send(self, msg: p.Input | p.Resize | p.Signal | p.Stop | p.Detach) -> None:
+    def send(self, msg: p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Show) -> None:
         self.sock.sendall(self.conversation.send(msg))
 
     def next_event(self) -> Any:

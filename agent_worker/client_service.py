@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from agent_worker.conversation import (
 )
 from agent_worker.fanout import Fanout, SharedStream, Subscriber
 from agent_worker.feed_policy import FeedPolicy
+from agent_worker.handed_terminal import HandedTerminal, received_fds
 from agent_worker.log import OutputLog
 from agent_worker.peer import refusal
 
@@ -154,16 +156,34 @@ class ClientService:
             self._add(client)
             if not hello.read_only:
                 self.session.set_size(hello.rows, hello.cols)
+        handed: HandedTerminal | None = None
         try:
-            await stream.send_all(conversation.send(self.session.info()))
+            info = self.session.info()
+            offered = hello.hands_terminal
+            if offered:
+                info = attrs.evolve(info, takes_terminal=True)
+            await stream.send_all(conversation.send(info))
+            if offered:
+                taken = await self._take_terminal(stream, conversation, hello)
+                if taken is False:
+                    return  # the client went away, detached or broke the protocol
+                handed = taken
             if events is None:
-                await self._start_stream(stream, conversation, hello)
+                await self._start_stream(stream, conversation, hello, handed)
             # Every task below ends quietly when the client goes away, so that only a bug
             # comes out of the nursery (as an ExceptionGroup, caught by ``serve``).
             async with trio.open_nursery() as nursery:
                 if events is not None:
                     nursery.start_soon(self._send_events, stream, conversation, events,
                                        nursery.cancel_scope)
+                elif handed is not None:
+                    nursery.start_soon(self._serve_terminal, handed, stream, conversation,
+                                       nursery.cancel_scope)
+                    nursery.start_soon(self._read_terminal, handed, stream, conversation,
+                                       nursery.cancel_scope)
+                    self.fanout.broadcast(Notice("attached", {"client": client_id,
+                                                              "read_only": hello.read_only}))
+                    self.session.persist_soon("attached")
                 else:
                     feed = FeedPolicy(acks=hello.acks, may_skip=hello.may_skip)
                     subscriber = Subscriber(stream, conversation, feed)
@@ -171,13 +191,15 @@ class ClientService:
                     self.fanout.broadcast(Notice("attached", {"client": client_id,
                                                               "read_only": hello.read_only}))
                     self.session.persist_soon("attached")
-                violation = await self._receive(stream, conversation, subscriber)
+                violation = await self._receive(stream, conversation, subscriber, handed)
                 if violation is not None:
                     self.complaints.warn("client_protocol_error", error=violation,
                                          client=client_id)
                     await self._refuse(nursery, stream, conversation, violation)
                 nursery.cancel_scope.cancel()
         finally:
+            if handed is not None:
+                await handed.release()  # before the socket closes: then the client writes
             if events is not None:
                 self.fanout.unwatch(client_id)
             elif self._remove(client_id):
@@ -212,8 +234,25 @@ class ClientService:
             self.none_attached.set()
         return gone
 
+    async def _take_terminal(self, stream: SharedStream, conversation: ServerConversation,
+                             hello: p.Hello) -> HandedTerminal | bool | None:
+        """Receive the terminal the client hands over (its Terminal frame and descriptor)
+        and say whether we took it: the terminal, None if we could not (the client is
+        then served over its socket), False if the client left or broke the protocol."""
+        event, fds = await _next_event_with_fds(stream.stream, conversation)
+        if not isinstance(event, p.Terminal):
+            for fd in fds:
+                os.close(fd)
+            if isinstance(event, Violation):
+                self.complaints.warn("client_protocol_error", error=event.message)
+                await _last_word(stream.stream, conversation.send(p.Error(event.message)))
+            return False
+        handed = HandedTerminal.take(fds, event.detach_key, hello.read_only)
+        await stream.send_all(conversation.send(Notice("terminal", {"taken": handed is not None})))
+        return handed
+
     async def _start_stream(self, stream: SharedStream, conversation: ServerConversation,
-                            hello: p.Hello) -> None:
+                            hello: p.Hello, handed: HandedTerminal | None = None) -> None:
         """Place the client in the stream as its hello asks."""
         output = self.session.output
         end = output.end
@@ -222,9 +261,93 @@ class ClientService:
         elif hello.start == p.Start.TAIL:
             conversation.position = output.reader.tail_offset(hello.value, end)
         else:  # Start.SCREEN: paint the screen as of ``end``, then stream from ``end``
-            await stream.send_all(conversation.send(p.Screen(end, self.session.paint(end))))
+            painted = self.session.paint(end)
+            if handed is None:
+                await stream.send_all(conversation.send(p.Screen(end, painted)))
+            else:
+                conversation.position = end
+                handed.shown_pending = painted  # written first, whatever its size
             if not self.session.screen_exact() and not hello.read_only:
                 self.session.force_redraw()
+        if handed is not None:
+            assert conversation.position is not None
+            handed.position = conversation.position
+
+    async def _serve_terminal(self, handed: HandedTerminal, stream: SharedStream,
+                              conversation: ServerConversation, scope: trio.CancelScope) -> None:
+        """Write the log to the handed terminal from its offset on, and the status lines
+        the client asks for between batches; the PTY reader writes to it too while it is
+        caught up (:meth:`Fanout.publish`).  Never waits on the agent's side: a terminal
+        that does not read is simply further behind in the log."""
+        output, reader, ended = self.session.output, self.session.output.reader, self.session.ended
+        fd = handed.fd
+        self.fanout.terminals.add(handed)
+        try:
+            while not handed.closed:
+                if not handed.flush_shown():
+                    await trio.lowlevel.wait_writable(fd)
+                    continue
+                end = output.end
+                pos = handed.position
+                if pos < end:
+                    if not handed.write_from_log(reader.read, end):
+                        await trio.lowlevel.wait_writable(fd)
+                elif handed.repaint_wanted:
+                    handed.repaint_wanted = False
+                    handed.shown_pending += self.session.paint(pos)
+                elif ended.is_set():
+                    await handed.release()  # the modes put back before the client hears
+                    await stream.send_all(conversation.send(self.session.exit_event(pos)))
+                    scope.cancel()
+                    return
+                else:
+                    handed.parked = True
+                    try:
+                        await handed.lot.park()
+                    finally:
+                        handed.parked = False
+        except trio.ClosedResourceError:
+            pass  # released under us (a detach)
+        except OSError:
+            await _terminal_lost(handed, stream, conversation, scope)
+        finally:
+            self.fanout.terminals.discard(handed)
+
+    async def _read_terminal(self, handed: HandedTerminal, stream: SharedStream,
+                             conversation: ServerConversation, scope: trio.CancelScope) -> None:
+        """The user's keys, read from the handed terminal: typed to the agent (unless
+        read-only) up to the detach key, which ends the attach."""
+        fd = handed.fd
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(fd)
+                try:
+                    data = os.read(fd, RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""  # EIO: the terminal hung up
+                if not data:
+                    await _terminal_lost(handed, stream, conversation, scope)
+                    return
+                cut = data.find(handed.detach_key)
+                keys = data if cut < 0 else data[:cut]
+                if keys and handed.read_only:
+                    if not handed.refusal_shown:  # the client's status line says so
+                        handed.refusal_shown = True
+                        await stream.send_all(conversation.send(Refused()))
+                elif keys:
+                    await self.session.write_input(keys)
+                if cut >= 0:
+                    await handed.release()
+                    with contextlib.suppress(trio.BrokenResourceError,
+                                             trio.ClosedResourceError):
+                        await stream.send_all(conversation.send(
+                            Notice("terminal_released", {"reason": "detach"})))
+                    scope.cancel()
+                    return
+        except trio.ClosedResourceError:
+            pass  # released under us
 
     async def _send_output(self, sub: Subscriber, scope: trio.CancelScope) -> None:
         """Serve one client from the log, from its offset on; the reader may serve it too."""
@@ -306,20 +429,25 @@ class ClientService:
             scope.cancel()
 
     async def _receive(self, stream: SharedStream, conversation: ServerConversation,
-                       subscriber: Subscriber | None) -> str | None:
+                       subscriber: Subscriber | None,
+                       handed: HandedTerminal | None = None) -> str | None:
         """Act on what the client sends until it detaches, leaves or breaks the protocol;
         what it broke, if it did."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            return await self._receive_until_done(stream, conversation, subscriber)
+            return await self._receive_until_done(stream, conversation, subscriber, handed)
         return None  # it went away
 
     async def _receive_until_done(self, stream: SharedStream, conversation: ServerConversation,
-                                  subscriber: Subscriber | None) -> str | None:
+                                  subscriber: Subscriber | None,
+                                  handed: HandedTerminal | None) -> str | None:
         while True:
             event = await _next_event(stream.stream, conversation)
             match event:
                 case p.Detach() | Closed():
                     return None
+                case p.Show(data):
+                    if handed is not None:  # a client whose terminal we could not take
+                        handed.show(data)
                 case p.Ack(offset):
                     if subscriber is not None:  # a watcher asks for no output: no acks
                         subscriber.feed.acked(offset, time.monotonic())
@@ -328,6 +456,9 @@ class ClientService:
                     if subscriber is not None:
                         subscriber.feed.repaint()
                         subscriber.lot.unpark_all()
+                    elif handed is not None:  # once it is caught up: no byte is skipped
+                        handed.repaint_wanted = True
+                        handed.lot.unpark_all()
                 case Violation(message):
                     return message
                 case Refused():
@@ -348,6 +479,30 @@ async def _next_event(stream: trio.SocketStream, conversation: ServerConversatio
     while (event := conversation.next_event()) is NEED_DATA:
         conversation.receive_data(await _receive_some(stream))
     return event
+
+
+async def _next_event_with_fds(stream: trio.SocketStream, conversation: ServerConversation
+                               ) -> tuple[Any, list[int]]:
+    """The next event, and the descriptors that came with its bytes (SCM_RIGHTS)."""
+    fds: list[int] = []
+    sock = stream.socket
+    while (event := conversation.next_event()) is NEED_DATA:
+        try:
+            data, ancdata, _, _ = await sock.recvmsg(RECEIVE_SIZE, socket.CMSG_SPACE(4 * 4))
+        except OSError:
+            data, ancdata = b"", []
+        fds += received_fds(ancdata)
+        conversation.receive_data(data)
+    return event, fds
+
+
+async def _terminal_lost(handed: HandedTerminal, stream: SharedStream,
+                         conversation: ServerConversation, scope: trio.CancelScope) -> None:
+    """The handed terminal died under us (hung up, closed): drop it, tell the client, end."""
+    handed.close()
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(conversation.send(Notice("terminal_released", {"reason": "lost"})))
+    scope.cancel()
 
 
 async def _receive_some(stream: trio.SocketStream) -> bytes:

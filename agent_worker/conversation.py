@@ -20,6 +20,10 @@ Both ends go ``AWAITING_HELLO -> STREAMING -> ENDED``:
   what was sent.  One that may be skipped (``FEED_SKIP``) can be sent a Screen ahead of its
   position: it comes out as :class:`Skipped` (the worker's feed policy chose the present
   over the backlog);
+- a client that asked to hand over its terminal (``FEED_TERMINAL``) and was offered it in
+  the Welcome (``takes_terminal``) sends Terminal first (its descriptor goes with it); the
+  worker answers with a ``terminal`` Notice (taken or not), and from then on the client may
+  send Show (bytes for the worker to write to that terminal);
 - the client sends Input, Resize, Signal, Stop; a read-only client's input is refused,
   with one :class:`Refused` notice, and never reaches the agent;
 - the stream ends with :class:`Exited` (the agent ended: for an attach, nothing follows),
@@ -104,6 +108,7 @@ class SessionInfo:
     started_at: float | None = None
     dir: str = ""
     ended: bool = False  # served from the session's files: its worker is gone
+    takes_terminal: bool = False  # the worker offers to take this client's terminal
 
     @property
     def running(self) -> bool:
@@ -133,6 +138,7 @@ class SessionInfo:
             started_at=float(started) if isinstance(started, int | float) else None,
             dir=str(info.get("dir", "")),
             ended=info.get("ended") is True,
+            takes_terminal=info.get("takes_terminal") is True,
         )
 
 
@@ -240,7 +246,10 @@ class Skipped:
         return self.screen.data
 
 
-ServerEvent = p.Hello | p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Ack | p.Repaint
+ServerEvent = (
+    p.Hello | p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Ack | p.Repaint | p.Terminal
+    | p.Show
+)
 ClientEvent = SessionInfo | p.Screen | Skipped | p.Output | Exited | Refused | Notice
 
 
@@ -299,6 +308,8 @@ class ServerConversation(_End):
         self.acked = 0  # the client's last Ack: it has shown the stream up to here
         self._welcomed = False
         self._refused = False
+        self._offered_terminal = False  # our Welcome offered to take the client's terminal
+        self.terminal_handed = False  # the client sent its Terminal frame
 
     @property
     def read_only(self) -> bool:
@@ -338,7 +349,20 @@ class ServerConversation(_End):
         return msg
 
     def _streaming(self, msg: p.Message) -> ServerEvent | Refused | Violation | None:
+        if self._offered_terminal and not self.terminal_handed and not isinstance(
+                msg, p.Terminal | p.Detach):
+            return self._violation(
+                f"a {type(msg).__name__} frame before the terminal the client asked to hand over")
         match msg:
+            case p.Terminal():
+                if not self._offered_terminal or self.terminal_handed:
+                    return self._violation("a terminal frame the worker did not ask for")
+                self.terminal_handed = True
+                return msg
+            case p.Show():
+                if not self._offered_terminal:
+                    return self._violation("a show frame from a client that kept its terminal")
+                return msg
             case p.Detach():
                 self.state = State.ENDED
                 return msg
@@ -391,6 +415,7 @@ class ServerConversation(_End):
                     raise LocalProtocolError("a welcome answers a hello, once")
                 self._welcomed = True
                 self.state = State.STREAMING
+                self._offered_terminal = event.takes_terminal and self.hello.hands_terminal
                 # The version both ends speak: the lower one (a version-1 client never acks).
                 version = min(self.hello.version, p.VERSION)
                 return p.encode(p.Welcome(event.to_dict(), version))
@@ -472,12 +497,22 @@ class ClientConversation(_End):
         self._initiated = True
         return p.encode(self.hello)
 
-    def send(self, msg: p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Repaint) -> bytes:
+    @property
+    def may_hand_terminal(self) -> bool:
+        """Did we ask to hand our terminal over, and did the worker's Welcome offer to take it?"""
+        return (self.hello.hands_terminal and self.info is not None
+                and self.info.takes_terminal)
+
+    def send(self, msg: p.Input | p.Resize | p.Signal | p.Stop | p.Detach | p.Repaint
+             | p.Terminal | p.Show) -> bytes:
         if self.state is State.ENDED:
             raise LocalProtocolError(f"cannot send {type(msg).__name__}: the conversation ended")
         if not self._initiated:
             raise LocalProtocolError("say hello first")
-        if isinstance(msg, p.Detach):
+        if isinstance(msg, p.Terminal | p.Show):
+            if not self.may_hand_terminal:
+                raise LocalProtocolError("the worker did not offer to take this terminal")
+        elif isinstance(msg, p.Detach):
             self.state = State.ENDED
         elif isinstance(msg, p.Repaint):
             if not self.hello.may_skip or self.version is None or self.version < 2:

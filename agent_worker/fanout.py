@@ -19,6 +19,7 @@ import trio
 from agent_worker import protocol as p
 from agent_worker.conversation import Exited, Notice, ServerConversation
 from agent_worker.feed_policy import FeedPolicy
+from agent_worker.handed_terminal import HandedTerminal
 
 
 class SharedStream:
@@ -82,11 +83,22 @@ class Fanout:
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
+        self.terminals: set[HandedTerminal] = set()  # terminals handed over by local clients
         self.watchers: dict[int, trio.MemorySendChannel[Exited | Notice]] = {}
         self.woken = trio.lowlevel.ParkingLot()  # anyone else who wants to know of output
 
     def publish(self, start: int, data: bytes) -> None:
         """Output at log offset ``start`` was just logged: hand it on."""
+        for term in self.terminals:
+            # A caught-up terminal gets the batch now, by a write that does not wait;
+            # what it does not take, its writer serves from the log.
+            if term.parked and term.position == start and not term.shown_pending:
+                try:
+                    if term.write_output(start, data) == len(data):
+                        continue
+                except OSError:
+                    pass  # gone: its writer finds out
+            term.lot.unpark_all()
         frame = None
         now = time.monotonic()
         for sub in self.subscribers:
@@ -106,6 +118,8 @@ class Fanout:
         """Something other than output happened (the end): every sender looks again."""
         for sub in self.subscribers:
             sub.lot.unpark_all()
+        for term in self.terminals:
+            term.lot.unpark_all()
         self.woken.unpark_all()
 
     def watch(self, client_id: int) -> trio.MemoryReceiveChannel[Exited | Notice]:

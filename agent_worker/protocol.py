@@ -13,7 +13,10 @@ feed flags); the worker answers with :class:`Welcome` (carrying the version both
 the lower of the two) or :class:`Error`.  A version-2 client that asked for
 :data:`FEED_ACKS` acknowledges what it has shown with :class:`Ack` (issue 12: the worker
 keeps only about a round trip of output in flight to it, see
-:mod:`agent_worker.feed_policy`).  Output is addressed by its offset in the session's
+:mod:`agent_worker.feed_policy`).  A local client that asked for :data:`FEED_TERMINAL` and
+was offered it hands over its terminal with :class:`Terminal` (issue 13: the worker then
+reads and writes that terminal itself, and the socket carries only control frames).
+Output is addressed by its offset in the session's
 log, so a client that reconnects asks for "everything after offset N" and sees no gap and
 no duplicate.
 
@@ -38,6 +41,11 @@ OLDEST_VERSION = 1  # a version-1 peer still works: no feed flags, no acks, ever
 # Hello feed flags (version 2 on).
 FEED_ACKS = 1  # the client sends Ack(offset) once it has shown output up to offset
 FEED_SKIP = 2  # when far behind, the client may be sent the current screen instead
+# The client would hand its terminal to the worker (issue 13).  A worker that can take it
+# says so in its Welcome (``takes_terminal``); the client then sends :class:`Terminal`
+# with the terminal's descriptor (SCM_RIGHTS).  An older worker ignores the bit and serves
+# the client the old way; an older client never sets it.
+FEED_TERMINAL = 4
 MAX_FRAME = 1 << 20  # kind + body, in bytes
 MAX_OUTPUT_CHUNK = MAX_FRAME - 1 - 8  # what fits in one Output frame
 
@@ -75,6 +83,10 @@ class Hello:
     @property
     def may_skip(self) -> bool:
         return self.acks and bool(self.flags & FEED_SKIP)
+
+    @property
+    def hands_terminal(self) -> bool:
+        return self.version >= 2 and bool(self.flags & FEED_TERMINAL) and self.start != Start.WATCH
 
 
 @attrs.frozen
@@ -192,9 +204,32 @@ class Repaint:
     KIND: ClassVar[int] = 15
 
 
+@attrs.frozen
+class Terminal:
+    """The client's terminal, whose descriptor travels with this frame (SCM_RIGHTS), is
+    the worker's to read and write from now on (``FEED_TERMINAL``); ``detach_key`` is the
+    key that ends the attach, which the worker now watches for.  The first frame after a
+    Welcome that offered to take the terminal; the worker answers with a ``terminal``
+    event saying whether it took it."""
+
+    KIND: ClassVar[int] = 16
+    detach_key: bytes
+
+
+@attrs.frozen
+class Show:
+    """Bytes for the worker to write to the terminal the client handed it, between two
+    batches of output (a status line: the worker is that terminal's only writer)."""
+
+    KIND: ClassVar[int] = 17
+    data: bytes
+
+
+MAX_DETACH_KEY = 16  # bytes of a detach key a Terminal frame may carry
+
 Message = (
     Hello | Input | Resize | Detach | Signal | Stop | Welcome | Output | Screen | Event
-    | Error | Request | Reply | Ack | Repaint
+    | Error | Request | Reply | Ack | Repaint | Terminal | Show
 )
 
 _HELLO = struct.Struct("!HBQHH?")
@@ -243,8 +278,12 @@ def encode(msg: Message) -> bytes:
             body = _HELLO.pack(msg.version, msg.start, msg.value, msg.rows, msg.cols, msg.read_only)
             if msg.version >= 2:
                 body += _FLAGS.pack(msg.flags)
-        case Input():
+        case Input() | Show():
             body = bytes(msg.data)
+        case Terminal():
+            if not 1 <= len(msg.detach_key) <= MAX_DETACH_KEY:
+                raise ProtocolError(f"a detach key is 1 to {MAX_DETACH_KEY} bytes")
+            body = bytes(msg.detach_key)
         case Resize():
             _check_u16(rows=msg.rows, cols=msg.cols)
             body = _RESIZE.pack(msg.rows, msg.cols)
@@ -367,6 +406,13 @@ def decode_body(kind: int, body: bytes) -> Message:
         return Repaint()
     if kind == Ack.KIND:
         return Ack(*_exact(body, _OFFSET, "ack"))
+    if kind == Terminal.KIND:
+        if not 1 <= len(body) <= MAX_DETACH_KEY:
+            raise ProtocolError(f"terminal frame of {len(body)} bytes: a detach key is 1 to "
+                                f"{MAX_DETACH_KEY} bytes")
+        return Terminal(body)
+    if kind == Show.KIND:
+        return Show(body)
     if kind == Event.KIND:
         return Event(_load_json(body, "event"))
     if kind == Request.KIND:

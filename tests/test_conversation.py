@@ -9,6 +9,7 @@ of the server; the exit ends an attach stream; every rule a peer breaks is a Vio
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -440,3 +441,52 @@ def test_a_repaint_is_for_a_client_that_may_be_skipped() -> None:
         client.send(p.Repaint())
     server.receive_data(p.encode(p.Repaint()))
     assert isinstance(server.next_event(), Violation)
+
+
+# ---- handing the terminal over (issue 13) ----------------------------------------------
+
+
+def offered(hello: p.Hello) -> tuple[ServerConversation, ClientConversation]:
+    server, client = ServerConversation(), ClientConversation(hello)
+    server.receive_data(client.initiate())
+    assert server.next_event() == hello
+    client.receive_data(server.send(attrs.evolve(INFO, takes_terminal=True)))
+    assert client.next_event() == attrs.evolve(INFO, takes_terminal=True)
+    return server, client
+
+
+HANDING = p.Hello(p.Start.SCREEN, flags=p.FEED_ACKS | p.FEED_TERMINAL)
+
+
+def test_a_handed_terminal_comes_first_then_show_frames_are_allowed() -> None:
+    server, client = offered(HANDING)
+    assert client.may_hand_terminal
+    server.receive_data(client.send(p.Terminal(b"\x1c")) + client.send(p.Show(b"status")))
+    assert events(server) == [p.Terminal(b"\x1c"), p.Show(b"status")]
+
+
+def test_anything_but_the_terminal_after_the_offer_is_a_violation() -> None:
+    server, client = offered(HANDING)
+    server.receive_data(client.send(p.Resize(30, 100)))
+    [violation] = events(server)
+    assert isinstance(violation, Violation) and "before the terminal" in violation.message
+
+
+def test_no_terminal_or_show_without_the_offer() -> None:
+    server, client = welcomed(HANDING)  # an older worker: its Welcome offers nothing
+    assert not client.may_hand_terminal
+    with pytest.raises(LocalProtocolError):
+        client.send(p.Terminal(b"\x1c"))
+    server.receive_data(p.encode(p.Show(b"x")))
+    [violation] = events(server)
+    assert isinstance(violation, Violation)
+
+
+def test_a_worker_offers_nothing_to_a_client_that_did_not_ask() -> None:
+    server = ServerConversation()
+    server.receive_data(p.encode(p.Hello(p.Start.SCREEN, flags=p.FEED_ACKS)))
+    server.next_event()
+    server.send(attrs.evolve(INFO, takes_terminal=True))
+    server.receive_data(p.encode(p.Terminal(b"\x1c")))
+    [violation] = events(server)
+    assert isinstance(violation, Violation) and "did not ask" in violation.message

@@ -67,6 +67,8 @@ messages = st.one_of(
     st.builds(p.Error, clean_text),
     st.builds(p.Request, json_objects),
     st.builds(p.Reply, json_objects),
+    st.builds(p.Terminal, st.binary(min_size=1, max_size=p.MAX_DETACH_KEY)),
+    st.builds(p.Show, small_bytes),
 )
 
 
@@ -415,7 +417,7 @@ def test_json_that_is_not_an_object(kind: int, prefix: bytes, what: str, value: 
     assert_refused(frame(kind, prefix + json.dumps(value).encode()), match="not an object")
 
 
-@pytest.mark.parametrize("kind", [0, 16, 100, 255])
+@pytest.mark.parametrize("kind", [0, 18, 100, 255])
 def test_unknown_kind(kind: int) -> None:
     assert_refused(frame(kind, b"abc"), match=f"unknown frame kind {kind}")
 
@@ -459,3 +461,10 @@ def test_large_finite_numbers_still_decode() -> None:
     body = b'{"a": 1e308, "b": 123456789012345678901234567890}'
     dec.feed(HEADER.pack(1 + len(body), p.Request.KIND) + body)
     assert dec.next_message() == p.Request({"a": 1e308, "b": 123456789012345678901234567890})
+
+
+@pytest.mark.parametrize("key", [b"", b"x" * (p.MAX_DETACH_KEY + 1)])
+def test_a_terminal_frame_carries_a_detach_key_of_1_to_16_bytes(key: bytes) -> None:
+    assert_refused(frame(p.Terminal.KIND, key), match="detach key")
+    with pytest.raises(p.ProtocolError):
+        p.encode(p.Terminal(key))

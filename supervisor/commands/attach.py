@@ -13,13 +13,22 @@ import contextlib
 import os
 import selectors
 import signal
+import socket
 import sys
 import time
 
 from agent_worker import protocol as p
 from agent_worker import settings
-from agent_worker.client import ConnectionClosed, SessionClient
-from agent_worker.conversation import Closed, Exited, Failed, Refused, Skipped, Violation
+from agent_worker.client import RECV_SIZE, ConnectionClosed, SessionClient
+from agent_worker.conversation import (
+    Closed,
+    Exited,
+    Failed,
+    Notice,
+    Refused,
+    Skipped,
+    Violation,
+)
 from supervisor import status_line, terminal
 from supervisor.errors import CliError
 from supervisor.notify import attach_notices
@@ -101,6 +110,9 @@ def attach_local(
     if not os.isatty(0) and not read_only:
         raise CliError("attach needs a terminal on stdin; use 'superv attach -r' to only watch", 2)
     rows, cols = terminal.window_size(0)
+    hand_over = _one_terminal()
+    if hand_over:
+        flags |= p.FEED_TERMINAL  # a worker that can take it says so in its Welcome
     hello = p.Hello(start, value, rows, cols, read_only, flags=flags)
     try:
         conn, _ = open_worker(name, hello)
@@ -122,6 +134,7 @@ def attach_local(
     alt = terminal.ShownModes()
     # notify: every session's notices on our status line (none in an exact stream)
     notices = None if exact else _follow_notices(out)
+    handed = False  # the worker took our terminal: it writes and resets it, not us
 
     def repaint() -> bool:  # the status line went: the worker paints the row it covered
         if not status_line.can_repaint(conn.conversation):
@@ -129,12 +142,21 @@ def attach_local(
         conn.send(p.Repaint())
         return True
 
-    line = StatusLine(lambda data: terminal.write_all(out, data),
-                        lambda: terminal.window_size(0), repaint, exact=exact)
+    def write(data: bytes) -> None:  # the terminal's one writer: the worker while it has it
+        if handed:
+            conn.send(p.Show(data))
+        else:
+            terminal.write_all(out, data)
+
+    line = StatusLine(write, lambda: terminal.window_size(0), repaint, exact=exact)
     try:
         with conn, terminal.raw_mode(0):
-            outcome = _pump(conn, name, wake_r, out, detach_key, read_only, alt, line,
-                            notices) or outcome
+            handed = conn.conversation.may_hand_terminal and _hand_over(conn, name, detach_key)
+            if handed:
+                outcome = _watch(conn, name, wake_r, read_only, line, notices) or outcome
+            else:
+                outcome = _pump(conn, name, wake_r, out, detach_key, read_only, alt, line,
+                                notices) or outcome
     except (ConnectionClosed, ConnectionResetError):
         outcome = f"[lost connection to {name}: its worker ended]"
         status = 1
@@ -145,10 +167,119 @@ def attach_local(
         os.close(wake_w)
         if notices is not None:
             notices.close()
+        # The worker has let the terminal go (and put its modes back): ours to write again.
+        handed_over, handed = handed, False
         with contextlib.suppress(OSError):
-            terminal.write_all(out, line.leaving() + alt.reset_bytes() + b"\r\n")
+            reset = b"" if handed_over else alt.reset_bytes() + b"\r\n"
+            terminal.write_all(out, line.leaving() + reset)
     print(outcome, file=sys.stderr)
     return status
+
+
+def _one_terminal() -> bool:
+    """Are stdin and stdout the same terminal (the one a local attach may hand over)?"""
+    try:
+        return (os.isatty(0) and os.isatty(1)
+                and os.fstat(0).st_rdev == os.fstat(1).st_rdev)
+    except OSError:
+        return False
+
+
+def _hand_over(conn: SessionClient, name: str, detach_key: bytes) -> bool:
+    """Hand our terminal to the worker (its descriptor goes with the Terminal frame);
+    True if it took it, False if it serves us over the socket instead."""
+    socket.send_fds(conn.sock, [conn.conversation.send(p.Terminal(detach_key))], [0])
+    event = conn.next_event()
+    if isinstance(event, Notice) and event.event == "terminal":
+        return event.fields.get("taken") is True
+    if isinstance(event, Failed | Violation):
+        raise CliError(f"session {name}: {event.message}")
+    raise ConnectionClosed("the worker did not answer the terminal it was handed")
+
+
+def _watch(conn: SessionClient, name: str, wake: int, read_only: bool, line: StatusLine,
+           notices: Notices | None) -> str | None:
+    """While the worker serves our terminal: pass on window sizes and status lines (the
+    line's bytes go as Show frames: the worker is the terminal's only writer) until it
+    gives the terminal back; return the line to print then."""
+    sel = selectors.DefaultSelector()
+    sel.register(conn.sock, selectors.EVENT_READ, "worker")
+    if notices is not None:
+        sel.register(notices, selectors.EVENT_READ, "notices")
+    sel.register(wake, selectors.EVENT_READ, "signal")
+    conn.sock.settimeout(None)
+    while True:
+        ready, notices = _wait(sel, line, notices)
+        for source in ready:
+            if source == "signal":
+                ending = _on_signals(conn, wake, read_only)
+                if ending is not None:
+                    _take_back(conn)
+                    return f"[detached from {name}: signal {ending.name}]"
+            else:
+                conn.read()
+                for event in conn.ready_events():
+                    if isinstance(event, Exited):
+                        return f"[{name} {event.state}]"
+                    if isinstance(event, Notice) and event.event == "terminal_released":
+                        if event.fields.get("reason") == "lost":
+                            return f"[detached from {name}: the terminal went away]"
+                        return None
+                    if isinstance(event, Refused):  # our keys, read by the worker
+                        line.show("read-only: input ignored", Kind.INPUT, time.monotonic())
+                    if isinstance(event, Failed | Violation):
+                        raise CliError(f"session {name}: {event.message}")
+                    if isinstance(event, Closed):
+                        raise ConnectionClosed("worker closed the connection")
+
+
+def _on_signals(conn: SessionClient, wake: int, read_only: bool) -> signal.Signals | None:
+    """Act on the signals that arrived: a new window size goes to the worker; the signal
+    that ends the attach (SIGHUP, SIGTERM), if one came."""
+    for signum in os.read(wake, 64):
+        if signum == signal.SIGWINCH and not read_only:
+            conn.send(p.Resize(*terminal.window_size(0)))
+        elif signum in (signal.SIGHUP, signal.SIGTERM):
+            return signal.Signals(signum)
+    return None
+
+
+def _wait(sel: selectors.BaseSelector, line: StatusLine,
+          notices: Notices | None) -> tuple[list[str], Notices | None]:
+    """Wait for the next sources to be ready (the status line's timers kept, the notices
+    put on it); the other sources ready, and the notices (None once they are gone)."""
+    ready = sel.select(line.due(time.monotonic()))
+    line.tick(time.monotonic())
+    sources = [key.data for key, _ in ready]
+    if "notices" in sources:
+        assert notices is not None
+        notices = _read_notices(notices, sel, line)
+    return [source for source in sources if source != "notices"], notices
+
+
+def _read_notices(notices: Notices, sel: selectors.BaseSelector,
+                  line: StatusLine) -> Notices | None:
+    """Put the notices that arrived on the status line; None once the supervisor went
+    away (the session goes on without them)."""
+    shown = notices.read()
+    if shown is None:
+        sel.unregister(notices)
+        notices.close()
+        return None
+    for body in shown:
+        line.show(attach_notices.words(body), Kind.NOTICE, time.monotonic(),
+                  attach_notices.bell(body))
+    return notices
+
+
+def _take_back(conn: SessionClient) -> None:
+    """Detach, and wait (briefly) for the worker to put the terminal's modes back and let
+    it go: until then it is the terminal's writer, not us."""
+    with contextlib.suppress(OSError):
+        conn.send(p.Detach())
+        conn.sock.settimeout(2.0)
+        while conn.sock.recv(RECV_SIZE):
+            pass
 
 
 def _follow_notices(out: int) -> Notices | None:
@@ -228,20 +359,9 @@ def _pump(
     if ended:
         return ended
     while True:
-        ready = sel.select(line.due(time.monotonic()))
-        line.tick(time.monotonic())
-        for key, _ in ready:
-            if key.data == "notices":
-                assert notices is not None
-                shown = notices.read()
-                if shown is None:  # the supervisor went away: the session goes on
-                    sel.unregister(notices)
-                    notices = None
-                    continue
-                for body in shown:
-                    line.show(attach_notices.words(body), Kind.NOTICE, time.monotonic(),
-                                attach_notices.bell(body))
-            elif key.data == "stdin":
+        ready, notices = _wait(sel, line, notices)
+        for source in ready:
+            if source == "stdin":
                 data = os.read(0, 65536)
                 if not data:
                     sel.unregister(0)
@@ -254,12 +374,10 @@ def _pump(
                     return None
                 if not read_only:
                     conn.send(p.Input(data))
-            elif key.data == "signal":
-                for signum in os.read(wake, 64):
-                    if signum == signal.SIGWINCH and not read_only:
-                        conn.send(p.Resize(*terminal.window_size(0)))
-                    elif signum in (signal.SIGHUP, signal.SIGTERM):
-                        return f"[detached from {name}: signal {signal.Signals(signum).name}]"
+            elif source == "signal":
+                ending = _on_signals(conn, wake, read_only)
+                if ending is not None:
+                    return f"[detached from {name}: signal {ending.name}]"
             else:
                 conn.read()
                 ended = show_received()

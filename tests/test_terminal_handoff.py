@@ -1,0 +1,233 @@
+"""A local attach hands its terminal to the worker (issue 13): the worker reads and writes
+the user's terminal itself, drops it the moment the client goes, never blocks on it, and
+an attach between a new client and an older worker (or the reverse) still works.
+
+Real parts: the attach runs on a real PTY (its master is the "terminal emulator" here),
+the session is a real worker, the old side of the upgrade is superv's own earlier code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SupervEnv, wait_until
+
+from agent_worker.user_terminal import RESET_MODES
+
+pytestmark = pytest.mark.timeout(120)
+
+# A commit of superv from before the handoff (the protocol without FEED_TERMINAL).
+OLD_SUPERV = "3431ce7"
+
+
+class PtyAttach:
+    """``superv attach NAME`` on a fresh PTY; we hold the master (the emulator's side)
+    and a copy of the slave (the user's shell shares that open file description)."""
+
+    def __init__(self, senv: SupervEnv, name: str, *args: str,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.master, self.slave = pty.openpty()
+        self.tty = os.ttyname(self.slave)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "attach", *args, name],
+            env=env or senv.env, stdin=self.slave, stdout=self.slave, stderr=self.slave,
+            start_new_session=True, cwd=cwd,
+        )
+        self.shown = bytearray()
+
+    def read_until(self, needle: bytes | re.Pattern[bytes], timeout: float = 20.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while not (needle.search(self.shown) if isinstance(needle, re.Pattern)
+                   else needle in self.shown):
+            left = deadline - time.monotonic()
+            assert left > 0, f"{needle!r} not shown; last: {bytes(self.shown[-300:])!r}"
+            if select.select([self.master], [], [], min(left, 1.0))[0]:
+                try:
+                    self.shown += os.read(self.master, 1 << 16)
+                except OSError:  # EIO: every slave closed
+                    break
+        return bytes(self.shown)
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@pytest.fixture
+def attaches() -> Iterator[list[PtyAttach]]:
+    made: list[PtyAttach] = []
+    yield made
+    for attach in made:
+        attach.close()
+
+
+def holders(tty: str, senv: SupervEnv) -> set[int]:
+    """Pids of this home's processes (workers, clients) holding ``tty`` open."""
+    held = set()
+    for pid in senv.pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == tty for fd in fds):
+                held.add(pid)
+        except OSError:
+            continue
+    return held
+
+
+def worker_pid(senv: SupervEnv, name: str) -> int:
+    listing = senv.superv("ls", "--json", check=True).stdout
+    return next(s["worker_pid"] for s in json.loads(listing) if s["name"] == name)
+
+
+def test_the_worker_holds_the_terminal_and_drops_it_when_the_client_dies(
+    superv_env: SupervEnv, attaches: list[PtyAttach]
+) -> None:
+    superv_env.superv("start", "cat", "--", "cat", check=True)
+    attach = PtyAttach(superv_env, "cat")
+    attaches.append(attach)
+    attach.type(b"typed-once\r")
+    attach.read_until(re.compile(rb"typed-once\r\n.*typed-once\r\n", re.S))
+    worker = worker_pid(superv_env, "cat")
+    assert worker in holders(attach.tty, superv_env), "the worker did not take the terminal"
+    # The worker's copy is its own open file description: its O_NONBLOCK is not ours.
+    assert os.get_blocking(attach.slave), "O_NONBLOCK leaked into the user's terminal"
+    attach.proc.kill()  # SIGKILL: no detach, the socket just closes
+    attach.proc.wait()
+    wait_until(lambda: worker not in holders(attach.tty, superv_env),
+               message="the worker to drop the dead client's terminal")
+    assert superv_env.superv("ls", "--json", check=True).stdout.count('"running"') == 1
+
+
+def test_a_terminal_that_stops_reading_never_slows_the_agent(
+    superv_env: SupervEnv, attaches: list[PtyAttach]
+) -> None:
+    """The emulator stops reading (our master is not read): the agent still prints 10 MB
+    and ends; then the terminal catches up from the log, every line, to the end."""
+    code = ("import sys, time; sys.stdin.readline(); o = sys.stdout.buffer\n"
+            "for i in range(100000): o.write(b'%08d ' % i + b'x' * 91 + b'\\n')\n"
+            "o.write(b'THE-END\\n'); o.flush()")
+    superv_env.superv("start", "flood", "--", sys.executable, "-c", code, check=True)
+    attach = PtyAttach(superv_env, "flood", "--exact")
+    attaches.append(attach)
+    worker = worker_pid(superv_env, "flood")
+    wait_until(lambda: worker in holders(attach.tty, superv_env), message="the handoff")
+    attach.type(b"go\r")
+    log = superv_env.session_dir("flood") / "output.log"
+    start = time.monotonic()
+    wait_until(lambda: b"THE-END" in log.read_bytes()[-100:], timeout=60,
+               message="the agent to print everything while its terminal does not read")
+    took = time.monotonic() - start
+    assert took < 30, f"the agent took {took:.1f}s with a terminal that does not read"
+    shown = attach.read_until(b"[flood exited 0]", timeout=90)
+    # Status lines (the session's own "ended" notice) come between batches: not output.
+    shown = re.sub(rb"\x1b7\x1b\[\d+;1H\x1b\[0(;7)?m[^\x1b]*(\x1b\[0m)?\x1b\[K\x1b8", b"", shown)
+    lines = re.findall(rb"(\d{8}) x{91}\r\n", shown)
+    missing = sorted(set(range(100000)) - {int(n) for n in lines})
+    around = shown[shown.find(b"%08d" % missing[0]) - 300:][:600] if missing else b""
+    assert not missing, (missing[:5], around)
+    assert b"THE-END" in shown
+
+
+def test_a_terminal_that_dies_under_the_worker_ends_the_attach_not_the_session(
+    superv_env: SupervEnv, attaches: list[PtyAttach]
+) -> None:
+    superv_env.superv("start", "ticks", "--", sys.executable, "-c",
+                      "import time\nwhile True: print('tick', flush=True); time.sleep(0.05)",
+                      check=True)
+    attach = PtyAttach(superv_env, "ticks")
+    attaches.append(attach)
+    attach.read_until(b"tick")
+    worker = worker_pid(superv_env, "ticks")
+    assert worker in holders(attach.tty, superv_env)
+    os.close(attach.master)  # the emulator is gone: the terminal hangs up
+    wait_until(lambda: worker not in holders(attach.tty, superv_env),
+               message="the worker to drop a terminal that hung up")
+    assert attach.proc.wait(timeout=20) is not None
+    assert '"running"' in superv_env.superv("ls", "--json", check=True).stdout
+    attach.master = os.open("/dev/null", os.O_RDONLY)  # for close()
+
+
+def test_a_detach_puts_the_modes_back_once_and_the_shell_gets_a_blocking_terminal(
+    superv_env: SupervEnv, attaches: list[PtyAttach]
+) -> None:
+    code = ("import sys; o = sys.stdout.buffer; o.write(b'\\x1b[?1049h\\x1b[?2004hready\\r\\n');"
+            "o.flush(); sys.stdin.read()")
+    superv_env.superv("start", "modes", "--", sys.executable, "-c", code, check=True)
+    attach = PtyAttach(superv_env, "modes")
+    attaches.append(attach)
+    attach.read_until(b"ready")
+    attach.type(b"\x1c")
+    shown = attach.read_until(b"[detached from modes]")
+    assert attach.proc.wait(timeout=10) == 0
+    # One writer: the worker's reset, once, the alternate screen left, then the client's line.
+    assert shown.count(RESET_MODES) == 1, shown
+    reset = shown.index(RESET_MODES)
+    assert shown.rfind(b"\x1b[?1049l", 0, reset) > shown.rindex(b"\x1b[?1049h")
+    assert reset < shown.index(b"[detached from modes]")
+    assert os.get_blocking(attach.slave)
+
+
+def _old_superv(tmp: Path) -> Path:
+    """superv's code as of :data:`OLD_SUPERV`, unpacked under ``tmp``."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", OLD_SUPERV,
+                              "agent_worker", "supervisor"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+    return tmp
+
+
+def _old_env(senv: SupervEnv, old: Path) -> dict[str, str]:
+    """The environment that runs the old code (from a directory away from the checkout:
+    ``python -m`` puts the current directory first)."""
+    env = {**senv.env, "PYTHONPATH": str(old)}
+    check = subprocess.run(
+        [sys.executable, "-c", "import agent_worker.protocol as p; print(p.__file__, "
+         "hasattr(p, 'FEED_TERMINAL'))"], env=env, cwd=old, capture_output=True, text=True)
+    assert check.stdout.split() == [str(old / "agent_worker" / "protocol.py"), "False"], check
+    return env
+
+
+@pytest.mark.parametrize("old_side", ["worker", "client"])
+def test_an_attach_across_an_upgrade_works_the_old_way(
+    superv_env: SupervEnv, attaches: list[PtyAttach], tmp_path: Path, old_side: str
+) -> None:
+    """A worker started by an older superv serves a new client over its socket, and a new
+    worker serves an old client: type, see the echo, detach, the session lives on."""
+    old_code = _old_superv(tmp_path)
+    old = _old_env(superv_env, old_code)
+    start_env = old if old_side == "worker" else superv_env.env
+    proc = subprocess.run([sys.executable, "-m", "supervisor", "start", "up", "--", "cat"],
+                          env=start_env, capture_output=True, text=True, timeout=30, cwd=old_code)
+    assert proc.returncode == 0, proc.stderr
+    attach = PtyAttach(superv_env, "up", env=old if old_side == "client" else None,
+                       cwd=old_code)
+    attaches.append(attach)
+    attach.type(b"across\r")
+    attach.read_until(re.compile(rb"across\r\n.*across\r\n", re.S))
+    worker = worker_pid(superv_env, "up")
+    assert worker not in holders(attach.tty, superv_env), "an old side cannot hand over"
+    attach.type(b"\x1c")
+    attach.read_until(b"[detached from up]")
+    assert attach.proc.wait(timeout=10) == 0
+    os.kill(worker, 0)  # still serving
