@@ -150,7 +150,8 @@ def test_events_and_approve_over_ssh(fleet: Fleet) -> None:
     refused = fleet.superv("approve", "one:s0")
     assert refused.returncode == 1
     assert refused.stderr == ("superv: s0 takes no answers from outside (approve and deny "
-                              "answer running Claude Code sessions; others: superv attach s0)\n")
+                              "answer running Claude Code, Codex, aider and Gemini sessions; "
+                              "others: superv attach s0)\n")
     missing = fleet.superv("deny", "two:nosuch")
     assert missing.returncode == 1 and "no session named nosuch" in missing.stderr
 

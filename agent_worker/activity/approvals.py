@@ -23,7 +23,16 @@ connection, sent and then the sender's side closed:
   With ``expect``, the request is answered only if it is for exactly that tool line (what
   the person was shown), so a request that replaced it in between is never answered blind.
 
-Sans-I/O: the monitor does the sockets and the waiting.
+Other agents (Codex CLI, aider, Gemini CLI) have no such hook: only keystrokes answer
+their prompt, so approve / deny press :data:`KEYSTROKES` for the kind, and only when the
+prompt is exactly the one the person was shown (:meth:`Approvals.press`): a screen rule
+(``rules.json``) finds an approval prompt on the screen *at the moment of pressing*, its
+attention and the activity's start are what ``ls`` showed the caller (``seen`` in the
+answer), and the whole screen has not changed since the caller read ``ls`` (a new request
+with the same question, drawn before the activity could change, differs there). Anything
+else is refused and nothing is pressed; a prompt is answered once.
+
+Sans-I/O: the monitor does the sockets, the screen, the waiting and the pressing.
 """
 
 from __future__ import annotations
@@ -41,6 +50,18 @@ HELD = b'{"ok": true, "held": true}'  # the hook client knows this line (it impo
 ANSWER_PREFIX = b'{"answer": '
 ANSWERS = ("allow", "deny")
 DENY_MESSAGE = "The user denied this tool call (superv deny)."
+
+# What approve / deny press, per agent kind whose prompt only keystrokes answer; each from
+# the prompt the CLI draws (the screens in tests/test_activity.py cite their sources):
+# aider's confirm_ask reads a line ("(Y)es/(N)o [Yes]: "); Codex's "1. Yes, proceed (y)" /
+# "3. No, and tell Codex what to do differently (esc)"; Gemini CLI's "1. Allow once" (a
+# number picks its line) / "No, suggest changes (esc)".
+KEYSTROKES: dict[str, dict[str, bytes]] = {
+    "aider": {"allow": b"y\r", "deny": b"n\r"},
+    "codex": {"allow": b"y", "deny": b"\x1b"},
+    "gemini": {"allow": b"1", "deny": b"\x1b"},
+}
+SINCE_SLACK = 1e-3  # seconds: the activity's start as ls printed it, after a JSON round trip
 
 
 class AnswerError(ValueError):
@@ -66,18 +87,21 @@ def decision_output(behavior: str) -> bytes:
                                               "decision": decision}}).encode()
 
 
-def answer_call(session: str, behavior: str, expect: str | None) -> bytes:
-    """What ``superv approve`` / ``deny`` sends to the hook socket."""
+def answer_call(session: str, behavior: str, expect: str | None,
+                seen: dict[str, Any] | None = None) -> bytes:
+    """What ``superv approve`` / ``deny`` sends to the hook socket.  ``seen``: the session's
+    ``activity_since`` and ``attention`` as ``ls`` showed them, and ``at`` when (what a
+    keystroke answer must still find, on a screen unchanged since)."""
     return ANSWER_PREFIX + json.dumps(behavior).encode() + b", " + json.dumps(
-        {"session": session, "expect": expect})[1:].encode()
+        {"session": session, "expect": expect, "seen": seen})[1:].encode()
 
 
 def is_answer(raw: bytes) -> bool:
     return raw.startswith(ANSWER_PREFIX)
 
 
-def parse_answer(raw: bytes, session: str) -> tuple[str, str | None]:
-    """(behavior, expect) of an answer call; AnswerError if it is malformed."""
+def parse_answer(raw: bytes, session: str) -> tuple[str, str | None, dict[str, Any] | None]:
+    """(behavior, expect, seen) of an answer call; AnswerError if it is malformed."""
     try:
         call = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -89,7 +113,25 @@ def parse_answer(raw: bytes, session: str) -> tuple[str, str | None]:
     expect = call.get("expect")
     if expect is not None and not isinstance(expect, str):
         raise AnswerError("the answer's expect is not a string")
-    return call["answer"], expect
+    seen = call.get("seen")
+    if seen is not None and not (
+            isinstance(seen, dict)
+            and all(isinstance(seen.get(k), int | float) and not isinstance(seen.get(k), bool)
+                    for k in ("since", "at"))
+            and isinstance(seen.get("attention"), str | None)):
+        raise AnswerError('the answer\'s seen is not {"since": T, "attention": TEXT, "at": T}')
+    return call["answer"], expect, seen
+
+
+@attrs.define
+class ScreenPrompt:
+    """An approval prompt a screen rule found: its attention, the screen as last checked,
+    and when that screen last changed while this question was up."""
+
+    attention: str | None
+    screen: str
+    changed_at: float
+    answered: bool = False
 
 
 @attrs.define
@@ -97,6 +139,7 @@ class Approvals:
     """The session's pending requests, oldest first."""
 
     pending: list[Pending] = attrs.Factory(list)
+    prompt: ScreenPrompt | None = None  # the keystroke kinds' prompt on screen, if any
 
     def hold(self, request: Pending) -> None:
         self.pending.append(request)
@@ -134,3 +177,48 @@ class Approvals:
         if not request.deliver(decision_output(behavior)):
             raise AnswerError(f"{session}'s approval was answered in the session meanwhile")
         return request.tool
+
+    # ---- keystroke answers ---------------------------------------------------------------
+
+    def screen_seen(self, found: tuple[str, str | None] | None, screen: str, now: float) -> None:
+        """A screen check at ``now``: what the rules found on ``screen`` (None: nothing)."""
+        if found is None or found[0] != "needs_approval":
+            self.prompt = None
+        elif self.prompt is None or self.prompt.attention != found[1]:
+            self.prompt = ScreenPrompt(found[1], screen, now)
+        elif self.prompt.screen != screen:  # still drawing, or another request: note when
+            self.prompt.screen, self.prompt.changed_at = screen, now
+
+    def press(self, session: str, kind: str, behavior: str, expect: str | None,
+              seen: dict[str, Any] | None, activity: tuple[str, float, str | None],
+              found: tuple[str, str | None] | None, screen: str) -> bytes:
+        """The keys that answer the prompt on the screen now, or AnswerError (press nothing).
+
+        ``activity`` is the session's (state, since, attention); ``found`` what the screen
+        rules find on ``screen``, the screen as it is at this moment."""
+        keys = KEYSTROKES.get(kind)
+        if keys is None:
+            raise AnswerError(f"{session} takes no answers from outside ({kind} sessions: "
+                              f"answer in the session, superv attach {session})")
+        state, since, attention = activity
+        if found is None or found[0] != "needs_approval" or self.prompt is None:
+            raise AnswerError(f"{session} has no approval prompt on its screen: nothing pressed")
+        shown = found[1]
+        if expect is not None and shown != expect:
+            raise AnswerError(f"{session}'s prompt on the screen is for {shown!r}, not "
+                              f"{expect!r}: nothing pressed")
+        if seen is None:
+            raise AnswerError(f"{session}: a keystroke answer needs the prompt you saw "
+                              "(superv approve sends what ls shows): nothing pressed")
+        if state != "needs_approval" or abs(float(seen["since"]) - since) > SINCE_SLACK \
+                or seen.get("attention") != attention or attention != shown:
+            raise AnswerError(f"{session}'s prompt is not the one ls showed (it changed "
+                              f"meanwhile): nothing pressed; look again (superv peek {session})")
+        if self.prompt.attention != shown or self.prompt.screen != screen \
+                or self.prompt.changed_at > float(seen["at"]):
+            raise AnswerError(f"{session}'s screen changed since you looked: nothing "
+                              f"pressed; look again (superv peek {session})")
+        if self.prompt.answered:
+            raise AnswerError(f"{session}'s prompt was already answered: nothing pressed")
+        self.prompt.answered = True
+        return keys[behavior]

@@ -62,7 +62,7 @@ MOVES_ON = ("UserPromptSubmit", "Stop", "StopFailure", "SessionStart", "SessionE
 def prepare_launch(spec: SessionSpec, directory: Path) -> tuple[list[str], socket.socket | None]:
     """The command line to start (with our hooks where the agent takes them) and the hook
     socket, bound before the agent starts so that its first hook (SessionStart) finds us."""
-    if spec.agent not in HOOK_KINDS:
+    if spec.agent not in HOOK_KINDS and spec.agent not in approvals.KEYSTROKES:
         return list(spec.command), None
     try:
         path = hook_socket(spec.name)
@@ -73,6 +73,8 @@ def prepare_launch(spec: SessionSpec, directory: Path) -> tuple[list[str], socke
         # Without the hook socket the agent still runs: its title and screen still tell.
         log.warning("hook_socket_failed", error=str(exc))
         return list(spec.command), None
+    if spec.agent not in HOOK_KINDS:
+        return list(spec.command), sock  # the socket only takes approve / deny (keystrokes)
     at = agent_kinds.program_index(spec.command)
     if spec.agent == "codex":
         argv = hooks.with_codex_notify(spec.command, at, path, spec.name, spec.env.get("HOME"))
@@ -219,13 +221,35 @@ class ActivityMonitor:
         """``superv approve`` / ``deny``: answer the pending request; the reply for it."""
         name = self.worker.spec.name
         try:
-            behavior, expect = approvals.parse_answer(raw, name)
-            asking = self.tracker.current.state == "needs_approval"
-            tool = self.approvals.answer(name, behavior, expect, asking)
+            behavior, expect, seen = approvals.parse_answer(raw, name)
+            if self.kind in approvals.KEYSTROKES:
+                tool = self.press_answer(behavior, expect, seen)
+            else:
+                asking = self.tracker.current.state == "needs_approval"
+                tool = self.approvals.answer(name, behavior, expect, asking)
         except approvals.AnswerError as exc:
             return {"ok": False, "error": str(exc)}
         log.info("approval_answered", answer=behavior, tool=tool)
         return {"ok": True, "tool": tool}
+
+    def press_answer(self, behavior: str, expect: str | None, seen: dict[str, Any] | None) -> str:
+        """Answer by keystrokes, checked against the screen as it is now (no checkpoint
+        between the check and the press); the prompt's attention, or AnswerError."""
+        name = self.worker.spec.name
+        model = self.worker.screen.screen(self.worker.output.end)  # caught up to the log's end
+        screen = model.text() if model is not None else ""
+        found = self.rules.for_screen(screen) if model is not None else None
+        current = self.tracker.current
+        keys = self.approvals.press(name, self.kind, behavior, expect, seen,
+                                    (current.state, current.since, current.attention), found,
+                                    screen)
+        try:
+            written = os.write(self.worker.agent.master_fd, keys)
+        except OSError as exc:  # BlockingIOError: the agent reads no input
+            raise approvals.AnswerError(f"cannot press keys in {name}: {exc}") from None
+        if written != len(keys):
+            raise approvals.AnswerError(f"{name} took only part of the answer's keys")
+        return (found[1] if found else None) or "the prompt on screen"
 
     async def _read_call(self, stream: trio.SocketStream) -> bytes:
         limit = hooks.MAX_PAYLOAD + 4096
@@ -337,5 +361,6 @@ class ActivityMonitor:
             log.exception("screen_model_failed")
             return
         found = self.rules.for_screen(text)
+        self.approvals.screen_seen(found, text, time.time())  # what keystroke answers check
         state, attention = found if found is not None else (None, None)
         self._changed(self.tracker.report("screen", state, now, attention))

@@ -1,10 +1,11 @@
 """``superv approve [HOST:]NAME`` (and ``superv deny``): answer a session's pending approval
 without attaching.
 
-Claude Code sessions only, through the PermissionRequest hook superv installs (see
+Claude Code sessions through the PermissionRequest hook superv installs (see
 :mod:`agent_worker.activity.approvals`): the answer goes to exactly the request the hook
-is holding, and is refused when there is none.  Other agent kinds are refused (their
-prompt is answered in the session: ``superv attach``).
+is holding, and is refused when there is none.  Codex CLI, aider and Gemini CLI sessions by
+keystrokes, which the worker presses only while its screen shows the prompt ``ls`` showed
+us (sent as ``seen``).  Other kinds are refused (answer in the session: ``superv attach``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import time
+from typing import Any
 
 from supervisor.errors import CliError
 from supervisor.sessions import checked_name, session_directory
@@ -54,15 +57,17 @@ def answer(name: str, behavior: str, expect: str | None) -> str:
 
     session_directory(name)  # "no session named ..." first
     path = hook_socket(name)
+    seen = what_ls_shows(name) if path.exists() else None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(ANSWER_TIMEOUT)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError):
             raise CliError(f"{name} takes no answers from outside (approve and deny answer "
-                           f"running Claude Code sessions; others: superv attach {name})") from None
+                           f"running Claude Code, Codex, aider and Gemini sessions; others: "
+                           f"superv attach {name})") from None
         try:
-            sock.sendall(answer_call(name, behavior, expect))
+            sock.sendall(answer_call(name, behavior, expect, seen))
             sock.shutdown(socket.SHUT_WR)
             reply = b""
             while chunk := sock.recv(4096):
@@ -76,3 +81,20 @@ def answer(name: str, behavior: str, expect: str | None) -> str:
     if not result.get("ok"):
         raise CliError(str(result.get("error") or "refused"))
     return str(result.get("tool"))
+
+
+def what_ls_shows(name: str) -> dict[str, Any] | None:
+    """The session's activity start and attention as ``ls`` shows them now, and when we
+    read them: the prompt a keystroke answer may press keys in (None: ls cannot say)."""
+    from supervisor import control
+
+    read_at = time.time()
+    try:
+        sessions = control.request("ls")["sessions"]
+    except CliError:
+        return None
+    row = next((s for s in sessions if s.get("name") == name), None)
+    since = row.get("activity_since") if row else None
+    if not isinstance(since, int | float):
+        return None
+    return {"since": since, "attention": row.get("attention") if row else None, "at": read_at}
