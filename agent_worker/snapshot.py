@@ -68,6 +68,7 @@ class Snapshot(JsonRecord):
     activity_since: float | None = None
     activity_source: str | None = None
     attention: str | None = None
+    last_line: str | None = None  # the screen's last non-blank line (ScreenKeeper.last_line)
     conversation_id: str | None = None
     transcript: str | None = None
     written_at: float = attrs.Factory(time.time)

@@ -28,16 +28,22 @@ def test_overview_live_attach_detach_and_quit(superv_env: SupervEnv, term: Tmux)
     screen = term.wait_for(pane, "superv top: 1 sessions (live)")
     assert "ACTIVITY" in screen
     term.wait_for(pane, lambda s: re.search(r"quiet\s+generic\s+(idle|done)", row(s, "quiet")))
+    # No attention line: the row ends with the last line it printed, not its command.
+    term.wait_for(pane, lambda s: re.search(r"(idle|done)\s+\S+ hello$", row(s, "quiet")))
     # A session started after the overview appears from the events stream.
     superv_env.superv("start", "later", "--", "sh", "-c", "echo later; exec sleep 1000", check=True)
     term.wait_for(pane, "superv top: 2 sessions (live)")
+    term.wait_for(pane, lambda s: re.search(r"(idle|done)\s+\S+ later$", row(s, "later")), timeout=20)
     (root / "go").touch()
     term.wait_for(pane, lambda s: "working" in row(s, "quiet"))
     # Enter attaches the selected session; Ctrl-\ detaches back to the overview.
-    screen = term.capture(pane)
-    lines = screen.splitlines()
-    first = lines[2]
-    target = "quiet" if " quiet " in first else "later"
+    # Which row is selected: peek's title names it (the cursor follows its session when
+    # the order changes, so it need not be the first line); p again leaves the preview.
+    term.keys(pane, "p")
+    title = term.wait_for(pane, re.compile(r"^peek (quiet|later) \(any key", re.M))
+    target = "quiet" if "peek quiet " in title else "later"
+    term.keys(pane, "p")
+    term.wait_for(pane, "ATTENTION")
     term.keys(pane, "Enter")
     if target == "quiet":
         # Live output after the replay: the attach client is up and its terminal raw.

@@ -112,3 +112,20 @@ def test_next_tick_is_when_a_shown_time_changes() -> None:
 def test_a_childs_error_is_its_last_line_without_the_prefix() -> None:
     assert last_error("warning\nsuperv: no session named x\n\n") == "no session named x"
     assert last_error("") == ""
+
+
+def test_a_row_says_its_attention_else_its_last_line_else_its_command() -> None:
+    m = Overview()
+    m.load(LOCAL, [{"name": "a", "activity": "idle", "command": ["make", "test"],
+                    "last_line": "3 passed in 0.2s"},
+                   {"name": "b", "activity": "starting", "command": ["sleep", "9"]}])
+    a, b = (next(r for r in m.rows if r.name == n) for n in ("a", "b"))
+    assert (a.detail(), b.detail()) == ("3 passed in 0.2s", "sleep 9")
+    m.event(LOCAL, {"event": "activity", "session": "a", "activity": "needs_approval",
+                    "previous": "idle", "attention": "Bash: rm -rf build", "time": 1.0,
+                    "last_line": "Do you want to proceed?"})
+    assert a.detail() == "Bash: rm -rf build"
+    m.event(LOCAL, {"event": "activity", "session": "a", "activity": "working",
+                    "previous": "needs_approval", "attention": None, "time": 2.0,
+                    "last_line": "running rm"})
+    assert a.detail() == "running rm"

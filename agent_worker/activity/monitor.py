@@ -118,6 +118,7 @@ class ActivityMonitor:
 
     def snapshot_fields(self) -> dict[str, Any]:
         return {**self.tracker.current.to_fields(), "agent": self.kind,
+                "last_line": self.worker.screen.last_line(),  # the overview's row (issue 11)
                 "conversation_id": self.conversation_id, "transcript": self.transcript}
 
     def _changed(self, change: Change | None, durable: bool = False) -> None:
@@ -131,7 +132,8 @@ class ActivityMonitor:
             # The prompt is gone (answered on the screen: Claude Code then leaves our hook
             # running, its answer unread).  Refusing a late approve is the safe mistake.
             self.approvals.moved_on()
-        self.worker.broadcast(change.event())
+        # With the screen's last line, for the overview's row when no attention says more.
+        self.worker.broadcast({**change.event(), "last_line": self.worker.screen.last_line()})
         if durable:
             self.worker._nursery.start_soon(self.worker.persist, "activity")
         else:

@@ -28,6 +28,7 @@ T = TypeVar("T")
 BACKLOG = 512 * 1024  # beyond this far behind, the model restarts from recent output
 RESTART_WINDOW = 64 * 1024  # how much recent output a restarted model is fed
 READ = 65536  # bytes read from the log per feed
+LAST_LINE_MAX = 300  # characters of the last line that ls and the events carry
 
 
 class ScreenKeeper:
@@ -71,6 +72,16 @@ class ScreenKeeper:
             if painted is not None:
                 return painted
         return None
+
+    def last_line(self) -> str | None:
+        """The screen's last non-blank line as fed so far, without feeding more (cheap
+        enough for every snapshot and activity change; the background catch-up makes it
+        current soon after the output goes quiet).  None before any model exists."""
+        if self._model is None or self.failed:
+            return None
+        text = self._guarded(self._model.text)
+        lines = [line for line in (text or "").splitlines() if line.strip()]
+        return " ".join(lines[-1].split())[:LAST_LINE_MAX] if lines else None
 
     def cursor(self, until: int) -> tuple[int, int] | None:
         """The cursor (row, col) as of ``until``; None if there is no model."""

@@ -332,7 +332,7 @@ def configured_hosts() -> tuple[str, ...]:
 
 
 def header(cols: int) -> str:
-    return f"{'HOST':<8} {'NAME':<16} {'AGENT':<7} {'ACTIVITY':<14} {'TIME':>4} ATTENTION / COMMAND"
+    return f"{'HOST':<8} {'NAME':<16} {'AGENT':<7} {'ACTIVITY':<14} {'TIME':>4} ATTENTION / LAST LINE"
 
 
 def put(screen: curses.window, y: int, x: int, text: str, cols: int, attr: int = 0) -> None:

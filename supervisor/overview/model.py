@@ -42,6 +42,7 @@ class Row:
     since: float | None = None
     attention: str | None = None
     command: str = ""
+    last_line: str | None = None  # the screen's last non-blank line (ls, activity events)
     # The activity came from ``working``: an ``idle`` now means the turn finished.
     finished: bool = False
 
@@ -60,7 +61,9 @@ class Row:
         return self.name if self.host == LOCAL else f"{self.host}:{self.name}"
 
     def detail(self) -> str:
-        return self.attention or self.command
+        """What the row says after the time: the attention line, else the last line the
+        session printed, else its command."""
+        return self.attention or self.last_line or self.command
 
 
 LOCAL = "local"
@@ -74,6 +77,7 @@ def row_from_ls(host: str, s: dict[str, Any]) -> Row:
                state=str(s.get("state") or "unknown"),
                activity=str(s.get("activity") or "unknown"),
                since=s.get("activity_since"), attention=s.get("attention"),
+               last_line=s.get("last_line") if isinstance(s.get("last_line"), str) else None,
                command=shlex.join(command) if isinstance(command, list) else "")
 
 
@@ -133,6 +137,8 @@ class Overview:
             row.activity = str(body.get("activity") or "unknown")
             row.since = body.get("time")
             row.attention = body.get("attention")
+            if isinstance(body.get("last_line"), str):
+                row.last_line = body["last_line"]
             self._sort(chosen)
             return False
         if kind == "removed" and row is not None:
