@@ -20,8 +20,9 @@ laptop's network changes or it resumed from suspend (:mod:`supervisor.network_wa
 forever, until the user detaches with the detach key (which works while disconnected) or
 presses Ctrl-C while disconnected.
 
-Every task (the connect loop, the keyboard, the network watch, a detach's flush) belongs
-to one ``asyncio.TaskGroup``; each connection is an :class:`Attempt` that owns everything
+Every task (the connect loop, the keyboard, the network watch, the status line's expiry
+(:mod:`supervisor.status_line`), a detach's flush) belongs to one ``asyncio.TaskGroup``, and
+no loop timer (``call_later``) runs outside it; each connection is an :class:`Attempt` that owns everything
 of that connection.  An error nobody expected ends the client with one line and status 1
 rather than leaving it hanging.
 
@@ -472,9 +473,10 @@ class RemoteAttach:
     """One remote attach: the user's terminal, the reconnect loop, the stream position.
 
     Every task has one owner, the task group of :meth:`_main`: the connect loop, the
-    keyboard, the network watch and a detach's flush.  Whichever ends the client raises
-    :class:`Ended` (or :class:`AttachError`); anything else raised is a bug, and ends the
-    client too, with one line and status 1, instead of leaving it hanging.
+    keyboard, the network watch, the status line's expiry and a detach's flush.  Whichever
+    ends the client raises :class:`Ended` (or :class:`AttachError`); anything else raised is
+    a bug, and ends the client too, with one line and status 1, instead of leaving it
+    hanging.
     """
 
     def __init__(

@@ -25,8 +25,11 @@ from agent_worker.screen_from_log import recent_start
 log = structlog.get_logger("agent_worker.screen")
 T = TypeVar("T")
 
-BACKLOG = 512 * 1024  # beyond this far behind, the model restarts from recent output
 RESTART_WINDOW = 64 * 1024  # how much recent output a restarted model is fed
+# Beyond this far behind, the model restarts from recent output rather than parse it all.
+# A paint runs inline, and the worker does nothing else meanwhile: at 512 kB a paint after a
+# flood took 0.82 s for 362 kB (the slow-link bench's Ctrl-C waited for it, unread).
+BACKLOG = 2 * RESTART_WINDOW
 READ = 65536  # bytes read from the log per feed
 LAST_LINE_MAX = 300  # characters of the last line that ls and the events carry
 
