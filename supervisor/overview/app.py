@@ -76,8 +76,9 @@ class App:
         signal.signal(signal.SIGWINCH, lambda *_: None)
         self.connect()
         for feed in self.feeds:
+            # Connected by the loop once this box's rows are on the screen: each host's
+            # children (python, asyncssh) would otherwise compete with the first frame.
             self.model.problems[feed.host] = "connecting..."
-            self.connect_feed(feed)
 
     def connect_feed(self, feed: HostFeed) -> None:
         feed.connect()
