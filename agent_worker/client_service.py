@@ -179,7 +179,7 @@ class ClientService:
                 elif handed is not None:
                     nursery.start_soon(self._serve_terminal, handed, stream, conversation,
                                        nursery.cancel_scope)
-                    nursery.start_soon(self._read_terminal, handed, stream, conversation,
+                    nursery.start_soon(self._terminal_news, handed, stream, conversation,
                                        nursery.cancel_scope)
                     self.fanout.broadcast(Notice("attached", {"client": client_id,
                                                               "read_only": hello.read_only}))
@@ -234,6 +234,11 @@ class ClientService:
             self.none_attached.set()
         return gone
 
+    def _hold(self, handed: HandedTerminal) -> None:
+        """The hot path stops writing to ``handed``: trio has something to write first."""
+        if self.fanout.hot is not None:
+            self.fanout.hot.hold(handed)
+
     async def _take_terminal(self, stream: SharedStream, conversation: ServerConversation,
                              hello: p.Hello) -> HandedTerminal | bool | None:
         """Receive the terminal the client hands over (its Terminal frame and descriptor)
@@ -276,11 +281,15 @@ class ClientService:
     async def _serve_terminal(self, handed: HandedTerminal, stream: SharedStream,
                               conversation: ServerConversation, scope: trio.CancelScope) -> None:
         """Write the log to the handed terminal from its offset on, and the status lines
-        the client asks for between batches; the PTY reader writes to it too while it is
-        caught up (:meth:`Fanout.publish`).  Never waits on the agent's side: a terminal
+        the client asks for between batches, until it is caught up: then the hot path
+        writes to it as output is logged (:meth:`HotPath.go_live`), until it falls behind
+        or we have something to show first.  Never waits on the agent's side: a terminal
         that does not read is simply further behind in the log."""
         output, reader, ended = self.session.output, self.session.output.reader, self.session.ended
+        hot = self.fanout.hot
+        assert hot is not None
         fd = handed.fd
+        hot.add_terminal(handed)  # its keys are read there from now on
         self.fanout.terminals.add(handed)
         try:
             while not handed.closed:
@@ -300,12 +309,9 @@ class ClientService:
                     await stream.send_all(conversation.send(self.session.exit_event(pos)))
                     scope.cancel()
                     return
-                else:
-                    handed.parked = True
-                    try:
-                        await handed.lot.park()
-                    finally:
-                        handed.parked = False
+                elif hot.go_live(handed) or handed.position >= output.end:
+                    await handed.lot.park()  # until it falls behind, the end, a show...
+                    hot.hold(handed)  # ours to write again, until it is caught up
         except trio.ClosedResourceError:
             pass  # released under us (a detach)
         except OSError:
@@ -313,32 +319,30 @@ class ClientService:
         finally:
             self.fanout.terminals.discard(handed)
 
-    async def _read_terminal(self, handed: HandedTerminal, stream: SharedStream,
+    async def _terminal_news(self, handed: HandedTerminal, stream: SharedStream,
                              conversation: ServerConversation, scope: trio.CancelScope) -> None:
-        """The user's keys, read from the handed terminal: typed to the agent (unless
-        read-only) up to the detach key, which ends the attach."""
-        fd = handed.fd
+        """What the hot path read from the handed terminal and left to trio: keys the PTY
+        did not take at once, keys on a read-only attach (the client's status line says
+        they are ignored), the detach key (the attach ends), the terminal's hang-up."""
+        hot = self.fanout.hot
+        assert hot is not None
         try:
-            while True:
-                await trio.lowlevel.wait_readable(fd)
-                try:
-                    data = os.read(fd, RECEIVE_SIZE)
-                except BlockingIOError:
+            while not handed.closed:
+                with hot.lock:
+                    keys, refused = handed.keys_pending, handed.refused
+                    handed.refused = False
+                if refused and not handed.refusal_shown:
+                    handed.refusal_shown = True
+                    await stream.send_all(conversation.send(Refused()))
+                if keys:
+                    await self.session.write_input(keys)
+                    with hot.lock:  # kept until written: later keys queue behind them
+                        handed.keys_pending = handed.keys_pending[len(keys):]
                     continue
-                except OSError:
-                    data = b""  # EIO: the terminal hung up
-                if not data:
+                if handed.lost:
                     await _terminal_lost(handed, stream, conversation, scope)
                     return
-                cut = data.find(handed.detach_key)
-                keys = data if cut < 0 else data[:cut]
-                if keys and handed.read_only:
-                    if not handed.refusal_shown:  # the client's status line says so
-                        handed.refusal_shown = True
-                        await stream.send_all(conversation.send(Refused()))
-                elif keys:
-                    await self.session.write_input(keys)
-                if cut >= 0:
+                if handed.detach_pressed:
                     await handed.release()
                     with contextlib.suppress(trio.BrokenResourceError,
                                              trio.ClosedResourceError):
@@ -346,6 +350,7 @@ class ClientService:
                             Notice("terminal_released", {"reason": "detach"})))
                     scope.cancel()
                     return
+                await handed.news_lot.park()
         except trio.ClosedResourceError:
             pass  # released under us
 
@@ -446,7 +451,8 @@ class ClientService:
                 case p.Detach() | Closed():
                     return None
                 case p.Show(data):
-                    if handed is not None:  # a client whose terminal we could not take
+                    if handed is not None:  # not for a client whose terminal we could not take
+                        self._hold(handed)
                         handed.show(data)
                 case p.Ack(offset):
                     if subscriber is not None:  # a watcher asks for no output: no acks
@@ -457,6 +463,7 @@ class ClientService:
                         subscriber.feed.repaint()
                         subscriber.lot.unpark_all()
                     elif handed is not None:  # once it is caught up: no byte is skipped
+                        self._hold(handed)
                         handed.repaint_wanted = True
                         handed.lot.unpark_all()
                 case Violation(message):

@@ -1,6 +1,7 @@
 """Handing what was just logged to the clients, and lifecycle events to the watchers.
 
-The PTY reader calls :meth:`Fanout.publish` after each batch reaches the log.  A client
+The PTY reader calls :meth:`Fanout.publish` after each batch reaches the log (handed
+terminals are written by the hot path itself, :mod:`agent_worker.hot_path`).  A client
 that is caught up and idle, with room in its feed window (:mod:`agent_worker.feed_policy`),
 gets the batch straight from memory, by a send that does not wait (the echo of a
 keystroke then costs no task switch and no read of the log); every other client is woken,
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -20,6 +22,9 @@ from agent_worker import protocol as p
 from agent_worker.conversation import Exited, Notice, ServerConversation
 from agent_worker.feed_policy import FeedPolicy
 from agent_worker.handed_terminal import HandedTerminal
+
+if TYPE_CHECKING:
+    from agent_worker.hot_path import HotPath
 
 
 class SharedStream:
@@ -83,22 +88,14 @@ class Fanout:
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
-        self.terminals: set[HandedTerminal] = set()  # terminals handed over by local clients
+        # Terminals handed over by local clients (the hot path writes to the caught-up ones).
+        self.terminals: set[HandedTerminal] = set()
+        self.hot: HotPath | None = None  # set by the PTY reader
         self.watchers: dict[int, trio.MemorySendChannel[Exited | Notice]] = {}
         self.woken = trio.lowlevel.ParkingLot()  # anyone else who wants to know of output
 
     def publish(self, start: int, data: bytes) -> None:
         """Output at log offset ``start`` was just logged: hand it on."""
-        for term in self.terminals:
-            # A caught-up terminal gets the batch now, by a write that does not wait;
-            # what it does not take, its writer serves from the log.
-            if term.parked and term.position == start and not term.shown_pending:
-                try:
-                    if term.write_output(start, data) == len(data):
-                        continue
-                except OSError:
-                    pass  # gone: its writer finds out
-            term.lot.unpark_all()
         frame = None
         now = time.monotonic()
         for sub in self.subscribers:

@@ -53,10 +53,17 @@ class HandedTerminal:
         self.modes = ShownModes()
         self.shown_pending = b""  # status lines to write before the next output
         self.lot = trio.lowlevel.ParkingLot()  # its writer sleeps here when caught up
-        self.parked = False  # its writer is asleep, caught up, with nothing to show
         self.closed = False
         self.refusal_shown = False  # the client was told once that its keys are ignored
         self.repaint_wanted = False  # the client's status line went: paint the screen again
+        # Shared with the hot path (agent_worker.hot_path), under its lock:
+        self.live = False  # written by the hot path as output is logged (it is caught up)
+        self.keys_pending = b""  # typed keys the PTY did not take yet: trio writes them
+        self.detach_pressed = False  # the hot path read the detach key
+        self.refused = False  # keys typed on a read-only attach
+        self.lost = False  # the terminal hung up
+        self.news_lot = trio.lowlevel.ParkingLot()  # its key handler sleeps here
+        self.on_close: Callable[[], None] = lambda: None  # stop the hot path using it
 
     @classmethod
     def take(cls, fds: list[int], detach_key: bytes, read_only: bool) -> HandedTerminal | None:
@@ -127,6 +134,7 @@ class HandedTerminal:
         client may write to it again once this returns."""
         if self.closed:
             return
+        self.on_close()  # the hot path writes to it no more
         if reset:
             data = memoryview(self.modes.reset_bytes() + b"\r\n")
             with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT), \
@@ -145,11 +153,13 @@ class HandedTerminal:
         """Drop our copy now (a held terminal keeps an SSH session from ending)."""
         if self.closed:
             return
+        self.on_close()  # before the descriptor goes: the hot path must not use its number
         self.closed = True
         trio.lowlevel.notify_closing(self.fd)  # wakes our tasks waiting on it
         with contextlib.suppress(OSError):
             os.close(self.fd)
         self.lot.unpark_all()
+        self.news_lot.unpark_all()
 
 
 def terminal_gone(exc: OSError) -> bool:

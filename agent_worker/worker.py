@@ -1,6 +1,7 @@
 """The worker's trio program: one session, from its agent's start to the worker's exit.
 
-Data path, in one direction only: the PTY reader (:mod:`agent_worker.pty_reader`) appends
+Data path, in one direction only: the PTY reader (:mod:`agent_worker.pty_reader`, through
+the hot path's thread, :mod:`agent_worker.hot_path`) appends
 what the agent printed to the log, then the fan-out (:mod:`agent_worker.fanout`) wakes
 the clients; each client's sender (:mod:`agent_worker.client_service`) reads the log from
 its own offset and sends it.  So the reader never waits on a client, a slow client costs
@@ -11,7 +12,8 @@ reconnect, replay after a restart and a new attach are the same code.
 the signals, when the worker stops.  Each part owns its state, and all of them run as
 tasks of the one nursery that :meth:`Worker.run` opens and passes on:
 
-- :class:`~agent_worker.pty_reader.PtyReader`: the PTY, the log's appends, a full disk;
+- :class:`~agent_worker.pty_reader.PtyReader`: the PTY, the log's appends, a full disk, by
+  way of the hot path's thread (:mod:`agent_worker.hot_path`), whose news it hands on;
 - :class:`~agent_worker.fanout.Fanout`: the attach clients' places and the watchers;
 - :class:`~agent_worker.client_service.ClientService`: the socket's conversations;
 - :class:`~agent_worker.persistence.Persister`: fsyncs and snapshots;

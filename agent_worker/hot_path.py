@@ -1,0 +1,312 @@
+"""The hot path, outside trio's scheduler (issue 13): one thread with its own epoll that
+reads the PTY, appends to the log, writes to the caught-up handed terminals, and types the
+keys read from the handed terminals into the PTY.
+
+Why a thread: a keystroke's echo through trio costs a scheduler pass per hop (the key's
+read, the PTY's read, the write), each tens of microseconds in Python; here it is two
+wake-ups of one blocked ``epoll.poll``.  Everything else stays in trio, and hears of
+output by :meth:`HotPath.take_news`, called through one pending
+``TrioToken.run_sync_soon`` at a time: output from several batches is told at once, and
+while nobody in trio waits for it (no socket client streaming) it is told at most
+:data:`TELL_DELAY` late, so typing into a handed terminal wakes trio once per few keys,
+not once per key.
+
+The one lock, :attr:`HotPath.lock`, guards everything the two threads share: the log's
+appends (so ``OutputLog.end`` and what a terminal was written agree), each handed
+terminal's place, whether it is live (written here) or behind (written by trio from the
+log: ``agent_worker.client_service``), and the news not yet told.  A terminal goes live
+only under the lock, at the log's end; it falls behind (a short write) only here.
+
+The guarantees hold as in trio's reader: a batch is logged before any terminal sees it; a
+terminal that does not read is dropped from the hot path, never waited for; a full disk
+keeps the batch, stops reading the PTY (so the agent blocks on its own writes) and retries
+every :data:`DISK_RETRY` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from agent_worker.handed_terminal import HandedTerminal
+from agent_worker.log import OutputLog
+
+READ_BATCH = 1 << 20  # most bytes taken from the PTY before they are logged and shown
+READ_SIZE = 65536
+DISK_RETRY = 1.0  # a full disk gives no event when it has room again: try again this often
+TELL_DELAY = 0.005  # trio hears of output this late at most while nobody there waits for it
+NEWS_LIMIT = 4 * READ_BATCH  # bytes of untold output kept for trio (the query answerer)
+
+
+@attrs.define
+class News:
+    """What happened on the hot path since trio last heard."""
+
+    start: int  # log offset of the first byte not told before
+    end: int  # the log's end now
+    data: bytes | None  # the bytes between (None: more than NEWS_LIMIT, not kept)
+    disk_error: str | None = None  # the disk refused output (first refusal of an outage)
+    disk_resumed: bool = False
+    unlogged: int = 0  # bytes read from the PTY that the disk has not taken yet
+    eof: bool = False  # the PTY reported its end and everything read is logged
+    failure: BaseException | None = None  # the thread died of this (a bug): the worker ends
+    terminals: list[HandedTerminal] = attrs.Factory(list)  # each with something for trio
+
+
+class HotPath:
+    def __init__(self, master_fd: int, output: OutputLog, urgent: Callable[[], bool]) -> None:
+        self.fd = master_fd
+        self.output = output
+        self.lock = threading.Lock()
+        self._urgent = urgent  # does someone in trio wait for output (a socket client)?
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._tell: Callable[[], None] = lambda: None  # runs in trio, calls take_news
+        self._epoll = select.epoll()
+        self._epoll.register(master_fd, select.EPOLLIN)
+        self._terminals: dict[int, HandedTerminal] = {}  # by descriptor, read for keys
+        self._told = output.end  # trio has heard of the log up to here
+        self._untold: list[bytes] = []
+        self._untold_size = 0
+        self._unlogged = b""
+        self._retry_at: float | None = None
+        self._disk_error: str | None = None
+        self._disk_refused = False
+        self._disk_resumed = False
+        self._eof = False
+        self._failure: BaseException | None = None
+        self._flagged: dict[int, HandedTerminal] = {}  # terminals with news for trio
+        self._tell_at: float | None = None
+        self._telling = False  # a run_sync_soon is pending
+        self._thread = threading.Thread(target=self._run, name="hot-path", daemon=True)
+
+    def start(self, tell: Callable[[], None]) -> None:
+        """Start the thread (from trio): ``tell`` runs in trio when there is news."""
+        self._token = trio.lowlevel.current_trio_token()
+        self._tell = tell
+        self._thread.start()
+
+    # ---- called from trio (under the lock where the state is shared) ---------------------
+
+    def add_terminal(self, term: HandedTerminal) -> None:
+        """Read this terminal's keys here from now on."""
+        with self.lock:
+            self._terminals[term.fd] = term
+            self._epoll.register(term.fd, select.EPOLLIN)
+        term.on_close = lambda: self.remove_terminal(term)
+
+    def remove_terminal(self, term: HandedTerminal) -> None:
+        """Stop reading and writing it here (before its descriptor is closed)."""
+        with self.lock:
+            if self._terminals.pop(term.fd, None) is not None:
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(term.fd)
+            term.live = False
+
+    def go_live(self, term: HandedTerminal) -> bool:
+        """Let the hot path write to ``term`` from now on, if it is at the log's end with
+        nothing else to write; True if it is live now."""
+        with self.lock:
+            if (term.closed or term.fd not in self._terminals or term.shown_pending
+                    or term.carry or term.repaint_wanted or term.position != self.output.end):
+                return False
+            term.live = True
+            return True
+
+    def hold(self, term: HandedTerminal) -> None:
+        """Stop writing to ``term`` here (trio has something to write to it first)."""
+        with self.lock:
+            term.live = False
+
+    def take_news(self) -> News:
+        with self.lock:
+            data = b"".join(self._untold) if self._untold_size <= NEWS_LIMIT else None
+            news = News(start=self._told, end=self.output.end, data=data,
+                        disk_error=self._disk_error, disk_resumed=self._disk_resumed,
+                        unlogged=len(self._unlogged), eof=self._eof and not self._unlogged,
+                        failure=self._failure, terminals=list(self._flagged.values()))
+            self._told = self.output.end
+            self._untold, self._untold_size = [], 0
+            self._disk_error, self._disk_resumed = None, False
+            self._flagged.clear()
+            self._telling = False
+            self._tell_at = None
+            return news
+
+    # ---- the thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not (self._eof and not self._unlogged):
+                for fd, _ in self._epoll.poll(self._timeout()):
+                    if fd == self.fd:
+                        self._read_pty()
+                    else:
+                        self._read_keys(fd)
+                now = time.monotonic()
+                if self._retry_at is not None and now >= self._retry_at:
+                    self._log(self._unlogged)
+                if self._tell_at is not None and now >= self._tell_at:
+                    self._tell_trio()
+        except BaseException as exc:
+            self._failure = exc  # raised in trio, by the PTY reader
+        finally:
+            with self.lock:
+                self._tell_at = time.monotonic()
+            self._tell_trio()
+
+    def _timeout(self) -> float:
+        deadlines = [t for t in (self._retry_at, self._tell_at) if t is not None]
+        if not deadlines:
+            return -1
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _read_pty(self) -> None:
+        if self._unlogged:
+            return  # the disk has not taken the last batch: nothing more is read till then
+        chunks = []
+        total = 0
+        while total < READ_BATCH:
+            try:
+                data = os.read(self.fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EIO:  # EIO: every slave fd is closed
+                    raise
+                data = b""
+            if not data:
+                self._eof = True
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(self.fd)
+                break
+            chunks.append(data)
+            total += len(data)
+        if chunks:
+            self._log(b"".join(chunks) if len(chunks) != 1 else chunks[0])
+        elif self._eof:
+            self._soon(0.0)
+
+    def _log(self, batch: bytes) -> None:
+        """Log ``batch``, write it to the live terminals; keep what the disk refused."""
+        with self.lock:
+            try:
+                written = self.output.append(batch)
+            except OSError as exc:
+                written = 0
+                if not self._disk_refused:
+                    self._disk_refused = True
+                    self._disk_error = str(exc)
+            else:
+                if self._disk_refused:
+                    self._disk_refused = False
+                    self._disk_resumed = True
+            if written:
+                logged = batch[:written] if written < len(batch) else batch
+                self._show(self.output.end - written, logged)
+            self._unlogged = batch[written:]
+            self._pause_reading(bool(self._unlogged))
+        self._soon(0.0 if self._urgent() or self._disk_error or self._disk_resumed else TELL_DELAY)
+
+    def _show(self, start: int, logged: bytes) -> None:
+        """(Under the lock.)  The live terminals get the batch now; one that does not take
+        all of it is behind from here on, and trio serves it from the log."""
+        for term in self._terminals.values():
+            if not term.live:
+                continue
+            try:
+                taken = term.write_output(start, logged)
+            except OSError:
+                taken = 0
+            if taken < len(logged):
+                term.live = False
+                self._flagged[term.fd] = term
+        self._untold.append(logged)
+        self._untold_size += len(logged)
+        if self._untold_size > NEWS_LIMIT:
+            self._untold = []  # trio is far behind: it hears of the range without the bytes
+
+    def _pause_reading(self, paused: bool) -> None:
+        if self._eof:
+            return
+        if paused and self._retry_at is None:
+            # Out of the epoll, not just EPOLLIN off: a hang-up is reported whatever the
+            # mask, and reading then would replace the batch the disk still owes.
+            self._epoll.unregister(self.fd)
+            self._retry_at = time.monotonic() + DISK_RETRY
+        elif paused:
+            self._retry_at = time.monotonic() + DISK_RETRY
+        elif self._retry_at is not None:
+            self._retry_at = None
+            self._epoll.register(self.fd, select.EPOLLIN)
+
+    def _read_keys(self, fd: int) -> None:
+        with self.lock:
+            term = self._terminals.get(fd)
+            if term is None or term.closed:
+                return
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""  # EIO: the terminal hung up
+            if not data:
+                term.lost = True
+            else:
+                cut = data.find(term.detach_key)
+                keys = data if cut < 0 else data[:cut]
+                if keys and term.read_only:
+                    term.refused = True
+                elif keys:
+                    self._type(term, keys)
+                if cut >= 0:
+                    term.detach_pressed = True
+            if term.lost or term.detach_pressed:
+                del self._terminals[fd]
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(fd)
+                term.live = False
+            if term.lost or term.detach_pressed or term.refused or term.keys_pending:
+                self._flagged[fd] = term
+                self._tell_at = time.monotonic()
+        if self._tell_at is not None and self._tell_at <= time.monotonic():
+            self._tell_trio()
+
+    def _type(self, term: HandedTerminal, keys: bytes) -> None:
+        """(Under the lock.)  Keys to the agent: straight into the PTY, unless earlier keys
+        still wait for trio (a full PTY input buffer), then after them, in order."""
+        if not term.keys_pending:
+            try:
+                keys = keys[os.write(self.fd, keys):]
+            except BlockingIOError:
+                pass
+            except OSError:
+                return  # the agent has gone; its end is reported elsewhere
+        term.keys_pending += keys
+
+    def _soon(self, delay: float) -> None:
+        with self.lock:
+            at = time.monotonic() + delay
+            if self._tell_at is None or at < self._tell_at:
+                self._tell_at = at
+        if delay == 0.0:
+            self._tell_trio()
+
+    def _tell_trio(self) -> None:
+        with self.lock:
+            if self._telling:
+                self._tell_at = None
+                return
+            self._telling = True
+            self._tell_at = None
+        assert self._token is not None
+        with contextlib.suppress(trio.RunFinishedError):  # the worker is exiting
+            self._token.run_sync_soon(self._tell)
