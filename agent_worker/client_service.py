@@ -280,11 +280,11 @@ class ClientService:
 
     async def _serve_terminal(self, handed: HandedTerminal, stream: SharedStream,
                               conversation: ServerConversation, scope: trio.CancelScope) -> None:
-        """Write the log to the handed terminal from its offset on, and the status lines
-        the client asks for between batches, until it is caught up: then the hot path
-        writes to it as output is logged (:meth:`HotPath.go_live`), until it falls behind
-        or we have something to show first.  Never waits on the agent's side: a terminal
-        that does not read is simply further behind in the log."""
+        """What trio writes to the handed terminal: the screen on attach, the status lines
+        the client asks for, a repaint; the rest of the time the hot path writes to it
+        (:meth:`HotPath.go_live`), as output is logged and from the log when it is behind.
+        Never waits on the agent's side: a terminal that does not read is simply further
+        behind in the log."""
         output, reader, ended = self.session.output, self.session.output.reader, self.session.ended
         hot = self.fanout.hot
         assert hot is not None
@@ -298,20 +298,22 @@ class ClientService:
                     continue
                 end = output.end
                 pos = handed.position
-                if pos < end:
-                    if not handed.write_from_log(reader.read, end):
-                        await trio.lowlevel.wait_writable(fd)
-                elif handed.repaint_wanted:
+                if handed.repaint_wanted:
+                    if pos < end or handed.carry:  # what was before the screen, first
+                        if not handed.write_from_log(reader.read, end):
+                            await trio.lowlevel.wait_writable(fd)
+                        continue
                     handed.repaint_wanted = False
                     handed.shown_pending += self.session.paint(pos)
-                elif ended.is_set():
+                elif ended.is_set() and pos >= end and not handed.carry:
                     await handed.release()  # the modes put back before the client hears
                     await stream.send_all(conversation.send(self.session.exit_event(pos)))
                     scope.cancel()
                     return
-                elif hot.go_live(handed) or handed.position >= output.end:
-                    await handed.lot.park()  # until it falls behind, the end, a show...
-                    hot.hold(handed)  # ours to write again, until it is caught up
+                else:
+                    hot.go_live(handed)  # the hot path writes on from its place in the log
+                    await handed.lot.park()  # until caught up, a show, the end, a repaint
+                    hot.hold(handed)  # ours to write again
         except trio.ClosedResourceError:
             pass  # released under us (a detach)
         except OSError:

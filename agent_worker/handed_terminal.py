@@ -57,7 +57,8 @@ class HandedTerminal:
         self.refusal_shown = False  # the client was told once that its keys are ignored
         self.repaint_wanted = False  # the client's status line went: paint the screen again
         # Shared with the hot path (agent_worker.hot_path), under its lock:
-        self.live = False  # written by the hot path as output is logged (it is caught up)
+        self.live = False  # written by the hot path (as output is logged, or catching up)
+        self.epoll_mask = 0  # what the hot path's epoll waits for on it
         self.keys_pending = b""  # typed keys the PTY did not take yet: trio writes them
         self.detach_pressed = False  # the hot path read the detach key
         self.refused = False  # keys typed on a read-only attach

@@ -1,6 +1,7 @@
 """The hot path, outside trio's scheduler (issue 13): one thread with its own epoll that
-reads the PTY, appends to the log, writes to the caught-up handed terminals, and types the
-keys read from the handed terminals into the PTY.
+reads the PTY, appends to the log, writes to the handed terminals (as output is logged
+when they are caught up, from the log when they are behind), and types the keys read from
+the handed terminals into the PTY.
 
 Why a thread: a keystroke's echo through trio costs a scheduler pass per hop (the key's
 read, the PTY's read, the write), each tens of microseconds in Python; here it is two
@@ -13,14 +14,17 @@ not once per key.
 
 The one lock, :attr:`HotPath.lock`, guards everything the two threads share: the log's
 appends (so ``OutputLog.end`` and what a terminal was written agree), each handed
-terminal's place, whether it is live (written here) or behind (written by trio from the
-log: ``agent_worker.client_service``), and the news not yet told.  A terminal goes live
-only under the lock, at the log's end; it falls behind (a short write) only here.
+terminal's place and carry, whether it is live (written here) or held (trio writes to it:
+the screen on attach, a status line, a repaint; ``agent_worker.client_service``), and the
+news not yet told.  Only trio changes which of the two writes to a terminal, under the
+lock (:meth:`HotPath.go_live`, :meth:`HotPath.hold`).
 
 The guarantees hold as in trio's reader: a batch is logged before any terminal sees it; a
-terminal that does not read is dropped from the hot path, never waited for; a full disk
-keeps the batch, stops reading the PTY (so the agent blocks on its own writes) and retries
-every :data:`DISK_RETRY` seconds.
+terminal that does not read is written only as it drains (EPOLLOUT), from the log at its
+own offset, so it never stalls the agent and costs at most one carry
+(:data:`~agent_worker.handed_terminal.LOG_CHUNK`, or one batch); a full disk keeps the
+batch, stops reading the PTY (so the agent blocks on its own writes) and retries every
+:data:`DISK_RETRY` seconds.
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ class HotPath:
         """Read this terminal's keys here from now on."""
         with self.lock:
             self._terminals[term.fd] = term
+            term.epoll_mask = select.EPOLLIN
             self._epoll.register(term.fd, select.EPOLLIN)
         term.on_close = lambda: self.remove_terminal(term)
 
@@ -111,19 +116,21 @@ class HotPath:
             term.live = False
 
     def go_live(self, term: HandedTerminal) -> bool:
-        """Let the hot path write to ``term`` from now on, if it is at the log's end with
-        nothing else to write; True if it is live now."""
+        """Let the hot path write to ``term`` from now on, from its place in the log on
+        (catching up first if it is behind); True if it is live now."""
         with self.lock:
             if (term.closed or term.fd not in self._terminals or term.shown_pending
-                    or term.carry or term.repaint_wanted or term.position != self.output.end):
+                    or term.repaint_wanted):
                 return False
             term.live = True
+            self._watch_writable(term)
             return True
 
     def hold(self, term: HandedTerminal) -> None:
         """Stop writing to ``term`` here (trio has something to write to it first)."""
         with self.lock:
             term.live = False
+            self._watch_writable(term)
 
     def take_news(self) -> News:
         with self.lock:
@@ -144,11 +151,16 @@ class HotPath:
 
     def _run(self) -> None:
         try:
-            while not (self._eof and not self._unlogged):
-                for fd, _ in self._epoll.poll(self._timeout()):
+            # For the worker's whole life, not just the PTY's: after the agent's end the
+            # handed terminals still catch up and their keys (the detach key) still come.
+            while True:
+                for fd, events in self._epoll.poll(self._timeout()):
                     if fd == self.fd:
                         self._read_pty()
-                    else:
+                        continue
+                    if events & select.EPOLLOUT:
+                        self._catch_up(fd)
+                    if events & ~select.EPOLLOUT:
                         self._read_keys(fd)
                 now = time.monotonic()
                 if self._retry_at is not None and now >= self._retry_at:
@@ -157,7 +169,6 @@ class HotPath:
                     self._tell_trio()
         except BaseException as exc:
             self._failure = exc  # raised in trio, by the PTY reader
-        finally:
             with self.lock:
                 self._tell_at = time.monotonic()
             self._tell_trio()
@@ -216,22 +227,62 @@ class HotPath:
         self._soon(0.0 if self._urgent() or self._disk_error or self._disk_resumed else TELL_DELAY)
 
     def _show(self, start: int, logged: bytes) -> None:
-        """(Under the lock.)  The live terminals get the batch now; one that does not take
-        all of it is behind from here on, and trio serves it from the log."""
+        """(Under the lock.)  The live terminals that are caught up get the batch now; what
+        one does not take, it is written later from the log as it drains (EPOLLOUT)."""
         for term in self._terminals.values():
-            if not term.live:
-                continue
+            if not term.live or term.position != start or term.carry:
+                continue  # not ours, or behind: it catches up from the log
             try:
                 taken = term.write_output(start, logged)
             except OSError:
-                taken = 0
+                self._lose(term)
+                continue
             if taken < len(logged):
-                term.live = False
-                self._flagged[term.fd] = term
+                term.carry = logged[taken:]
+                self._watch_writable(term)
         self._untold.append(logged)
         self._untold_size += len(logged)
         if self._untold_size > NEWS_LIMIT:
             self._untold = []  # trio is far behind: it hears of the range without the bytes
+
+    def _catch_up(self, fd: int) -> None:
+        """A live terminal that is behind can take more: write on from the log."""
+        with self.lock:
+            term = self._terminals.get(fd)
+            if term is None or term.closed or not term.live:
+                return
+            try:
+                while term.position < self.output.end or term.carry:
+                    if not term.write_from_log(self.output.reader.read, self.output.end):
+                        break
+            except OSError:
+                self._lose(term)
+                return
+            self._watch_writable(term)
+            if not term.carry and term.position == self.output.end:
+                self._flagged[fd] = term  # caught up: trio may want to know (the end)
+                self._soon_locked(TELL_DELAY)
+
+    def _watch_writable(self, term: HandedTerminal) -> None:
+        """(Under the lock.)  Wait for room in ``term`` while it is live and behind."""
+        if term.fd not in self._terminals:
+            return
+        behind = term.live and (term.carry or term.position < self.output.end)
+        mask = select.EPOLLIN | (select.EPOLLOUT if behind else 0)
+        if mask != term.epoll_mask:
+            term.epoll_mask = mask
+            with contextlib.suppress(OSError):
+                self._epoll.modify(term.fd, mask)
+
+    def _lose(self, term: HandedTerminal) -> None:
+        """(Under the lock.)  A write failed: the terminal is gone; trio ends its attach."""
+        term.live = False
+        term.lost = True
+        self._terminals.pop(term.fd, None)
+        with contextlib.suppress(OSError):
+            self._epoll.unregister(term.fd)
+        self._flagged[term.fd] = term
+        self._tell_at = time.monotonic()
 
     def _pause_reading(self, paused: bool) -> None:
         if self._eof:
@@ -294,11 +345,14 @@ class HotPath:
 
     def _soon(self, delay: float) -> None:
         with self.lock:
-            at = time.monotonic() + delay
-            if self._tell_at is None or at < self._tell_at:
-                self._tell_at = at
+            self._soon_locked(delay)
         if delay == 0.0:
             self._tell_trio()
+
+    def _soon_locked(self, delay: float) -> None:
+        at = time.monotonic() + delay
+        if self._tell_at is None or at < self._tell_at:
+            self._tell_at = at
 
     def _tell_trio(self) -> None:
         with self.lock:
