@@ -10,8 +10,8 @@ box and the hosts.  ``superv top`` runs in a tmux pane of 80x24, polled by captu
 every 2 ms from the exec (tmux's spawn included) until the first frame is whole (the
 header, this box's rows that fit and the bottom line), and until every host's rows have
 come (the header counts all the sessions); then the CPU time (utime+stime from /proc) of
-the overview and of its children (one ``superv events --json HOST:`` per host, which
-keeps its SSH connection) over the idle window; then, in another pane, the in-process time
+the overview and of its children (one ``superv events --json --lists HOST:`` per host,
+which keeps its SSH connection) over the idle window; then, in another pane, the in-process time
 of a whole redraw of 100 rows from three hosts.
 """
 
@@ -166,8 +166,8 @@ def main() -> None:
                 if run < args.runs - 1:
                     tmux.keys(pane, "q")
             pid = overview_pid(tmux, pane)
-            # Past the hosts' second ls (hosts.SETTLE after their events start): only the
-            # events children are left; the shown times tick each second.
+            # Well past start-up: only the hosts' children, idle; the shown times tick
+            # each second.
             time.sleep(7)
             before, tree_before, t0 = cpu_seconds(pid), tree_cpu(pid), time.monotonic()
             samples = []

@@ -480,7 +480,7 @@ class Supervisor:
             return
         op = request.body.get("op")
         if op == "events":
-            await self._stream_events(stream)
+            await self._stream_events(stream, lists=request.body.get("lists") is True)
             return
         handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
         try:
@@ -506,19 +506,52 @@ class Supervisor:
             frame = p.encode(p.Error(f"the answer to this request is too large: {exc}"))
         await stream.send_all(frame)
 
-    async def _stream_events(self, stream: trio.SocketStream) -> None:
+    async def _stream_events(self, stream: trio.SocketStream, lists: bool = False) -> None:
+        """Every event from now on.  With ``lists`` (the overview's remote feed): first a
+        ``sessions`` event, the rows ``ls`` gives, then one more each time the client sends
+        an ``ls`` request on this same connection; each is taken as it is queued, in line
+        with the events, so no change falls between a list and the events after it."""
         send, receive = trio.open_memory_channel[dict[str, Any]](1024)
         key = self._next_subscriber
         self._next_subscriber += 1
         self.subscribers[key] = send
         try:
-            await stream.send_all(p.encode(p.Reply({"ok": True})))
+            if lists:  # no await since the line above: no event can come before it
+                send.send_nowait(self._sessions_event())
+            await stream.send_all(p.encode(p.Reply({"ok": True, "lists": lists})))
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_wait_closed, stream, nursery.cancel_scope)
+                if lists:
+                    nursery.start_soon(self._answer_asks, stream, send, nursery.cancel_scope)
+                else:
+                    nursery.start_soon(_wait_closed, stream, nursery.cancel_scope)
                 async for event in receive:
                     await stream.send_all(p.encode(p.Event(event)))
         finally:
             del self.subscribers[key]
+
+    def _sessions(self) -> list[dict[str, Any]]:
+        """What ``ls`` lists."""
+        return [self._describe(s.entry, s.activity) for s in self.sessions.values()]
+
+    def _sessions_event(self) -> dict[str, Any]:
+        return {"event": "sessions", "time": time.time(), "sessions": self._sessions()}
+
+    async def _answer_asks(self, stream: trio.SocketStream,
+                           send: trio.MemorySendChannel[dict[str, Any]],
+                           scope: trio.CancelScope) -> None:
+        """An events client's ``ls`` requests, answered in its stream; ends it when the
+        client goes or sends anything else, or reads so little that its queue is full (so
+        a list is never dropped unseen: the client sees the end, and reconnects)."""
+        decoder = p.Decoder()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                 p.ProtocolError, trio.WouldBlock):
+            while data := await stream.receive_some(4096):
+                decoder.feed(data)
+                for msg in decoder:
+                    if not (isinstance(msg, p.Request) and msg.body.get("op") == "ls"):
+                        raise p.ProtocolError("an events stream takes only ls requests")
+                    send.send_nowait(self._sessions_event())
+        scope.cancel()
 
     def _session(self, body: dict[str, Any]) -> Session:
         name = paths.validate_name(body.get("name", ""))
@@ -662,7 +695,7 @@ class Supervisor:
         await self.save()
 
     async def op_ls(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"sessions": [self._describe(s.entry, s.activity) for s in self.sessions.values()]}
+        return {"sessions": self._sessions()}
 
     def _describe(self, entry: Entry, live: dict[str, Any] | None = None) -> dict[str, Any]:
         """One session for ``ls``: one read of its spec, one stat of its log; ``live``: its

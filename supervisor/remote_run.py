@@ -43,8 +43,9 @@ def run_on_host(target: str, words: list[str], after: list[str] | None = None) -
     return run_remote(where, [*words, checked_name(name), *(after or [])])
 
 
-def run_remote(where: str, args: list[str]) -> int:
-    """Run ``superv ARGS`` on ``[USER@]HOST``; its exit status, or 1 with one line."""
+def run_remote(where: str, args: list[str], forward_stdin: bool = False) -> int:
+    """Run ``superv ARGS`` on ``[USER@]HOST``; its exit status, or 1 with one line.
+    ``forward_stdin``: our stdin is copied to it (else it reads an empty one)."""
     try:
         user, host = split_host(where)
     except ValueError as exc:
@@ -54,7 +55,7 @@ def run_remote(where: str, args: list[str]) -> int:
     link = SshLink(host, user)
     command = remote_superv(args, settings.current().remote_command)
     try:
-        return asyncio.run(_run(link, command))
+        return asyncio.run(_run(link, command, forward_stdin))
     except KeyboardInterrupt:
         return 130
     except SshConfigError as exc:
@@ -65,13 +66,19 @@ def run_remote(where: str, args: list[str]) -> int:
         return 1
 
 
-async def _run(link: SshLink, command: str) -> int:
+async def _run(link: SshLink, command: str, forward_stdin: bool = False) -> int:
     options = await link.options()
     async with asyncssh.connect(link.host, options=options, connect_timeout=CONNECT_TIMEOUT) as conn:
         proc = await conn.create_process(command, encoding=None)
-        proc.stdin.write_eof()
-        await asyncio.gather(_copy(proc.stdout, 1), _copy(proc.stderr, 2))
-        await proc.wait_closed()
+        feeding = asyncio.ensure_future(_feed(proc.stdin)) if forward_stdin else None
+        if feeding is None:
+            proc.stdin.write_eof()
+        try:
+            await asyncio.gather(_copy(proc.stdout, 1), _copy(proc.stderr, 2))
+            await proc.wait_closed()
+        finally:
+            if feeding is not None:
+                feeding.cancel()
     status = proc.exit_status
     if status == REMOTE_MISSING_STATUS:
         sys.stderr.write(
@@ -88,3 +95,13 @@ async def _copy(reader: asyncssh.SSHReader[bytes], fd: int) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
+
+
+async def _feed(writer: asyncssh.SSHWriter[bytes]) -> None:
+    """Our stdin to the remote command, then its end."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while data := await reader.read(65536):
+        writer.write(data)
+    writer.write_eof()

@@ -17,6 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("where", nargs="?", metavar="[USER@]HOST:",
                         help="follow another box's events, over SSH")
+    # The overview's remote feed (supervisor.overview.hosts): the sessions first, then a
+    # fresh list in the stream for each line read on stdin; ends at stdin's end.
+    parser.add_argument("--lists", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -26,7 +29,12 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.where.endswith(":"):
             raise CliError(f"cannot read {args.where!r}: write [USER@]HOST: (with the colon)", 2)
-        return run_remote(args.where[:-1], ["events", *(["--json"] if args.json else [])])
+        words = ["events", *(["--json"] if args.json else []), *(["--lists"] if args.lists else [])]
+        return run_remote(args.where[:-1], words, forward_stdin=args.lists)
+    if args.lists:
+        if not args.json:
+            raise CliError("--lists goes with --json", 2)
+        return _follow_with_lists()
     conn = control.connect()
     with conn:
         conn.sock.settimeout(None)
@@ -50,3 +58,45 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def _follow_with_lists() -> int:
+    """Events and, in the same stream, the supervisor's lists: one at the start, one for each
+    line on stdin (the overview asks when its rows may be stale)."""
+    import os
+    import selectors
+
+    from supervisor.event_stream import read_ready
+
+    conn = control.connect()
+    with conn:
+        conn.sock.settimeout(None)
+        answer = control.send_first(conn, p.Request({"op": "events", "lists": True}))
+        if not (isinstance(answer, p.Reply) and answer.body.get("lists") is True):
+            raise CliError("this box's supervisor predates events --lists: restart it "
+                           "(superv daemon stop; any superv command starts it again)")
+        # The first list may have come with the answer, already read from the socket.
+        for body in (m.body for m in conn.decoder if isinstance(m, p.Event)):
+            print(json.dumps(body), flush=True)
+        selector = selectors.DefaultSelector()
+        selector.register(conn.sock, selectors.EVENT_READ, "events")
+        selector.register(0, selectors.EVENT_READ, "asks")
+        try:
+            while True:
+                for key, _ in selector.select():
+                    if key.data == "asks":
+                        asked = os.read(0, 4096)
+                        if not asked:
+                            return 0  # the overview is gone
+                        for _line in range(asked.count(b"\n")):
+                            conn.send(p.Request({"op": "ls"}))
+                        continue
+                    bodies = read_ready(conn)
+                    if bodies is None:
+                        raise CliError("the supervisor went away")
+                    for body in bodies:
+                        print(json.dumps(body), flush=True)
+        except KeyboardInterrupt:
+            return 0
+        except (BrokenPipeError, OSError) as exc:
+            raise CliError(f"the supervisor went away ({exc})") from None

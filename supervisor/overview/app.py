@@ -62,6 +62,11 @@ class App:
 
     # ---- set-up -----------------------------------------------------------------------
     def start(self) -> None:
+        for feed in self.feeds:
+            # First: each host's child (python, asyncssh, the SSH login, the remote superv)
+            # takes longer than this box's first frame, which its low priority spares.
+            self.model.problems[feed.host] = "connecting..."
+            self.connect_feed(feed)
         curses.curs_set(0)
         self.screen.nodelay(True)
         self.screen.keypad(True)
@@ -75,57 +80,27 @@ class App:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGWINCH, lambda *_: None)
         self.connect()
-        for feed in self.feeds:
-            # Connected by the loop once this box's rows are on the screen: each host's
-            # children (python, asyncssh) would otherwise compete with the first frame.
-            self.model.problems[feed.host] = "connecting..."
 
     def connect_feed(self, feed: HostFeed) -> None:
         feed.connect()
-        for fd, what in feed.fds():
-            self.selector.register(fd, selectors.EVENT_READ, (what, feed))
+        self.selector.register(feed.fileno(), selectors.EVENT_READ, feed)
 
-    def feed_ready(self, what: str, feed: HostFeed) -> None:
-        """A fleet host's child has something: its events, or its ls answer."""
-        if (feed.events if what == "events" else feed.ls) is None:
+    def feed_ready(self, feed: HostFeed) -> None:
+        """A fleet host's child has something: its sessions, its events."""
+        if not feed.live:
             return  # closed earlier in this same select round (its host went away)
-        if what == "events":
-            events = feed.read_events()
-            if events is None:
-                self.unregister_feed(feed)
-                self.model.unreachable(feed.host, f"unreachable: {feed.ended()}")
-                return
-            relist = False
-            for body in events:
-                relist |= self.model.event(feed.host, body)
-            if relist and feed.relist():
-                self.register_ls(feed)
-            return
-        assert feed.ls is not None
-        fd = feed.ls.stdout.fileno() if feed.ls.stdout else -1
-        answer = feed.read_ls()
-        if answer is None:
-            return
-        with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(fd)
-        if feed.again:  # outdated by an event that came meanwhile: ask again
-            if feed.relist():
-                self.register_ls(feed)
-            return
-        if isinstance(answer, str):
-            self.model.unreachable(feed.host, answer)
-        else:
-            self.model.load(feed.host, answer)
-
-    def register_ls(self, feed: HostFeed) -> None:
-        if feed.ls is not None and feed.ls.stdout is not None:
+        bodies = feed.read()
+        if bodies is None:
             with contextlib.suppress(KeyError, ValueError):
-                self.selector.register(feed.ls.stdout.fileno(), selectors.EVENT_READ, ("ls", feed))
-
-    def unregister_feed(self, feed: HostFeed) -> None:
-        for fd, _ in feed.fds():
-            with contextlib.suppress(KeyError, ValueError):
-                self.selector.unregister(fd)
+                self.selector.unregister(feed.fileno())
+            self.model.unreachable(feed.host, f"unreachable: {feed.ended()}")
+            return
+        for body in bodies:
+            if body.get("event") == "sessions" and isinstance(body.get("sessions"), list):
+                feed.listed()
+                self.model.load(feed.host, body["sessions"])
+            elif self.model.event(feed.host, body):
+                feed.relist()
 
     def connect(self) -> None:
         """Open the events stream, then list: no event is lost between the two."""
@@ -157,8 +132,7 @@ class App:
         while True:
             self.draw()
             timeout = self.model.next_tick(time.time())
-            retries = [f.retry_at for f in self.feeds if f.events is None]
-            retries += [f.settle_at for f in self.feeds if f.settle_at is not None]
+            retries = [f.retry_at for f in self.feeds if not f.live]
             if self.stream is None:
                 retries.append(self.retry_at)
             if retries:
@@ -176,8 +150,8 @@ class App:
                         os.read(self.wake_r, 512)
                     size = os.get_terminal_size(sys.stdout.fileno())
                     curses.resizeterm(size.lines, size.columns)
-                elif isinstance(key.data, tuple):
-                    self.feed_ready(*key.data)
+                elif isinstance(key.data, HostFeed):
+                    self.feed_ready(key.data)
                 elif key.data == "events" and self.stream is not None:
                     events = self.stream.read()
                     if events is None:
@@ -186,12 +160,8 @@ class App:
                     for body in events:
                         relist |= self.model.event(LOCAL, body)
             for feed in self.feeds:
-                if feed.events is None and time.monotonic() >= feed.retry_at:
+                if not feed.live and time.monotonic() >= feed.retry_at:
                     self.connect_feed(feed)
-                elif feed.settle_at is not None and time.monotonic() >= feed.settle_at:
-                    feed.settle_at = None
-                    if feed.relist():
-                        self.register_ls(feed)
             if self.stream is None and time.monotonic() >= self.retry_at:
                 self.connect()
             elif relist:
@@ -199,8 +169,7 @@ class App:
 
     def safe_relist(self) -> None:
         for feed in self.feeds:
-            if feed.events is not None and feed.relist():
-                self.register_ls(feed)
+            feed.relist()
         try:
             self.relist()
         except CliError as exc:

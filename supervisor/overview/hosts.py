@@ -1,11 +1,13 @@
-"""The fleet in the overview: each configured host's ``ls`` and events, as child processes.
+"""The fleet in the overview: each configured host's sessions and events, from one child.
 
-Each host gets ``superv events --json HOST:`` (one SSH connection, kept open) and, at start
-and after each reconnect, ``superv ls --json HOST:``; their stdout pipes go in the
-overview's selector.  The overview itself never imports asyncssh (the children do), so
-its start-up is this box's alone, and a slow or unreachable host delays nothing: its
-children just have not answered.  A host whose stream ends is shown as unreachable and
-tried again with backoff.
+Each host gets one ``superv events --json --lists HOST:`` (one SSH connection, kept open):
+the host's supervisor sends its sessions first, taken as the subscription begins, then its
+events, and a fresh list in the same stream each time we write a line on the child's
+stdin.  Lists and events come in the order the supervisor saw them, so no change is lost
+between the two.  The overview itself never imports asyncssh (the child does), so its
+start-up is this box's alone, and a slow or unreachable host delays nothing: its child
+just has not answered.  A host whose stream ends is shown as unreachable and tried again
+with backoff.  A host whose superv predates ``--lists`` is shown as needing an upgrade.
 """
 
 from __future__ import annotations
@@ -20,62 +22,60 @@ from typing import Any
 from supervisor.overview.model import last_error
 
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before each further reconnect
-# The events child says nothing when its remote subscription starts, so an ls at once may
-# come before it and miss a change in between: list once more when it has surely begun.
-SETTLE = 5.0
+# The child's priority: it starts with the overview, and must not slow its first frame
+# (it relays a few lines a second after that; the remote superv runs at its own).
+NICE = 10
+TOO_OLD = "its superv is too old for the overview (no events --lists): upgrade superv there"
 
 
 class HostFeed:
     def __init__(self, host: str, superv: list[str]) -> None:
         self.host = host
         self.superv = superv
-        self.events: subprocess.Popen[bytes] | None = None
-        self.ls: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.buffer = b""
-        self.ls_out = b""
         self.failures = 0
         self.retry_at = 0.0
-        self.settle_at: float | None = None
-        # An event asked for a fresh list while an ls was on its way: that answer may
-        # predate the event (a stop seen, then an ls from before it saying "running").
-        self.again = False
+        # A list was asked for (or is the first, always sent) and has not come yet: one
+        # already on its way is taken after anything we have read, so it is enough.
+        self.asked = False
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([*self.superv, *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        return proc
+    @property
+    def live(self) -> bool:
+        return self.proc is not None
 
     def connect(self) -> None:
-        """Follow the host's events, then list it (no event is lost between the two)."""
-        self.events = self._spawn(["events", "--json", f"{self.host}:"])
-        self.settle_at = time.monotonic() + SETTLE
-        self.relist()
+        """Follow the host: its sessions come first, then its events."""
+        self.proc = subprocess.Popen(
+            [*self.superv, "events", "--json", "--lists", f"{self.host}:"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, NICE)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.asked = True
 
-    def relist(self) -> bool:
-        """Ask for the host's list; True if an ``ls`` child was started (to be selected on).
-        With one already under way, its answer is dropped and the host asked again."""
-        if self.ls is not None:
-            self.again = True
-            return False
-        self.again = False
-        self.ls_out = b""
-        self.ls = self._spawn(["ls", "--json", f"{self.host}:"])
-        return True
+    def fileno(self) -> int:
+        assert self.proc is not None and self.proc.stdout is not None
+        return self.proc.stdout.fileno()
 
-    def fds(self) -> list[tuple[int, str]]:
-        out = []
-        for proc, what in ((self.events, "events"), (self.ls, "ls")):
-            if proc is not None and proc.stdout is not None:
-                out.append((proc.stdout.fileno(), what))
-        return out
-
-    def read_events(self) -> list[dict[str, Any]] | None:
-        """The events that arrived; None when the stream ended (the host is unreachable)."""
-        assert self.events is not None and self.events.stdout is not None
+    def relist(self) -> None:
+        """Ask the host for a fresh list, unless one is already on its way."""
+        if self.proc is None or self.proc.stdin is None or self.asked:
+            return
         try:
-            data = os.read(self.events.stdout.fileno(), 1 << 16)
+            self.proc.stdin.write(b"ls\n")
+            self.proc.stdin.flush()
+        except OSError:
+            return  # the child is gone: its stdout's end says so
+        self.asked = True
+
+    def read(self) -> list[dict[str, Any]] | None:
+        """What arrived: events, and ``sessions`` lists; None when the stream ended (the
+        host is unreachable)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            data = os.read(self.proc.stdout.fileno(), 1 << 16)
         except BlockingIOError:
             return []
         if not data:
@@ -90,50 +90,31 @@ class HostFeed:
                     bodies.append(body)
         return bodies
 
-    def read_ls(self) -> list[dict[str, Any]] | str | None:
-        """None while the answer is still coming; then the sessions, or why there are none."""
-        assert self.ls is not None and self.ls.stdout is not None
-        try:
-            data = os.read(self.ls.stdout.fileno(), 1 << 16)
-        except BlockingIOError:
-            return None
-        if data:
-            self.ls_out += data
-            return None
-        proc, self.ls = self.ls, None
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        proc.stdout.close() if proc.stdout else None
-        code = proc.wait()
-        try:
-            sessions = json.loads(self.ls_out)
-        except ValueError:
-            sessions = None
-        if code != 0 or not isinstance(sessions, list):
-            return last_error(err) or f"ls exited {code}"
+    def listed(self) -> None:
+        """A ``sessions`` list was read: the host answers, and may be asked again."""
+        self.asked = False
         self.failures = 0
-        return sessions
 
     def ended(self) -> str:
-        """The events stream ended: why, and when to try again."""
+        """The stream ended: why, and when to try again."""
         why = ""
-        if self.events is not None:
-            err = self.events.stderr.read().decode(errors="replace") if self.events.stderr else ""
-            why = last_error(err) or "its events stream ended"
+        if self.proc is not None and self.proc.stderr is not None:
+            err = self.proc.stderr.read().decode(errors="replace")
+            why = TOO_OLD if "unrecognized arguments: --lists" in err else last_error(err)
         self.close()
         self.retry_at = time.monotonic() + BACKOFF[min(self.failures, len(BACKOFF) - 1)]
         self.failures += 1
-        return why or "unreachable"
+        return why or "its events stream ended"
 
     def close(self) -> None:
-        for proc in (self.events, self.ls):
-            if proc is not None:
-                with contextlib.suppress(OSError):
-                    proc.kill()
-                proc.wait()
-                for stream in (proc.stdout, proc.stderr):
-                    if stream is not None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
                         stream.close()
-        self.events = self.ls = None
-        self.settle_at = None
-        self.again = False
+        self.asked = False
         self.buffer = b""
