@@ -391,6 +391,41 @@ def test_screen_rules_of_other_agents(kind: str, screen: str, attention: str) ->
     assert found.for_screen("just some output\n$ ") is None
 
 
+# aider's answered prompt stays on the screen with its answer typed after it, while the
+# command's output and the next prompt come below (the aider prompts above, answered).
+AIDER_SHELL = "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: "
+AIDER_ANSWERED = ("Add file to the chat? (Y)es/(N)o/(A)ll/(S)kip all/(D)on't ask again "
+                  "[Yes]: y\nAdded hello.py to the chat\n")
+
+
+def test_aider_rule_finds_only_the_live_prompt() -> None:
+    found, _ = rules.load("aider", Path("/nonexistent"))
+    assert found.for_screen(AIDER_ANSWERED) is None
+    assert found.for_screen(AIDER_ANSWERED + AIDER_SHELL + "\n\n") == (
+        "needs_approval", "Run shell command?")
+    assert found.for_screen(AIDER_ANSWERED + AIDER_SHELL + "y\n") is None  # typed, not sent
+
+
+def test_aider_second_prompt_of_the_same_question_can_be_approved() -> None:
+    """The first answer's line on the screen is not the second prompt: approve presses."""
+    from agent_worker.activity.approvals import Approvals
+
+    found, _ = rules.load("aider", Path("/nonexistent"))
+    approvals = Approvals()
+    question = "Run shell command?"
+    screen = "$ aider\n"
+    for since in (1.0, 4.0):
+        screen += AIDER_SHELL
+        approvals.screen_seen(found.for_screen(screen), screen, since)
+        seen = {"since": since, "attention": question, "at": since + 0.5}
+        keys = approvals.press("s", "aider", "allow", None, seen,
+                               ("needs_approval", since, question), found.for_screen(screen),
+                               screen)
+        assert keys == b"y\r"
+        screen += "y\n$ ls\nhello.py\n"  # answered: its line stays, the output below
+        approvals.screen_seen(found.for_screen(screen), screen, since + 1)
+
+
 @pytest.mark.timeout(60)
 def test_a_hook_socket_that_cannot_be_made_costs_only_the_hooks(
         superv_env: SupervEnv, tmp_path: Path) -> None:
