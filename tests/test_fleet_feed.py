@@ -1,6 +1,7 @@
 """The overview's feed of a fleet host: one ``superv events --json --lists`` carries the
 host's sessions and its events, in the order its supervisor saw them (no change falls
-between the list and the events), over one SSH connection per host."""
+between the list and the events), over one SSH connection per host; a host whose superv
+predates ``--lists`` is shown as needing an upgrade."""
 
 from __future__ import annotations
 
@@ -139,6 +140,34 @@ def test_the_overview_keeps_one_ssh_connection_per_host(fleet: Fleet,  # noqa: F
                 for pid in found.stdout.split()]
         assert sorted(kids) == [[b"events", b"--json", b"--lists", f"{h}:".encode(), b""]
                                 for h in ("one", "two")], kids
+        term.keys(pane, "q")
+        term.wait_for(pane, lambda s: "superv top" not in s, timeout=10)
+    finally:
+        term.kill_server()
+
+
+OLD_SUPERV = """#!/bin/sh
+# A superv from before events --lists, as its argument parser answers the overview.
+echo "superv: unrecognized arguments: --lists (see 'superv events --help')" >&2
+exit 2
+"""
+
+
+def test_a_host_whose_superv_predates_lists_is_shown_as_needing_an_upgrade(
+        fleet: Fleet, superv_env: SupervEnv, tmp_path: Path) -> None:  # noqa: F811
+    old = tmp_path / "old-superv"
+    old.write_text(OLD_SUPERV)
+    old.chmod(0o755)
+    laptop = {**fleet.laptop, "SUPERV_REMOTE_COMMAND": str(old)}
+    term = Tmux(laptop, superv_env.root)
+    try:
+        keep = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.items()
+                        if k in ("SUPERV_SSH_CONFIG", "XDG_CONFIG_HOME", "HOME",
+                                 "SUPERV_REMOTE_COMMAND"))
+        pane = term.new_session("main", f"env {keep} {SUPERV} top")
+        screen = term.wait_for(pane, lambda s: s.count("its superv is too old") == 2, timeout=30)
+        assert re.search(r"^one\s+\(unreachable: its superv is too old for the overview", screen,
+                         re.M), screen
         term.keys(pane, "q")
         term.wait_for(pane, lambda s: "superv top" not in s, timeout=10)
     finally:
