@@ -11,14 +11,22 @@ first byte not yet shown, and reconnect with ``Hello(Start.OFFSET, next_offset)`
 worker replays from its log; bytes below ``next_offset`` that arrive anyway are dropped.
 No byte is lost, none is shown twice.
 
-Dead links are noticed by SSH keepalives (one a second, three unanswered = dead: a frozen
+Down links are noticed by SSH keepalives (one a second, three unanswered = down: a frozen
 peer is noticed in about 4 s), not by TCP, which can take minutes.  Then a status line
 says so and the client reconnects, quickly (the timing is :mod:`supervisor.reconnect_policy`:
-tries at most 0.5 s apart, a fresh TCP connection every second while the box is silent)
-and at once when the
-laptop's network changes or it resumed from suspend (:mod:`supervisor.network_watch`),
-forever, until the user detaches with the detach key (which works while disconnected) or
-presses Ctrl-C while disconnected.
+tries at most 0.5 s apart, a fresh TCP connection every 0.25 s while the box is silent)
+and at once when the laptop's network changes or it resumed from suspend
+(:mod:`supervisor.network_watch`), forever, until the user detaches with the detach key
+(which works while disconnected) or presses Ctrl-C while disconnected.
+
+The old connection is *held* meanwhile, not closed: its TCP often survives the outage, and
+resuming on it costs no new SSH handshake (most of a reconnect's time on a slow link).  The
+held :class:`Attempt` and the fresh ones race in the connect loop: the held one delivering
+again (data, or a keepalive answered) before a fresh one's Welcome makes it current again
+(it is at the right offset; clearing the status line asks for the screen), and the fresh
+try is abandoned; a fresh Welcome first closes the held one.  It is given up on a network
+change (a new address kills its TCP), when it is reset, or when asyncssh gives up on its
+keepalives (:data:`supervisor.ssh_link.HOLD_KEEPALIVES`, about 3 minutes).
 
 Every task (the connect loop, the keyboard, the network watch, the status line's expiry
 (:mod:`supervisor.status_line`), a detach's flush) belongs to one ``asyncio.TaskGroup``, and
@@ -82,18 +90,24 @@ from supervisor.notify import attach_notices
 from supervisor.present import skip_words
 from supervisor.reconnect_policy import ReconnectPolicy
 from supervisor.ssh_link import (
+    KEEPALIVE_COUNT_MAX,
+    KEEPALIVE_INTERVAL,
     REMOTE_MISSING_STATUS,
     SshConfigError,
     SshLink,
     answering_socket,
     describe,
     remote_superv,
+    unanswered_keepalives,
 )
 from supervisor.status_line import Kind, StatusLine
 
 DETACH_FLUSH_TIMEOUT = 2.0  # how long a Detach may take to reach the worker
 READ_SIZE = 256 * 1024
 CTRL_C = b"\x03"
+# How often a streaming connection's keepalive count is looked at: the link is said to be
+# down (and back) within this of asyncssh counting it so.
+WATCH_INTERVAL = KEEPALIVE_INTERVAL / 20
 # What a dropped or unreachable link raises; anything else is a refusal or a bug.
 LINK_ERRORS = (TimeoutError, OSError, asyncssh.Error)
 
@@ -273,6 +287,14 @@ class Attempt:
         self.stderr_tail = b""
         self.stopped = False  # the user detached: show nothing more
         self.given_up: str | None = None  # why the try was cut short (a network change)
+        # Keepalives unanswered while streaming: the link is down, but the connection is
+        # held (not closed) in case it comes back before a fresh one is welcomed.
+        self.down = False
+        self.finished = False  # run() returned or raised
+        self.lived: float | None = None  # run()'s result, once finished
+        self.error: BaseException | None = None  # the link error run() raised
+        self.abandoned = False  # cancelled by the client: it lost the race
+        self.task: asyncio.Task[None] | None = None
         self._setup: asyncio.Timeout | None = None
         self._began = 0.0
 
@@ -295,9 +317,14 @@ class Attempt:
         )
 
     @property
+    def settled(self) -> bool:
+        """Ended, or its link went down: the connect loop's turn."""
+        return self.finished or self.down
+
+    @property
     def live(self) -> bool:
         """Welcomed and not detached: keys and resizes may be sent."""
-        return self.welcomed and not self.stopped and self.writer is not None
+        return self.welcomed and not self.stopped and not self.down and self.writer is not None
 
     def send(self, msg: Input | Resize | Detach | Repaint) -> None:
         if self.writer is not None and self.conversation is not None:
@@ -313,6 +340,52 @@ class Attempt:
         """Abandon the connection (it is probably dead): the stream ends as a drop."""
         if self.conn is not None:
             self.conn.abort()
+
+    def abandon(self) -> None:
+        """This connection lost the race (a held one came back, or a fresh one was
+        welcomed): show nothing more from it and end its task."""
+        self.abandoned = self.stopped = True
+        self.drop()
+        if self.task is not None:
+            self.task.cancel()
+
+    async def run_in_group(self) -> None:
+        """:meth:`run` as a task of the client's group: a link error or being abandoned
+        is kept for the connect loop; an ending (Ended, AttachError) ends the client."""
+        self.task = asyncio.current_task()
+        try:
+            self.lived = await self.run()
+        except LINK_ERRORS as exc:
+            self.error = exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not (self.abandoned and task is not None and task.uncancel() == 0):
+                raise
+        except BaseException:
+            self.finished = True  # an ending: the group cancels the connect loop, unwoken
+            raise
+        self.finished = True
+        self.client.wake()
+
+    async def _watch_keepalives(self) -> None:
+        """Say when the link goes down (keepalives unanswered) and when it is back (one
+        is answered); the connection is held meanwhile, not closed."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if self.conn is None or not self.welcomed:
+                continue
+            missed = unanswered_keepalives(self.conn)
+            if not self.down and missed > KEEPALIVE_COUNT_MAX:
+                self.down = True
+                self.client.wake()
+            elif self.down and missed == 0:
+                self._back()
+
+    def _back(self) -> None:
+        """The held connection delivers again: the connect loop resumes on it."""
+        if self.down:
+            self.down = False
+            self.client.wake()
 
     async def run(self) -> float | None:
         """Returns how long the session streamed, None if the worker never said Welcome.
@@ -343,8 +416,10 @@ class Attempt:
                 async with _one_error(), asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._keep_stderr(errors))
                     notices = tasks.create_task(self._follow_notices())  # notify
+                    watch = tasks.create_task(self._watch_keepalives())
                     await self._stream(reader)
                     notices.cancel()
+                    watch.cancel()
                 await writer.channel.wait_closed()
             polite = True
             if not self.welcomed:
@@ -398,7 +473,10 @@ class Attempt:
                 ack = talk.ack()  # all that came is on the screen: the worker may send more
                 if ack and self.writer is not None and not self.stopped:
                     self.writer.write(ack)
-                talk.receive_data(await reader.read(READ_SIZE))
+                data = await reader.read(READ_SIZE)
+                if data:
+                    self._back()
+                talk.receive_data(data)
             elif isinstance(event, conversation.Closed):
                 return
             elif not self.stopped:
@@ -505,6 +583,9 @@ class RemoteAttach:
         self.policy = ReconnectPolicy()
         self.link = SshLink(target.host, target.user)
         self.attempt: Attempt | None = None  # the current connection, if any
+        # The connection whose link went down, held while fresh tries race it.
+        self.held: Attempt | None = None
+        self._wake = asyncio.Event()  # an attempt changed state (see wake)
         self.discarded = 0  # keystrokes dropped during the current outage
         # Set when the user detached: the link closing now is the end, not a drop.
         self.stopping = False
@@ -604,46 +685,96 @@ class RemoteAttach:
     # ---------------------------------------------------------------- connections
 
     async def _connect_loop(self) -> None:
+        """Keep one connection streaming: when its link goes down, hold it and race fresh
+        tries against it; whichever delivers first (the held one's data or keepalive
+        answer, a fresh one's Welcome) wins and the other is abandoned."""
         loop = asyncio.get_running_loop()
+        assert self._tasks is not None and self._network_changed is not None
+        changed = self._network_changed
         tries = 0
         while True:
-            attempt = Attempt(self, self.policy.patience(), self.policy.budget())
+            attempt = self._take_back_held()
+            if attempt is None:
+                attempt = Attempt(self, self.policy.patience(), self.policy.budget())
+                self._tasks.create_task(attempt.run_in_group())
             self.attempt = attempt
-            assert self._network_changed is not None
-            self._network_changed.clear()
+            changed.clear()
             began = loop.time()
-            try:
-                lived = await attempt.run()
-            except LINK_ERRORS as exc:
-                if not self.position.established:
-                    raise AttachError(self.link.unreachable(exc)) from None
-                lived = None
-                log.debug("try failed after %.2fs: %r", loop.time() - began, exc)
-            finally:
-                self.attempt = None
+            await self._until(lambda: attempt.settled or self._held_is_back())  # noqa: B023
+            if self._held_is_back() and attempt is not self.held:
+                attempt.abandon()  # the old connection came back before this one's Welcome
+                continue
+            self.attempt = None
             if self.stopping:
                 return
+            if attempt.down:
+                # Keepalives unanswered: hold the connection (its TCP may well survive the
+                # outage) and start fresh tries beside it, as after a drop.
+                self.held = attempt
+                lived: float | None = loop.time() - attempt.welcomed_at
+            elif attempt.error is not None:
+                if not self.position.established:
+                    raise AttachError(self.link.unreachable(attempt.error)) from None
+                lived = None
+                log.debug("try failed after %.2fs: %r", loop.time() - began, attempt.error)
+            else:
+                lived = attempt.lived
             if lived is not None:
                 # The link had been streaming: a new outage starts, and the count with it.
                 tries = 0
                 wait = self.policy.dropped(lived)
             else:
                 wait = self.policy.failed(loop.time() - began, timed_out=attempt.timed_out)
-            if self._network_changed.is_set():
+            if changed.is_set() or self._held_is_back():
                 wait = 0.0
             tries += 1
             self._show_status(tries, wait)
             if wait:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await self._network_changed.wait()
+                        await self._until(lambda: changed.is_set() or self._held_is_back())
             self._show_status(tries, None)
+
+    def wake(self) -> None:
+        """An attempt changed state (ended, down, back): the connect loop looks again."""
+        self._wake.set()
+
+    async def _until(self, settled: Callable[[], bool]) -> None:
+        while True:
+            self._wake.clear()
+            if settled():
+                return
+            await self._wake.wait()
+
+    def _held_is_back(self) -> bool:
+        held = self.held
+        return held is not None and not held.down and not held.finished
+
+    def _take_back_held(self) -> Attempt | None:
+        """The held connection, if it delivered again: resume on it (it is at the right
+        offset of the stream) and ask for the present screen."""
+        held = self.held
+        if held is not None and held.finished:
+            self.held = held = None  # it ended meanwhile (reset, or held too long)
+        if held is None or held.down:
+            return None
+        self.held = None
+        self.attempt = held
+        log.debug("the held connection is back")
+        self._online()
+        return held
 
     def _on_network_change(self, change: NetworkChange) -> None:
         """Retry at once: wake a waiting reconnect, restart a try stuck on the old network."""
         log.debug("network: %s", change.reason)
         assert self._network_changed is not None
         self._network_changed.set()
+        self.wake()
+        held = self.held
+        if held is not None:
+            # Its TCP cannot survive the laptop's address changing: stop waiting for it.
+            held.abandon()
+            self.held = None
         attempt = self.attempt
         if attempt is None or not self.position.established:
             return
@@ -656,8 +787,20 @@ class RemoteAttach:
 
     def welcomed(self, attempt: Attempt) -> None:
         assert attempt.setup_time is not None
+        held = self.held
+        if held is not None and held is not attempt:
+            if not held.down:
+                attempt.abandon()  # the held connection came back first: it stays
+                return
+            held.abandon()  # this fresh one won the race
+            self.held = None
         self.policy.connected(attempt.setup_time, attempt.answered_after)
         self.position.established = True
+        self._online()
+
+    def _online(self) -> None:
+        """A connection streams again: the status line goes (asking for the screen it
+        covered) and the keys discarded meanwhile are counted."""
         self._clear_status()
         if self.discarded:
             self._notice(f"{self.discarded} keystrokes typed while disconnected were discarded")

@@ -23,7 +23,11 @@ from agent_worker import settings
 
 REMOTE_MISSING_STATUS = 127  # what a shell returns for "command not found"
 KEEPALIVE_INTERVAL = 1.0  # seconds between SSH keepalives when the link is silent
-KEEPALIVE_COUNT_MAX = 3  # unanswered keepalives before the link is declared dead
+KEEPALIVE_COUNT_MAX = 3  # unanswered keepalives before the link is said to be down
+# A connection whose keepalives stop being answered is not closed: the remote attach holds
+# it through the outage (its TCP survives one, as tmux's does) while it tries fresh ones.
+# asyncssh closes it after this many unanswered keepalives (about 3 minutes of silence).
+HOLD_KEEPALIVES = 180
 KEPT_CONNECTS = 12  # TCP connections waiting for the box at once (answering_socket)
 
 
@@ -92,7 +96,7 @@ class SshLink:
             base,
             known_hosts=self._known_hosts(base),
             keepalive_interval=KEEPALIVE_INTERVAL,
-            keepalive_count_max=KEEPALIVE_COUNT_MAX,
+            keepalive_count_max=HOLD_KEEPALIVES,
             **extra,
         )
 
@@ -257,6 +261,16 @@ async def _hear_from(
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def unanswered_keepalives(conn: asyncssh.SSHClientConnection) -> int:
+    """Keepalives sent since the box last answered one (0 once it answers again).
+
+    asyncssh counts them to close a silent connection but has no public reader for the
+    count; it is this module's one use of asyncssh internals (checked by the remote
+    attach's outage tests).
+    """
+    return int(getattr(conn, "_keepalive_count", 0))
 
 
 def describe(exc: BaseException) -> str:
