@@ -31,6 +31,8 @@ import pytest
 from conftest import SupervEnv, wait_until
 from ssh_fixtures import SshFactory, sshd, sshd_factory, superv_installed  # noqa: F401
 from sshd import REPO, VENV_BIN, SshServer, children, keygen, signal_all
+from test_present import peek_lines, shown_lines
+from tmux_helpers import Tmux as Panes
 from worker_helpers import PATTERN_FN, PY, log_bytes, log_size, pid_gone, start_worker, wait_exit
 
 from agent_worker.paths import PathError
@@ -854,6 +856,48 @@ def test_an_outage_that_resets_the_old_connection_reconnects_on_a_fresh_one(
         assert ssh_logins(sshd) > logins, "no fresh login after the held connection was reset"
     finally:
         proxy.close()
+
+
+# Prints 'ready', then on a line a 2 MB flood and a marker, then idles: the flood comes
+# while the link is down, so the present after it is only reachable by a skip.
+SCREEN_AGENT = PATTERN_FN + """
+import sys, time
+out = sys.stdout.buffer
+out.write(b'ready\\n'); out.flush()
+sys.stdin.readline()
+out.write(pattern(20000)); out.write(b'MARK-END\\n'); out.flush()
+time.sleep(300)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_held_connection_resumed_after_an_outage_shows_the_current_screen(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    proxy = link_proxy().LinkProxy(sshd.port, delay=0.05)
+    via_proxy(sshd, "via-screen", proxy.port)
+    script = superv_env.root / "screen_agent.py"
+    script.write_text(SCREEN_AGENT)
+    superv_env.superv("start", "screen", "--", PY, str(script), check=True)
+    term = Panes(client_env(superv_env, sshd), superv_env.root)
+    try:
+        pane = term.new_session("main", f"{SUPERV} attach via-screen:screen")
+        term.wait_for(pane, "ready", timeout=20)
+        logins = ssh_logins(sshd)
+        proxy.cut("blackhole")
+        term.wait_for(pane, "reconnecting to via-screen", timeout=10)
+        superv_env.superv("send", "--enter", "screen", "go", check=True)  # on the box
+        wait_until(lambda: b"MARK-END" in log_bytes(superv_env, "screen"), timeout=20,
+                   message="the agent never printed its flood")
+        proxy.restore()
+        wait_until(lambda: shown_lines(term, pane) == peek_lines(superv_env, "screen"),
+                   timeout=15, message="the attached screen never matched peek")
+        assert "MARK-END" in term.capture(pane)
+        assert ssh_logins(sshd) == logins, "a fresh SSH login replaced the held connection"
+    finally:
+        term.kill_server()
+        proxy.close()
+        superv_env.superv("kill", "screen")
 
 
 # A remote bridge whose stream skips bytes: the client must refuse it, not show a hole.
