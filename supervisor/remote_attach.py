@@ -481,7 +481,8 @@ class Attempt:
                 return
             elif not self.stopped:
                 self._on_event(event)
-                self.client.position.offset = talk.position
+                if not self.stopped:  # abandoned by its Welcome: the held one is current
+                    self.client.position.offset = talk.position
 
     def _on_event(self, event: object) -> None:
         client = self.client
