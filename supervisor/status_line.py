@@ -127,10 +127,16 @@ class StatusLine:
             self._write(erase(self._size()[0]))
 
     def screen_came(self) -> bool:
-        """A Screen arrived: was it the one a Repaint asked for?  Then a skip it makes is
-        ours, not news: announcing it would cover the row again, and ask again, for ever
-        under a steady flood."""
+        """A Screen arrived and was written: was it the one a Repaint asked for?  Then a
+        skip it makes is ours, not news: announcing it would cover the row again, and ask
+        again, for ever under a steady flood.
+
+        A Screen paints the whole terminal, our row too: the message shown is painted
+        again over it.  (A flood skips a client a round trip after the last skip, and the
+        second skip's Screen wiped the note of the first within 20 ms, while the quiet
+        rule kept the second from drawing it: a skipped user was never told.)"""
         asked, self._asked = self._asked, False
+        self.redraw()
         return asked
 
     def due(self, now: float) -> float | None:
@@ -143,7 +149,7 @@ class StatusLine:
             self.clear()
 
     def redraw(self) -> None:
-        """Paint the message again (the window changed size)."""
+        """Paint the message again (the window changed size, or a Screen covered it)."""
         if self.text is not None:
             self._draw()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import SupervEnv
 
+from agent_worker.screen import ScreenModel
 from supervisor.status_line import Kind, StatusLine
 
 
@@ -182,6 +183,32 @@ def test_a_flood_says_it_skipped_once() -> None:
         assert not status.show("skipped 1 MB", Kind.SKIP, now=float(t))
     assert status.text is None
     assert status.show("skipped 5 MB", Kind.SKIP, now=45.0)  # a flood later: said again
+
+
+def test_the_next_skips_screen_does_not_wipe_the_note_of_the_first() -> None:
+    """A flood skips the client a round trip after its last skip: the second Screen came
+    within 20 ms of the note and painted the whole terminal, the bottom row too, while the
+    quiet rule kept the second skip from drawing the note (test_present's slow attach:
+    skipped to the present, never told, 1 run in 5).  The user's terminal here is a real
+    screen model, fed what the client writes in the order the client writes it."""
+    shown = ScreenModel(24, 80)  # the user's terminal
+    status = StatusLine(shown.feed, lambda: (24, 80), lambda: True)
+    session = ScreenModel(24, 80)  # the session, as the worker paints it
+    session.feed(b"".join(b"line %d\r\n" % n for n in range(40)) + b"agent> ")
+
+    def skipped(words: str, now: float) -> None:  # what attach does with a Skipped event
+        shown.feed(session.render())  # the Screen is written first
+        if not status.screen_came():
+            status.show(words, Kind.SKIP, now)
+
+    skipped("skipped 2.3 MB to the present", now=0.0)
+    assert shown.text().split("\n")[-1].strip() == "skipped 2.3 MB to the present"
+    skipped("skipped 1.7 MB to the present", now=0.02)  # not said again, but still shown
+    assert shown.text().split("\n")[-1].strip() == "skipped 2.3 MB to the present"
+    status.tick(now=2.0)  # its time is up: the row is the session's again (by Repaint)
+    shown.feed(session.render())
+    assert status.screen_came() and status.text is None
+    assert shown.text() == session.text()
 
 
 def test_exact_writes_nothing_but_the_link_state() -> None:
