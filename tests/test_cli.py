@@ -402,6 +402,10 @@ def test_killing_the_login_shell_group_leaves_agent_running(superv_env: SupervEn
         ["bash", "-c", f"{SUPERV} start hup -- {argv}; sleep 1000"],
         env=superv_env.env, start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # A login shell's SIGHUP is the default (it ends it), whatever the test runner
+        # inherited: under nohup an ignored SIGHUP would be inherited by bash and superv,
+        # and the shell would never end.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )
     try:
         wait_log(superv_env, "hup", b"tick 3", timeout=20)
