@@ -229,7 +229,8 @@ class HotPath:
     def _show(self, start: int, logged: bytes) -> None:
         """(Under the lock.)  The live terminals that are caught up get the batch now; what
         one does not take, it is written later from the log as it drains (EPOLLOUT)."""
-        for term in self._terminals.values():
+        # A copy: a terminal found gone is dropped from the dict (_lose) during the loop.
+        for term in list(self._terminals.values()):
             if not term.live or term.position != start or term.carry:
                 continue  # not ours, or behind: it catches up from the log
             try:

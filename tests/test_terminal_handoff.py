@@ -167,6 +167,30 @@ def test_a_terminal_that_dies_under_the_worker_ends_the_attach_not_the_session(
     attach.master = os.open("/dev/null", os.O_RDONLY)  # for close()
 
 
+def test_a_terminal_that_hangs_up_while_output_flows_never_stops_the_session(
+    superv_env: SupervEnv, attaches: list[PtyAttach]
+) -> None:
+    """The hot path may find the hang-up by a write of output rather than by a read of
+    keys: it then drops that terminal in the middle of writing a batch to every terminal
+    (it once died there, 'dictionary changed size during iteration', and the session's
+    output was no longer read: closing a terminal stopped the agent)."""
+    superv_env.superv("start", "busy", "--", sys.executable, "-c",
+                      "import time\nwhile True: print('b' * 60, flush=True); time.sleep(0.0005)",
+                      check=True)
+    log = superv_env.session_dir("busy") / "output.log"
+    for _ in range(8):
+        attach = PtyAttach(superv_env, "busy")
+        attaches.append(attach)
+        attach.read_until(b"bbbbbbbbbb")
+        os.close(attach.master)  # the emulator is gone while output flows
+        attach.master = os.open("/dev/null", os.O_RDONLY)  # for close()
+        assert attach.proc.wait(timeout=20) is not None
+        size = log.stat().st_size
+        wait_until(lambda size=size: log.stat().st_size > size + 10_000, timeout=10,
+                   message="the session's output to be logged on after the hang-up")
+    assert '"running"' in superv_env.superv("ls", "--json", check=True).stdout
+
+
 def test_a_detach_puts_the_modes_back_once_and_the_shell_gets_a_blocking_terminal(
     superv_env: SupervEnv, attaches: list[PtyAttach]
 ) -> None:
