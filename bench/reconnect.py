@@ -182,7 +182,9 @@ def consecutive(term: Terminal, start: int, what: str) -> str:
 
 def measure(host: Superv, sshd: Sshd, drops: int) -> tuple[list[float], str]:
     env = client_env(host, sshd)
-    with Terminal([*host.superv(), "attach", "box:rc"], env, cwd=str(host.dir)) as term:
+    # --exact: every byte once, in order, which is what ``consecutive`` checks (a plain
+    # attach may be shown the present instead: a skip, or the repaint after the status line).
+    with Terminal([*host.superv(), "attach", "--exact", "box:rc"], env, cwd=str(host.dir)) as term:
         term.read_until(STAMPED, 30, what="the session's lines over ssh")
         term.read_until(STAMPED, 5, start=len(term.buf))
         first_drop = len(term.buf)
@@ -218,7 +220,7 @@ def measure_outages(
     sshd.add_alias(alias, proxy.port)
     resumed, live = [], []
     try:
-        argv = [*host.superv(), "attach", f"{alias}:rc"]
+        argv = [*host.superv(), "attach", "--exact", f"{alias}:rc"]  # as in measure
         with Terminal(argv, client_env(host, sshd), cwd=str(host.dir)) as term:
             term.read_until(STAMPED, 30, what="the session's lines through the proxy")
             first = len(term.buf)
