@@ -122,7 +122,8 @@ def test_the_overview_keeps_one_ssh_connection_per_host(fleet: Fleet,  # noqa: F
     try:
         keep = " ".join(f"{k}={shlex.quote(v)}" for k, v in fleet.laptop.items()
                         if k in ("SUPERV_SSH_CONFIG", "XDG_CONFIG_HOME", "HOME"))
-        pane = term.new_session("main", f"env {keep} {SUPERV} top")
+        pane = "main"
+        status = term.new_command(pane, f"env {keep} {SUPERV} top")
         term.wait_for(pane, lambda s: " alpha " in s and " beta " in s, timeout=30)
         # A session created on host one is an event that needs a fresh list: asked for
         # and answered on the same connection.
@@ -134,14 +135,16 @@ def test_the_overview_keeps_one_ssh_connection_per_host(fleet: Fleet,  # noqa: F
             assert len(logins) == 1, (alias, logins)
             assert len(fleet.servers[alias].connections()) == 1
         # One superv child per host below the overview (no ls beside it).
-        overview = term.pane_pid(pane)
+        shell = term.pane_pid(pane)
+        overview = subprocess.run(["pgrep", "-P", str(shell)], capture_output=True, text=True,
+                                  check=True).stdout.strip()
         found = subprocess.run(["pgrep", "-P", str(overview)], capture_output=True, text=True)
         kids = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[3:]
                 for pid in found.stdout.split()]
         assert sorted(kids) == [[b"events", b"--json", b"--lists", f"{h}:".encode(), b""]
                                 for h in ("one", "two")], kids
         term.keys(pane, "q")
-        term.wait_for(pane, lambda s: "superv top" not in s, timeout=10)
+        assert term.wait_status(status) == 0
     finally:
         term.kill_server()
 
@@ -164,11 +167,12 @@ def test_a_host_whose_superv_predates_lists_is_shown_as_needing_an_upgrade(
         keep = " ".join(f"{k}={shlex.quote(v)}" for k, v in laptop.items()
                         if k in ("SUPERV_SSH_CONFIG", "XDG_CONFIG_HOME", "HOME",
                                  "SUPERV_REMOTE_COMMAND"))
-        pane = term.new_session("main", f"env {keep} {SUPERV} top")
+        pane = "main"
+        status = term.new_command(pane, f"env {keep} {SUPERV} top")
         screen = term.wait_for(pane, lambda s: s.count("its superv is too old") == 2, timeout=30)
         assert re.search(r"^one\s+\(unreachable: its superv is too old for the overview", screen,
                          re.M), screen
         term.keys(pane, "q")
-        term.wait_for(pane, lambda s: "superv top" not in s, timeout=10)
+        assert term.wait_status(status) == 0
     finally:
         term.kill_server()

@@ -33,9 +33,8 @@ def test_overview_shows_every_host_and_one_that_goes_away(fleet: Fleet,  # noqa:
     try:
         keep = " ".join(f"{k}={shlex.quote(v)}" for k, v in fleet.laptop.items()
                         if k in ("SUPERV_SSH_CONFIG", "XDG_CONFIG_HOME", "HOME"))
-        term.tmux("new-session", "-d", "-s", "keep", "sleep 300")
-        pane = term.new_session("main", f"env {keep} {SUPERV} top")
-        term.tmux("set-option", "-t", pane, "remain-on-exit", "on")
+        pane = "main"
+        status = term.new_command(pane, f"env {keep} {SUPERV} top")
         screen = term.wait_for(pane, lambda s: " alpha " in s and " beta " in s and " mine " in s,
                                timeout=30)
         assert re.search(r"^one\s+alpha\s+generic", screen, re.M), screen
@@ -69,6 +68,6 @@ def test_overview_shows_every_host_and_one_that_goes_away(fleet: Fleet,  # noqa:
         term.wait_for(pane, "resume one:alpha: done", timeout=30)
         term.wait_for(pane, lambda s: "working" in line_of(s, "alpha"), timeout=20)
         term.keys(pane, "q")
-        term.wait_for(pane, lambda s: "superv top" not in s, timeout=10)
+        assert term.wait_status(status) == 0
     finally:
         term.kill_server()

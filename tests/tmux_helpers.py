@@ -45,7 +45,11 @@ class Tmux:
         )
 
     def new_session(self, session: str, command: str | None = None) -> str:
-        """A detached tmux session of WIDTHxHEIGHT running ``command`` (default: a shell)."""
+        """A detached tmux session of WIDTHxHEIGHT running ``command`` (default: a shell).
+
+        A pane outlives its command (``remain-on-exit``), so a capture after the command
+        ended reads the pane, not a server that ended with its last pane.
+        """
         keep = ("SUPERV_HOME", "SUPERV_RUNTIME_DIR", "PYTHONPATH", "PATH", "SUPERV", "HISTFILE")
         exports = [f"-e{key}={self.env[key]}" for key in keep if key in self.env]
         # tmux runs the command through a non-interactive bash, which unsets PS1: set it here.
@@ -54,10 +58,30 @@ class Tmux:
                   "-c", str(self.cwd), *exports, shell)
         # No status bar: the pane is the whole terminal, as over SSH.
         self.tmux("set-option", "-t", session, "status", "off")
+        self.tmux("set-option", "-t", session, "remain-on-exit", "on")
         self.tmux("resize-window", "-t", session, "-x", str(WIDTH), "-y", str(HEIGHT))
         if command is None:
             self.wait_for(session, lambda s: s.rstrip().endswith(PROMPT.rstrip()))
         return session
+
+    def new_command(self, session: str, command: str) -> Path:
+        """A session running ``command`` from a shell that writes its exit status to the
+        file returned (:meth:`wait_status` reads it): a pane's last output can be lost
+        when its terminal closes, and tmux does not always learn the status."""
+        status = self.cwd / f"{self.name}-{session}.status"
+        status.unlink(missing_ok=True)
+        self.new_session(session, f"{command}; echo $? > {shlex.quote(str(status))}")
+        return status
+
+    @staticmethod
+    def wait_status(status: Path, timeout: float = 10.0) -> int:
+        """The exit status of a :meth:`new_command` once it has ended."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                return int(status.read_text())
+            time.sleep(0.03)
+        raise AssertionError(f"timed out after {timeout}s waiting for the command to end")
 
     def type(self, target: str, text: str, enter: bool = True) -> None:
         """Type ``text`` literally (then Enter)."""
