@@ -286,18 +286,18 @@ class HotPath:
         self._tell_at = time.monotonic()
 
     def _pause_reading(self, paused: bool) -> None:
-        if self._eof:
-            return
-        if paused and self._retry_at is None:
-            # Out of the epoll, not just EPOLLIN off: a hang-up is reported whatever the
-            # mask, and reading then would replace the batch the disk still owes.
-            self._epoll.unregister(self.fd)
-            self._retry_at = time.monotonic() + DISK_RETRY
-        elif paused:
+        """Hold the PTY's reading while the disk refuses a batch, and try it again each
+        DISK_RETRY; also once the PTY has ended (its last batch may be the refused one)."""
+        if paused:
+            if self._retry_at is None and not self._eof:
+                # Out of the epoll, not just EPOLLIN off: a hang-up is reported whatever
+                # the mask, and reading then would replace the batch the disk still owes.
+                self._epoll.unregister(self.fd)
             self._retry_at = time.monotonic() + DISK_RETRY
         elif self._retry_at is not None:
             self._retry_at = None
-            self._epoll.register(self.fd, select.EPOLLIN)
+            if not self._eof:
+                self._epoll.register(self.fd, select.EPOLLIN)
 
     def _read_keys(self, fd: int) -> None:
         with self.lock:

@@ -280,12 +280,7 @@ class Worker:
     async def _wait_agent(self) -> None:
         await trio.lowlevel.wait_readable(self.agent.pidfd)
         self.exit_code, self.exit_signal = wait_status(self.agent.pid)
-        # A background process may hold the PTY open; do not wait for it forever.
-        with trio.move_on_after(EXIT_DRAIN):
-            await self.pty.eof.wait()
-        # But never end the session with output not yet in the log (a full disk), unless
-        # someone is stopping it.
-        await first_of(self.pty.all_logged, self.terminated)
+        await self._drain_pty()
         self.ended_at = time.time()
         self.ended.set()
         self.activity.agent_ended()
@@ -294,6 +289,18 @@ class Worker:
         await self.persister.persist("exited")
         self.fanout.broadcast(self.exit_event(self.output.end))
         self.final_persisted.set()
+
+    async def _drain_pty(self) -> None:
+        """After the agent's exit, read the PTY to its end: a background process may hold
+        it open, so not forever (EXIT_DRAIN); but never end the session with output not yet
+        in the log (a full disk), unless someone is stopping it.  Once the disk takes the
+        held batch, what the agent wrote after it is still in the PTY: drain again."""
+        while True:
+            with trio.move_on_after(EXIT_DRAIN):
+                await self.pty.eof.wait()
+            if self.pty.eof.is_set() or self.terminated.is_set() or not self.pty.unlogged:
+                return
+            await first_of(self.pty.all_logged, self.terminated)
 
     # ---- the agent's terminal ----------------------------------------------------------------
 

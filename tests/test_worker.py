@@ -659,26 +659,56 @@ def test_full_disk_blocks_the_agent_and_loses_nothing(superv_env: SupervEnv) -> 
     assert snap.state == "exited 0" and snap.log_end == len(cooked(pattern(lines)))
 
 
-def test_agent_that_ends_while_the_disk_is_full_loses_nothing(superv_env: SupervEnv) -> None:
-    """Its last output is still in the worker's hands: the worker waits for room rather
-    than finish the session without it, however long the disk stays full."""
+# Prints N lines, waits until the worker's log is at the cap (the disk full), prints M more
+# (held in the PTY: the worker does not read while it holds a refused batch) and exits.
+PRINT_FILL_PRINT = (
+    PATTERN_FN
+    + "import os, sys, time\n"
+    "n, m, log, cap, go = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]),\n"
+    "                      sys.argv[5])\n"
+    "while not os.path.exists(go):\n"
+    "    time.sleep(0.01)\n"
+    "sys.stdout.buffer.write(pattern(n))\n"
+    "sys.stdout.flush()\n"
+    "while m and os.path.getsize(log) < cap:\n"
+    "    time.sleep(0.01)\n"
+    "sys.stdout.buffer.write(pattern(m, n))\n"
+    "sys.stdout.flush()\n"
+)
+
+
+@pytest.mark.parametrize(("first", "then", "gone_first"),
+                         [(130, 0, False), (130, 0, True), (110, 20, False)],
+                         ids=["all-at-once", "gone-before-the-worker-reads",
+                              "more-after-the-disk-filled"])
+def test_agent_that_ends_while_the_disk_is_full_loses_nothing(
+        superv_env: SupervEnv, first: int, then: int, gone_first: bool) -> None:
+    """Its last output is still in the worker's hands, or still in the PTY: the worker
+    waits for room rather than finish the session without it, however long the disk stays
+    full, and the session's end (its final snapshot) counts every byte.  Also when the
+    agent is gone before the worker reads (the PTY's end comes in the refused batch)."""
     # The agent can always finish, however the worker's reads fall: once the log is at the
     # cap the worker stops reading, so what is past the cap must fit in the worker's held
     # batch plus the PTY's own buffer.  Past the cap goes 3 kB, under the 4 kB line
     # discipline buffer alone (this kernel's PTY holds ~19 kB).  A larger output (300 kB)
     # passed only when one read happened to take it all, and failed on a busy core.
     cap = 10_000
-    lines = 130  # 13,130 bytes cooked: 3,130 past the cap
+    lines = first + then  # 13,130 bytes cooked: 3,130 past the cap
     assert 0 < len(cooked(pattern(lines))) - cap < 4096
     go = superv_env.root / "go"
-    proc, ready = start_worker(superv_env, "ends", [PY, "-c", WAIT_THEN_PRINT, str(lines), str(go)])
-    assert ready["ok"], ready
     log_file = superv_env.session_dir("ends") / "output.log"
+    proc, ready = start_worker(superv_env, "ends", [PY, "-c", PRINT_FILL_PRINT, str(first),
+                                                    str(then), str(log_file), str(cap), str(go)])
+    assert ready["ok"], ready
     soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
     resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (cap, hard))
     try:
+        if gone_first:
+            os.kill(proc.pid, signal.SIGSTOP)
         go.touch()
         wait_until(lambda: pid_gone(ready["agent_pid"]), timeout=15, message="the agent to exit")
+        if gone_first:
+            os.kill(proc.pid, signal.SIGCONT)
         # Longer than the worker's exit drain and linger (2 s + 2 s) together.
         time.sleep(5)  # the length of the outage, not a synchronisation
         assert proc.poll() is None, "the worker ended with output it had not logged"
