@@ -1,4 +1,6 @@
-"""The one reader of ``/proc/PID/stat``: a process's state, parent and start time.
+"""The one reader of ``/proc``: a process's state, parent and start time (``stat``), and
+which processes carry a variable in their environment (how tests and benches find every
+process a run started, however it was detached).
 
 A pid alone can be reused by an unrelated process after a crash or reboot; pid plus start
 time names one process for the life of the machine.  The command name (field 2) may hold
@@ -7,6 +9,7 @@ spaces and parentheses, so the fields are split after the *last* ``)``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,3 +45,19 @@ def is_running(pid: int) -> bool:
     """True if ``pid`` is a live process (a zombie counts as gone)."""
     stat = read_stat(pid)
     return stat is not None and stat.running
+
+
+def pids_with_env(key: str, value: str) -> list[int]:
+    """Pids of this user's processes whose environment has ``key=value`` (not ours)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry))
+    return found

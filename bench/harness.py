@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent_worker.procfs import read_stat
+from agent_worker.procfs import pids_with_env, read_stat
 
 REPO = Path(__file__).resolve().parent.parent
 ROWS, COLS = 40, 120  # every client terminal and every session gets this size
@@ -80,21 +80,6 @@ def tagged_env(tag: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
-
-
-def pids_with_env(key: str, value: str) -> list[int]:
-    needle = f"{key}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry))
-    return found
 
 
 def sweep(key: str, value: str) -> int:

@@ -24,6 +24,8 @@ from typing import Any
 import attrs
 import pytest
 
+from agent_worker.procfs import pids_with_env
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -57,23 +59,7 @@ class SupervEnv:
         return self.home / "sessions" / name
 
     def pids(self) -> list[int]:
-        return processes_with_env("SUPERV_HOME", str(self.home))
-
-
-def processes_with_env(key: str, value: str) -> list[int]:
-    """Pids of processes whose environment has ``key=value`` (workers, agents, daemons)."""
-    needle = f"{key}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(entry))
-    return found
+        return pids_with_env("SUPERV_HOME", str(self.home))
 
 
 def kill_all(pids: list[int]) -> None:

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SupervEnv, processes_with_env, wait_until
+from conftest import SupervEnv, wait_until
 from tmux_helpers import PROMPT, SUPERV, Tmux
 
 from agent_worker import protocol as p
 from agent_worker.client import Connection
-from agent_worker.procfs import is_running
+from agent_worker.procfs import is_running, pids_with_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,7 +134,7 @@ def cmdline(pid: int) -> list[bytes]:
 def supervisor_pids(senv: SupervEnv) -> list[int]:
     """Processes running ``supervisor daemon`` in this home."""
     found = []
-    for pid in processes_with_env("SUPERV_HOME", str(senv.home)):
+    for pid in pids_with_env("SUPERV_HOME", str(senv.home)):
         args = cmdline(pid)
         if b"supervisor" in args and b"daemon" in args and alive(pid):
             found.append(pid)

@@ -15,9 +15,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import SupervEnv, processes_with_env, wait_until
+from conftest import SupervEnv, wait_until
 from test_cli import alive, cmdline, lock_holder, log_bytes, script
 from worker_helpers import PATTERN_FN, cooked, pattern
+
+from agent_worker.procfs import pids_with_env
 
 SESSIONS = ("s1", "s2", "s3")
 ROUNDS = 16
@@ -43,7 +45,7 @@ def listing(senv: SupervEnv) -> dict[str, dict]:
 def workers_of(senv: SupervEnv, name: str) -> list[int]:
     """Live worker processes serving ``name`` (forked ones are named sv:NAME)."""
     found = []
-    for pid in processes_with_env("SUPERV_HOME", str(senv.home)):
+    for pid in pids_with_env("SUPERV_HOME", str(senv.home)):
         try:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
@@ -93,7 +95,7 @@ def test_sigkill_storm_of_supervisor_and_workers(superv_env: SupervEnv) -> None:
         info = listing(senv)
         detail = {n: (info[n]["state"], info[n]["worker_pid"], workers_of(senv, n)) for n in SESSIONS}
         raise AssertionError(f"not settled: {detail}") from None
-    daemons = [p for p in processes_with_env("SUPERV_HOME", str(senv.home))
+    daemons = [p for p in pids_with_env("SUPERV_HOME", str(senv.home))
                if b"supervisor\0daemon" in b"\0".join(cmdline(p)) and alive(p)]
     assert daemons == [lock_holder(senv)]
 
