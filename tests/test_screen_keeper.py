@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,37 @@ def test_recent_start_finds_anchors_in_any_form(tmp_path: Path) -> None:
         assert found is exact, anchor
         assert 0 < start <= out.end - WINDOW + 12  # the first line start in the window
         out.close()
+
+
+@pytest.mark.parametrize("tail", [
+    b"last, unfinished",
+    b"^C\r\n\x1b[?2004hSVPROMPT> ",  # a shell's prompt after a Ctrl-C
+    b"\x1b[1mbold\r\nmore\r\n\x1b[3Aover\x1b[0m\r\n",  # up into the flood's rows
+    b"\x1b[3;5r\x1b[5H" + b"in the region\r\n" * 9,  # a scroll region
+    b"\x1b[2J\x1b[Hclean",  # an anchor: exact
+], ids=["plain", "prompt", "cursor-up", "scroll-region", "anchor"])
+@pytest.mark.parametrize("widths", [(0, 3, 9), (0, 3, 79, 80, 81, 200)], ids=["short", "wrapping"])
+@pytest.mark.parametrize(("rows", "cols"), [(24, 80), (5, 10)])
+def test_a_flood_of_plain_lines_is_rebuilt_from_its_last_lines_to_the_same_screen(
+        tmp_path: Path, rows: int, cols: int, widths: tuple[int, ...], tail: bytes) -> None:
+    """A paint after ``yes`` or ``cat`` parses about a screenful, not the whole window,
+    and the screen is the same, whatever follows the flood: long lines that wrap, tabs,
+    backspaces, escapes that move the cursor up into the flood's rows."""
+    from agent_worker.screen_from_log import WINDOW, recent_start
+
+    rng = random.Random(rows)
+    lines = [b"%d" % i + b"x" * rng.choice(widths) + rng.choice((b"", b"\tt", b"ab\bc"))
+             for i in range(WINDOW // 4)]
+    out = OutputLog(tmp_path)
+    out.append(b"\x1b[31mcolour before the window\r\n" + b"\r\n".join(lines) + b"\r\n" + tail)
+    whole, whole_exact = recent_start(out.reader, out.end)
+    start, exact = recent_start(out.reader, out.end, rows=rows)
+    assert exact is whole_exact is tail.startswith(b"\x1b[2J")
+    assert out.end - start < len(tail) + (rows + 2) * 220  # about a screenful
+    screens = []
+    for begin in (whole, start):
+        model = ScreenModel(rows, cols)
+        model.feed(out.reader.read(begin, out.end - begin))
+        screens.append((model.render(), model.cursor()))
+    assert screens[0] == screens[1]
+    out.close()

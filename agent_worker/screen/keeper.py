@@ -117,7 +117,7 @@ class ScreenKeeper:
     def _rebuild(self, until: int) -> None:
         """Start afresh from recent output: after a failure, or when feeding the backlog
         would take long."""
-        self.offset, self.exact = recent_start(self.reader, until, RESTART_WINDOW)
+        self.offset, self.exact = recent_start(self.reader, until, RESTART_WINDOW, self.rows)
         self._model = self.new_model()
         self.failed = False
 
