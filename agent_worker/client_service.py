@@ -376,17 +376,20 @@ class ClientService:
                     await self._skip(sub, end, time.monotonic())
                 elif pos < end:
                     now = time.monotonic()
-                    if feed.should_hold(pos, end, now):
+                    quiet_for = time.time() - (output.last_output_at or 0.0)
+                    if feed.should_hold(pos, end, now, quiet_for):
                         feed.caught_up()  # idle by choice: no measure of the link's rate
-                        # Until it has shown the last screen (or an old client's hold ends).
-                        with trio.move_on_at(feed.hold_until() - now + trio.current_time()):
+                        # Until it has shown the last screen, the output goes quiet (the
+                        # flood's last screen), or an old client's hold ends.
+                        look = feed.look_again_at(now, quiet_for)
+                        with trio.move_on_at(look - now + trio.current_time()):
                             await self._park(sub)
                         continue
                     feed.backlogged(now)
                     room = feed.room()
                     if not room:
                         await self._park(sub)  # until an ack opens the window
-                    elif feed.should_skip(pos, end, now):
+                    elif feed.should_skip(pos, end, now, quiet_for):
                         await self._skip(sub, end, now)
                     else:
                         data = reader.read(pos, min(end - pos, SEND_CHUNK, feed.chunk(), room))
@@ -421,7 +424,7 @@ class ClientService:
         and go on live from there (the log keeps every byte it did not get)."""
         frame = sub.conversation.send(p.Screen(end, self.session.paint(end)))
         sub.feed.sent(end, len(frame), now)  # before the send, as in _send_output
-        sub.feed.skipped(end, now)
+        sub.feed.skipped(end, len(frame), now)
         await sub.stream.send_all(frame)
 
     async def _send_events(self, stream: SharedStream, conversation: ServerConversation,

@@ -18,6 +18,12 @@ trio sender, the reader's fast path, a future hot-path thread) can drive it.
   the next screen follows a round trip later.  Before any rate is measured
   (a reconnect far behind), :data:`ASSUMED_RATE` stands in: a slow link's rate, so a
   backlog is never replayed for long.
+- **A flood's end.** During a flood (a skip less than :data:`FLOOD_MEMORY` ago), a backlog
+  of more than :data:`SCREENS_WORTH` screens is far behind too: it would scroll past
+  unseen, and what ends the flood (the prompt after a Ctrl-C, a build's last line) would
+  wait behind it.  And once the output has been quiet for :data:`QUIET_GAP`, the flood is
+  over: its last screen goes out at once, not a round trip later when the one before is
+  shown.
 - A client that does not ack (a version-1 client, ``logs -f``) is sent every byte as fast
   as its socket takes them: :meth:`room` is unbounded and it is never skipped.
 
@@ -46,6 +52,11 @@ RATE_SPAN = 0.02  # shortest span of acks that makes a drain-rate sample (or 2 r
 RTT_MEMORY = 10.0  # seconds a round-trip sample counts towards the smallest
 UNBOUNDED = 1 << 62  # the window of a client that does not ack
 HOLD_MIN = 0.5  # seconds a hold lasts at least without the screen's ack (or 2 round trips)
+FLOOD_MEMORY = 1.0  # seconds after a skip that the client counts as in a flood
+SCREENS_WORTH = 4  # in a flood, a backlog over this many screens' bytes is skipped too
+# Output quiet this long has ended, for now: its last screen should not wait for the one
+# before to be shown.  Well under a frame of a TUI at 60/s, well over a PTY's read gaps.
+QUIET_GAP = 0.01
 
 
 class FeedPolicy:
@@ -65,7 +76,9 @@ class FeedPolicy:
         self._backlogged_since: float | None = None  # output waited for this client since
         self._acked_offset = 0  # the client's last ack
         self._skipped_to = 0  # the offset of the last screen it was skipped to
-        self._skipped_at = 0.0  # when
+        self._skipped_at: float | None = None  # when
+        self._screen_wire = 0  # that screen's bytes on the wire
+        self._early = False  # it went out before the one before was shown (a flood's end)
 
     # -- what the sender tells the policy
 
@@ -149,48 +162,70 @@ class FeedPolicy:
             return MAX_CHUNK
         return max(MIN_CHUNK, min(MAX_CHUNK, self.window() // 4))
 
-    def should_skip(self, position: int, end: int, now: float) -> bool:
+    def should_skip(self, position: int, end: int, now: float, quiet_for: float) -> bool:
         """Send the current screen instead of the log from ``position`` to ``end``?
 
-        True when the backlog (in flight, plus not yet sent) takes over
-        :data:`SKIP_AFTER` seconds at the client's rate, and the client has shown the
-        last screen it was skipped to (so screens go out at the link's pace, one a round
-        trip at most, not one per new output)."""
+        True when the backlog (in flight, plus not yet sent) is far behind (see
+        :meth:`_far_behind`), and either the client has shown the last screen it was
+        skipped to (so screens go out at the link's pace, one a round trip at most, not
+        one per new output) or the output has been quiet for ``QUIET_GAP`` (``quiet_for``:
+        seconds since the last output), so this screen is the flood's last."""
         if not self.may_skip or end <= position:
             return False
-        if self._acked_offset < self._skipped_to:
+        if self._acked_offset < self._skipped_to and not self._may_go_early(quiet_for):
             return False
         return self._far_behind(position, end, now)
 
-    def should_hold(self, position: int, end: int, now: float) -> bool:
-        """Send nothing until the last screen is shown?
+    def should_hold(self, position: int, end: int, now: float, quiet_for: float) -> bool:
+        """Send nothing until the last screen is shown (or the output goes quiet)?
 
         True while a client that is still far behind has not yet shown the screen it was
-        skipped to: the output after that screen would most likely be skipped by the next
-        one, and in flight it would delay that screen by window / rate (0.2-0.7 s on the
-        slow-link bench, for megabytes nobody saw).  So a flood costs a screen a round
-        trip, as with mosh, and the present is never more than a round trip away."""
+        skipped to, and output still flows: the output after that screen would most likely
+        be skipped by the next one, and in flight it would delay that screen by window /
+        rate (0.2-0.7 s on the slow-link bench, for megabytes nobody saw).  So a flood
+        costs a screen a round trip, as with mosh, and the present is never more than a
+        round trip away."""
         return (self.may_skip and end > position and self._acked_offset < self._skipped_to
-                and now < self.hold_until() and self._far_behind(position, end, now))
+                and not self._may_go_early(quiet_for) and now < self.hold_until()
+                and self._far_behind(position, end, now))
+
+    def _may_go_early(self, quiet_for: float) -> bool:
+        """May a screen go out before the last one is shown?  Once per screen shown, when
+        the output has gone quiet: output that comes in bursts gets no more screens than
+        a round trip's worth (each is a paint, tens of milliseconds of the worker's time)."""
+        return quiet_for >= QUIET_GAP and not self._early
 
     def hold_until(self) -> float:
         """When a hold ends even without the screen's ack: a client older than the rule
         "a Screen is acked at once" acks one only with more output after it."""
-        return self._skipped_at + max(HOLD_MIN, 2 * (self.rtt() or 0.0))
+        return (self._skipped_at or 0.0) + max(HOLD_MIN, 2 * (self.rtt() or 0.0))
+
+    def look_again_at(self, now: float, quiet_for: float) -> float:
+        """When a hold should be looked at again if nothing wakes the sender: when it
+        expires, or when the output will have been quiet for ``QUIET_GAP``."""
+        if self._early:
+            return self.hold_until()
+        return min(self.hold_until(), now + max(0.0, QUIET_GAP - quiet_for))
 
     def _far_behind(self, position: int, end: int, now: float) -> bool:
         rate = self.rate(now) or ASSUMED_RATE
-        return (self.in_flight + end - position) / rate > SKIP_AFTER
+        if (self.in_flight + end - position) / rate > SKIP_AFTER:
+            return True
+        flooding = self._skipped_at is not None and now - self._skipped_at < FLOOD_MEMORY
+        return flooding and end - position > SCREENS_WORTH * self._screen_wire
 
     def repaint(self) -> None:
         """The client asks for the current screen (its status line covered a row)."""
         self.repaint_wanted = True
 
-    def skipped(self, offset: int, now: float) -> None:
-        """The client was sent the screen as of ``offset`` instead of its backlog."""
+    def skipped(self, offset: int, wire: int, now: float) -> None:
+        """The client was sent the screen as of ``offset`` (``wire`` bytes) instead of its
+        backlog."""
         self.skips += 1
+        self._early = self._acked_offset < self._skipped_to
         self._skipped_to = offset
         self._skipped_at = now
+        self._screen_wire = wire
         self.repaint_wanted = False
 
 

@@ -7,7 +7,15 @@ import collections
 
 import pytest
 
-from agent_worker.feed_policy import MARGIN, SKIP_AFTER, UNBOUNDED, FeedPolicy
+from agent_worker.feed_policy import (
+    FLOOD_MEMORY,
+    MARGIN,
+    QUIET_GAP,
+    SCREENS_WORTH,
+    SKIP_AFTER,
+    UNBOUNDED,
+    FeedPolicy,
+)
 
 
 def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: float,
@@ -15,20 +23,21 @@ def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: flo
     """Feed a client on a link of ``rate`` bytes/s and ``rtt`` s from a backlog of
     ``produced`` bytes (``flood`` more each second, for the first half), for ``seconds``;
     (most bytes in flight, offset reached, skips)."""
-    now, position, link_free = 0.0, 0, 0.0
+    now, position, link_free, last_output = 0.0, 0, 0.0, 0.0
     arrivals: collections.deque[tuple[float, int]] = collections.deque()
     most = 0
     while now < seconds:
         while arrivals and arrivals[0][0] <= now:
             feed.acked(arrivals.popleft()[1], now)
         while position < produced and feed.room():  # what a sender does in one wake
-            if feed.should_hold(position, produced, now):
+            quiet_for = now - last_output
+            if feed.should_hold(position, produced, now, quiet_for):
                 break
             feed.backlogged(now)
-            if feed.should_skip(position, produced, now):
+            if feed.should_skip(position, produced, now, quiet_for):
                 position = produced
                 size = 3000  # a screen
-                feed.skipped(position, now)
+                feed.skipped(position, size, now)
             else:
                 size = min(feed.chunk(), feed.room(), produced - position)
                 position += size
@@ -39,8 +48,9 @@ def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: flo
             feed.caught_up()
         most = max(most, feed.in_flight)
         now += step
-        if now < seconds / 2:
+        if now < seconds / 2 and flood:
             produced += int(flood * step)
+            last_output = now
     return most, position, feed.skips
 
 
@@ -76,7 +86,7 @@ def test_a_backlog_under_half_a_second_is_sent_whole() -> None:
 
 def test_a_client_that_does_not_ack_gets_every_byte_unbounded() -> None:
     feed = FeedPolicy(acks=False, may_skip=True)
-    assert feed.window() == UNBOUNDED and not feed.should_skip(0, 10**9, 0.0)
+    assert feed.window() == UNBOUNDED and not feed.should_skip(0, 10**9, 0.0, 1.0)
     feed.sent(100, 100, 0.0)
     assert feed.in_flight == 0 and feed.room() > 0
 
@@ -127,17 +137,59 @@ def test_after_a_skip_a_client_far_behind_is_sent_nothing_until_it_shows_the_scr
     delayed that screen by window / rate: a 30 MB burst's marker took 0.6 s to show at
     200 kB/s, and the link carried 330 kB for it."""
     feed = FeedPolicy(acks=True, may_skip=True)
+    flowing = 0.0  # seconds since the last output: the flood goes on
     feed.sent(100_000, 60_000, now=0.0)  # a window of output, then far behind: a skip
-    assert feed.should_skip(100_000, 5_000_000, now=0.01)
+    assert feed.should_skip(100_000, 5_000_000, 0.01, flowing)
     feed.sent(5_000_000, 3_000, now=0.01)
-    feed.skipped(5_000_000, now=0.01)
-    assert feed.should_hold(5_000_000, 9_000_000, now=0.02)  # the flood goes on
-    assert not feed.should_hold(5_000_000, 5_000_100, now=0.02)  # nearly live: send it
+    feed.skipped(5_000_000, 3_000, now=0.01)
+    assert feed.should_hold(5_000_000, 9_000_000, 0.02, flowing)  # the flood goes on
+    assert not feed.should_hold(5_000_000, 5_000_100, 0.02, flowing)  # nearly live: send it
     feed.acked(100_000, now=0.3)
-    assert feed.should_hold(5_000_000, 9_000_000, now=0.3)
+    assert feed.should_hold(5_000_000, 9_000_000, 0.3, flowing)
     feed.acked(5_000_000, now=0.35)  # the screen is shown: the next one, at once
-    assert not feed.should_hold(5_000_000, 9_000_000, now=0.35)
-    assert feed.should_skip(5_000_000, 9_000_000, now=0.35)
-    feed.skipped(9_000_000, now=0.4)
+    assert not feed.should_hold(5_000_000, 9_000_000, 0.35, flowing)
+    assert feed.should_skip(5_000_000, 9_000_000, 0.35, flowing)
+    feed.skipped(9_000_000, 3_000, now=0.4)
     # A client that acks a screen only with more output after it: the hold ends.
-    assert not feed.should_hold(9_000_000, 20_000_000, now=feed.hold_until())
+    assert not feed.should_hold(9_000_000, 20_000_000, feed.hold_until(), flowing)
+
+
+def test_a_floods_last_screen_goes_out_at_once_not_a_round_trip_later() -> None:
+    """The slow-link bench's Ctrl-C at 1 MB/s: the prompt came after the flood's tail, and
+    the tail (69 kB, under half a second of the link) was sent whole behind the last
+    screen, once that screen's ack came back: 0.26 s against tmux's 0.19 s."""
+    feed = FeedPolicy(acks=True, may_skip=True)
+    feed.sent(80_000_000, 1_300, now=0.0)
+    feed.skipped(80_000_000, 1_300, now=0.0)
+    tail = 80_069_000  # what the flood printed after that screen, then the prompt
+    # While it flows, the tail waits for the screen's ack, as any flood does.
+    assert feed.should_hold(80_000_000, tail, 0.005, 0.0)
+    assert not feed.should_skip(80_000_000, tail, 0.005, 0.0)
+    # Quiet for QUIET_GAP: the flood's last screen, though the one before is not shown.
+    assert feed.look_again_at(0.005, 0.0) == pytest.approx(0.005 + QUIET_GAP)
+    assert not feed.should_hold(80_000_000, tail, 0.016, QUIET_GAP)
+    assert feed.should_skip(80_000_000, tail, 0.016, QUIET_GAP)
+    feed.sent(tail, 1_300, now=0.016)
+    feed.skipped(tail, 1_300, now=0.016)
+    # Once per screen shown: output in bursts gets no screen per burst.
+    burst = tail + 100_000
+    assert not feed.should_skip(tail, burst, 0.05, QUIET_GAP)
+    assert feed.should_hold(tail, burst, 0.05, QUIET_GAP)
+    assert feed.look_again_at(0.05, QUIET_GAP) == feed.hold_until()
+    feed.acked(tail, now=0.12)
+    assert feed.should_skip(tail, burst, 0.12, QUIET_GAP)
+
+
+def test_a_few_screens_of_backlog_are_skipped_only_in_a_flood() -> None:
+    """In a flood, output worth more than a few screens scrolls past unseen: a screen is
+    cheaper.  Outside one, a backlog under half a second of the link is sent whole."""
+    tail = 69_000  # 0.07 s at 1 MB/s, 0.35 s at the assumed rate: under SKIP_AFTER
+    calm = FeedPolicy(acks=True, may_skip=True)
+    assert not calm.should_skip(0, tail, 5.0, 1.0)
+    flood = FeedPolicy(acks=True, may_skip=True)
+    flood.sent(1_000_000, 1_300, now=0.0)
+    flood.skipped(1_000_000, 1_300, now=0.0)
+    flood.acked(1_000_000, now=0.1)
+    assert flood.should_skip(1_000_000, 1_000_000 + tail, 0.1, 0.0)
+    assert not flood.should_skip(1_000_000, 1_000_000 + SCREENS_WORTH * 1_300, 0.1, 0.0)
+    assert not flood.should_skip(1_000_000, 1_000_000 + tail, FLOOD_MEMORY + 0.1, 0.0)
