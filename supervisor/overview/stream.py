@@ -6,6 +6,7 @@ curses loop never waits on the socket.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -19,6 +20,12 @@ class EventStream:
     def __init__(self) -> None:
         self.conn: Connection = control.connect()
         control.send_first(self.conn, p.Request({"op": "events"}))
+        # Events read with the answer would wait in the decoder for the next arrival and
+        # then be applied after the list the overview asks for next, though older than it.
+        # That list covers them: drop them (garbage stays in the decoder: read() says so).
+        with contextlib.suppress(p.ProtocolError):
+            for _ in self.conn.decoder:
+                pass
         self.conn.sock.setblocking(False)
 
     @property
