@@ -73,8 +73,11 @@ def _follow_with_lists() -> int:
         conn.sock.settimeout(None)
         answer = control.send_first(conn, p.Request({"op": "events", "lists": True}))
         if not (isinstance(answer, p.Reply) and answer.body.get("lists") is True):
+            from supervisor.daemon import lock_file
+            # The README's "Upgrading": there is no stop command.
             raise CliError("this box's supervisor predates events --lists: restart it "
-                           "(superv daemon stop; any superv command starts it again)")
+                           "(systemctl --user restart superv, or kill "
+                           f"$(cat {lock_file()}); any superv command starts it again)")
         # The first list may have come with the answer, already read from the socket.
         for body in (m.body for m in conn.decoder if isinstance(m, p.Event)):
             print(json.dumps(body), flush=True)
