@@ -476,6 +476,8 @@ class ClientService:
                 case Refused():
                     await stream.send_all(conversation.send(event))
                 case p.Input(data):
+                    if subscriber is not None:
+                        subscriber.feed.typed()
                     await self.session.write_input(data)
                 case p.Resize(rows, cols):
                     self.session.set_size(rows, cols)

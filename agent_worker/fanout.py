@@ -100,7 +100,8 @@ class Fanout:
         now = time.monotonic()
         for sub in self.subscribers:
             if (sub.parked and sub.conversation.expects(start)
-                    and len(data) <= min(p.MAX_OUTPUT_CHUNK, sub.feed.room())):
+                    and len(data) <= min(p.MAX_OUTPUT_CHUNK, sub.feed.room())
+                    and sub.feed.takes_live(start, start + len(data), now)):
                 if frame is None:
                     frame = p.encode_output(start, data)
                 if sub.stream.send_nowait(frame):

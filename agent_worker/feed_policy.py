@@ -21,9 +21,11 @@ trio sender, the reader's fast path, a future hot-path thread) can drive it.
 - **A flood's end.** During a flood (a skip less than :data:`FLOOD_MEMORY` ago), a backlog
   of more than :data:`SCREENS_WORTH` screens is far behind too: it would scroll past
   unseen, and what ends the flood (the prompt after a Ctrl-C, a build's last line) would
-  wait behind it.  And once the output has been quiet for :data:`QUIET_GAP`, the flood is
-  over: its last screen goes out at once, not a round trip later when the one before is
-  shown.
+  wait behind it.  And once the output has been quiet for :data:`QUIET_GAP`, the flood may
+  be over: its last screen goes out at once, not a round trip later when the one before is
+  shown; up to :data:`EARLY_SCREENS` of them before one is shown, and one more after each
+  key the user types (:meth:`typed`: the quiet after it is most likely the answer, and a
+  pause in the flood before it must not have used the allowance up).
 - A client that does not ack (a version-1 client, ``logs -f``) is sent every byte as fast
   as its socket takes them: :meth:`room` is unbounded and it is never skipped.
 
@@ -57,6 +59,7 @@ SCREENS_WORTH = 4  # in a flood, a backlog over this many screens' bytes is skip
 # Output quiet this long has ended, for now: its last screen should not wait for the one
 # before to be shown.  Well under a frame of a TUI at 60/s, well over a PTY's read gaps.
 QUIET_GAP = 0.01
+EARLY_SCREENS = 2  # screens sent on a quiet before the one before them was shown, at most
 
 
 class FeedPolicy:
@@ -78,7 +81,7 @@ class FeedPolicy:
         self._skipped_to = 0  # the offset of the last screen it was skipped to
         self._skipped_at: float | None = None  # when
         self._screen_wire = 0  # that screen's bytes on the wire
-        self._early = False  # it went out before the one before was shown (a flood's end)
+        self._early = 0  # screens sent on a quiet since the last one shown (a flood's end)
 
     # -- what the sender tells the policy
 
@@ -190,10 +193,16 @@ class FeedPolicy:
                 and self._far_behind(position, end, now))
 
     def _may_go_early(self, quiet_for: float) -> bool:
-        """May a screen go out before the last one is shown?  Once per screen shown, when
-        the output has gone quiet: output that comes in bursts gets no more screens than
-        a round trip's worth (each is a paint, tens of milliseconds of the worker's time)."""
-        return quiet_for >= QUIET_GAP and not self._early
+        """May a screen go out before the last one is shown?  When the output has gone
+        quiet, a few times per screen shown: output that comes in bursts gets no more than
+        a few screens a round trip (each is a paint, up to tens of milliseconds of the
+        worker's time, and a screen's bytes on the link)."""
+        return quiet_for >= QUIET_GAP and self._early < EARLY_SCREENS
+
+    def typed(self) -> None:
+        """The user typed a key: the next quiet is most likely the agent's answer (the
+        prompt after a Ctrl-C), so its screen may go out early once more."""
+        self._early = min(self._early, EARLY_SCREENS - 1)
 
     def hold_until(self) -> float:
         """When a hold ends even without the screen's ack: a client older than the rule
@@ -203,9 +212,16 @@ class FeedPolicy:
     def look_again_at(self, now: float, quiet_for: float) -> float:
         """When a hold should be looked at again if nothing wakes the sender: when it
         expires, or when the output will have been quiet for ``QUIET_GAP``."""
-        if self._early:
+        if self._early >= EARLY_SCREENS:
             return self.hold_until()
         return min(self.hold_until(), now + max(0.0, QUIET_GAP - quiet_for))
+
+    def takes_live(self, position: int, end: int, now: float) -> bool:
+        """May output from ``position`` to ``end`` go to this caught-up client as it is
+        logged (the reader's fast path)?  Not when the sender would skip it or hold it:
+        the tail of a flood after its last screen (the fast path sent the 45 kB before a
+        Ctrl-C's prompt whole, behind that screen)."""
+        return not (self.may_skip and self._far_behind(position, end, now))
 
     def _far_behind(self, position: int, end: int, now: float) -> bool:
         rate = self.rate(now) or ASSUMED_RATE
@@ -222,7 +238,7 @@ class FeedPolicy:
         """The client was sent the screen as of ``offset`` (``wire`` bytes) instead of its
         backlog."""
         self.skips += 1
-        self._early = self._acked_offset < self._skipped_to
+        self._early = self._early + 1 if self._acked_offset < self._skipped_to else 0
         self._skipped_to = offset
         self._skipped_at = now
         self._screen_wire = wire

@@ -8,6 +8,7 @@ import collections
 import pytest
 
 from agent_worker.feed_policy import (
+    EARLY_SCREENS,
     FLOOD_MEMORY,
     MARGIN,
     QUIET_GAP,
@@ -169,15 +170,22 @@ def test_a_floods_last_screen_goes_out_at_once_not_a_round_trip_later() -> None:
     assert feed.look_again_at(0.005, 0.0) == pytest.approx(0.005 + QUIET_GAP)
     assert not feed.should_hold(80_000_000, tail, 0.016, QUIET_GAP)
     assert feed.should_skip(80_000_000, tail, 0.016, QUIET_GAP)
-    feed.sent(tail, 1_300, now=0.016)
-    feed.skipped(tail, 1_300, now=0.016)
-    # Once per screen shown: output in bursts gets no screen per burst.
-    burst = tail + 100_000
-    assert not feed.should_skip(tail, burst, 0.05, QUIET_GAP)
-    assert feed.should_hold(tail, burst, 0.05, QUIET_GAP)
-    assert feed.look_again_at(0.05, QUIET_GAP) == feed.hold_until()
-    feed.acked(tail, now=0.12)
-    assert feed.should_skip(tail, burst, 0.12, QUIET_GAP)
+    position, now = tail, 0.016
+    for _ in range(EARLY_SCREENS):  # a pause in the flood, and another
+        feed.sent(position, 1_300, now=now)
+        feed.skipped(position, 1_300, now=now)
+        position, now = position + 100_000, now + 0.02
+    # Then no more before one is shown: output in bursts gets a few screens a round trip.
+    assert not feed.should_skip(position - 100_000, position, now, QUIET_GAP)
+    assert feed.should_hold(position - 100_000, position, now, QUIET_GAP)
+    assert feed.look_again_at(now, QUIET_GAP) == feed.hold_until()
+    # But a key typed (the Ctrl-C): the quiet after it is the answer, and goes at once.
+    feed.typed()
+    assert feed.should_skip(position - 100_000, position, now, QUIET_GAP)
+    feed.skipped(position, 1_300, now=now)
+    assert not feed.should_skip(position, position + 100_000, now + 0.02, QUIET_GAP)
+    feed.acked(position, now=now + 0.1)  # shown: the next one at once, as ever
+    assert feed.should_skip(position, position + 100_000, now + 0.1, 0.0)
 
 
 def test_a_few_screens_of_backlog_are_skipped_only_in_a_flood() -> None:
@@ -193,3 +201,17 @@ def test_a_few_screens_of_backlog_are_skipped_only_in_a_flood() -> None:
     assert flood.should_skip(1_000_000, 1_000_000 + tail, 0.1, 0.0)
     assert not flood.should_skip(1_000_000, 1_000_000 + SCREENS_WORTH * 1_300, 0.1, 0.0)
     assert not flood.should_skip(1_000_000, 1_000_000 + tail, FLOOD_MEMORY + 0.1, 0.0)
+
+
+def test_a_floods_tail_is_not_sent_live_behind_its_last_screen() -> None:
+    """The reader's fast path sends a caught-up client output as it is logged; after a
+    flood's screen it sent the 45 kB before a Ctrl-C's prompt whole, behind that screen
+    (0.20 s against tmux's 0.16 s on the slow-link bench)."""
+    feed = FeedPolicy(acks=True, may_skip=True)
+    assert feed.takes_live(0, 45_000, 0.0)  # no flood: live as ever
+    feed.sent(1_000_000, 1_300, now=0.0)
+    feed.skipped(1_000_000, 1_300, now=0.0)
+    assert not feed.takes_live(1_000_000, 1_045_000, 0.01)
+    assert feed.takes_live(1_000_000, 1_000_100, 0.01)  # a prompt alone: live
+    exact = FeedPolicy(acks=True, may_skip=False)
+    assert exact.takes_live(0, 10**9, 0.0)
