@@ -381,7 +381,7 @@ class ClientService:
                         feed.caught_up()  # idle by choice: no measure of the link's rate
                         # Until it has shown the last screen, the output goes quiet (the
                         # flood's last screen), or an old client's hold ends.
-                        look = feed.look_again_at(now, quiet_for)
+                        look = feed.look_again_at(now, end, quiet_for)
                         with trio.move_on_at(look - now + trio.current_time()):
                             await self._park(sub)
                         continue
@@ -477,7 +477,7 @@ class ClientService:
                     await stream.send_all(conversation.send(event))
                 case p.Input(data):
                     if subscriber is not None:
-                        subscriber.feed.typed()
+                        subscriber.feed.typed(self.session.output.end)
                     await self.session.write_input(data)
                 case p.Resize(rows, cols):
                     self.session.set_size(rows, cols)

@@ -23,9 +23,9 @@ trio sender, the reader's fast path, a future hot-path thread) can drive it.
   unseen, and what ends the flood (the prompt after a Ctrl-C, a build's last line) would
   wait behind it.  And once the output has been quiet for :data:`QUIET_GAP`, the flood may
   be over: its last screen goes out at once, not a round trip later when the one before is
-  shown; up to :data:`EARLY_SCREENS` of them before one is shown, and one more after each
-  key the user types (:meth:`typed`: the quiet after it is most likely the answer, and a
-  pause in the flood before it must not have used the allowance up).
+  shown; up to :data:`EARLY_SCREENS` of them before one is shown, and one more for the
+  output that follows each key the user types (:meth:`typed`: the quiet after it is most
+  likely the answer, and a pause in the flood must not have used the allowance up).
 - A client that does not ack (a version-1 client, ``logs -f``) is sent every byte as fast
   as its socket takes them: :meth:`room` is unbounded and it is never skipped.
 
@@ -82,6 +82,8 @@ class FeedPolicy:
         self._skipped_at: float | None = None  # when
         self._screen_wire = 0  # that screen's bytes on the wire
         self._early = 0  # screens sent on a quiet since the last one shown (a flood's end)
+        self._answer_after: int | None = None  # a key came at this log end: its answer's
+        # screen may go early (once)
 
     # -- what the sender tells the policy
 
@@ -175,7 +177,7 @@ class FeedPolicy:
         seconds since the last output), so this screen is the flood's last."""
         if not self.may_skip or end <= position:
             return False
-        if self._acked_offset < self._skipped_to and not self._may_go_early(quiet_for):
+        if self._acked_offset < self._skipped_to and not self._may_go_early(end, quiet_for):
             return False
         return self._far_behind(position, end, now)
 
@@ -189,30 +191,36 @@ class FeedPolicy:
         costs a screen a round trip, as with mosh, and the present is never more than a
         round trip away."""
         return (self.may_skip and end > position and self._acked_offset < self._skipped_to
-                and not self._may_go_early(quiet_for) and now < self.hold_until()
+                and not self._may_go_early(end, quiet_for) and now < self.hold_until()
                 and self._far_behind(position, end, now))
 
-    def _may_go_early(self, quiet_for: float) -> bool:
+    def _may_go_early(self, end: int, quiet_for: float) -> bool:
         """May a screen go out before the last one is shown?  When the output has gone
         quiet, a few times per screen shown: output that comes in bursts gets no more than
         a few screens a round trip (each is a paint, up to tens of milliseconds of the
-        worker's time, and a screen's bytes on the link)."""
-        return quiet_for >= QUIET_GAP and self._early < EARLY_SCREENS
+        worker's time, and a screen's bytes on the link); and once for output that came
+        after a key the user typed (its answer)."""
+        if quiet_for < QUIET_GAP:
+            return False
+        answer = self._answer_after is not None and end > self._answer_after
+        return answer or self._early < EARLY_SCREENS
 
-    def typed(self) -> None:
-        """The user typed a key: the next quiet is most likely the agent's answer (the
-        prompt after a Ctrl-C), so its screen may go out early once more."""
-        self._early = min(self._early, EARLY_SCREENS - 1)
+    def typed(self, end: int) -> None:
+        """The user typed a key when the log ended at ``end``: the output after it is most
+        likely the agent's answer (the prompt after a Ctrl-C), and once it is quiet its
+        screen may go out early, whatever screens went early before."""
+        self._answer_after = end
 
     def hold_until(self) -> float:
         """When a hold ends even without the screen's ack: a client older than the rule
         "a Screen is acked at once" acks one only with more output after it."""
         return (self._skipped_at or 0.0) + max(HOLD_MIN, 2 * (self.rtt() or 0.0))
 
-    def look_again_at(self, now: float, quiet_for: float) -> float:
+    def look_again_at(self, now: float, end: int, quiet_for: float) -> float:
         """When a hold should be looked at again if nothing wakes the sender: when it
-        expires, or when the output will have been quiet for ``QUIET_GAP``."""
-        if self._early >= EARLY_SCREENS:
+        expires, or when the output will have been quiet for ``QUIET_GAP`` (if that would
+        let a screen go early)."""
+        if not self._may_go_early(end, QUIET_GAP):
             return self.hold_until()
         return min(self.hold_until(), now + max(0.0, QUIET_GAP - quiet_for))
 
@@ -238,7 +246,14 @@ class FeedPolicy:
         """The client was sent the screen as of ``offset`` (``wire`` bytes) instead of its
         backlog."""
         self.skips += 1
-        self._early = self._early + 1 if self._acked_offset < self._skipped_to else 0
+        shown = self._acked_offset >= self._skipped_to  # the screen before this one
+        answer = self._answer_after is not None and offset > self._answer_after
+        if answer:
+            self._answer_after = None  # this is the answer's screen: not one of the few
+        if shown:
+            self._early = 0
+        elif not answer:
+            self._early += 1
         self._skipped_to = offset
         self._skipped_at = now
         self._screen_wire = wire

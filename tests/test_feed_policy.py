@@ -167,7 +167,7 @@ def test_a_floods_last_screen_goes_out_at_once_not_a_round_trip_later() -> None:
     assert feed.should_hold(80_000_000, tail, 0.005, 0.0)
     assert not feed.should_skip(80_000_000, tail, 0.005, 0.0)
     # Quiet for QUIET_GAP: the flood's last screen, though the one before is not shown.
-    assert feed.look_again_at(0.005, 0.0) == pytest.approx(0.005 + QUIET_GAP)
+    assert feed.look_again_at(0.005, tail, 0.0) == pytest.approx(0.005 + QUIET_GAP)
     assert not feed.should_hold(80_000_000, tail, 0.016, QUIET_GAP)
     assert feed.should_skip(80_000_000, tail, 0.016, QUIET_GAP)
     position, now = tail, 0.016
@@ -178,14 +178,20 @@ def test_a_floods_last_screen_goes_out_at_once_not_a_round_trip_later() -> None:
     # Then no more before one is shown: output in bursts gets a few screens a round trip.
     assert not feed.should_skip(position - 100_000, position, now, QUIET_GAP)
     assert feed.should_hold(position - 100_000, position, now, QUIET_GAP)
-    assert feed.look_again_at(now, QUIET_GAP) == feed.hold_until()
-    # But a key typed (the Ctrl-C): the quiet after it is the answer, and goes at once.
-    feed.typed()
-    assert feed.should_skip(position - 100_000, position, now, QUIET_GAP)
-    feed.skipped(position, 1_300, now=now)
-    assert not feed.should_skip(position, position + 100_000, now + 0.02, QUIET_GAP)
-    feed.acked(position, now=now + 0.1)  # shown: the next one at once, as ever
-    assert feed.should_skip(position, position + 100_000, now + 0.1, 0.0)
+    assert feed.look_again_at(now, position, QUIET_GAP) == feed.hold_until()
+    # A key typed (the Ctrl-C): no screen for what was there before it...
+    feed.typed(position)
+    assert not feed.should_skip(position - 100_000, position, now, QUIET_GAP)
+    assert feed.look_again_at(now, position, 0.0) == feed.hold_until()
+    # ...but the output after it (the prompt), once quiet, goes at once.
+    answer = position + 20
+    assert feed.look_again_at(now, answer, 0.0) == pytest.approx(now + QUIET_GAP)
+    assert feed.should_hold(position - 100_000, answer, now, 0.0)
+    assert feed.should_skip(position - 100_000, answer, now, QUIET_GAP)
+    feed.skipped(answer, 1_300, now=now)
+    assert not feed.should_skip(answer, answer + 100_000, now + 0.02, QUIET_GAP)  # once
+    feed.acked(answer, now=now + 0.1)  # shown: the next one at once, as ever
+    assert feed.should_skip(answer, answer + 100_000, now + 0.1, 0.0)
 
 
 def test_a_few_screens_of_backlog_are_skipped_only_in_a_flood() -> None:
