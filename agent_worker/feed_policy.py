@@ -18,7 +18,8 @@ trio sender, the reader's fast path, a future hot-path thread) can drive it.
   the next screen follows a round trip later.  Before any rate is measured
   (a reconnect far behind), :data:`ASSUMED_RATE` stands in: a slow link's rate, so a
   backlog is never replayed for long.
-- **A flood's end.** During a flood (a skip less than :data:`FLOOD_MEMORY` ago), a backlog
+- **A flood's end.** During a flood (a skip less than :data:`FLOOD_MEMORY` ago; a Repaint's
+  answer does not count), a backlog
   of more than :data:`SCREENS_WORTH` screens is far behind too: it would scroll past
   unseen, and what ends the flood (the prompt after a Ctrl-C, a build's last line) would
   wait behind it.  And once the output has been quiet for :data:`QUIET_GAP`, the flood may
@@ -81,6 +82,7 @@ class FeedPolicy:
         self._skipped_to = 0  # the offset of the last screen it was skipped to
         self._skipped_at: float | None = None  # when
         self._screen_wire = 0  # that screen's bytes on the wire
+        self._flood_at: float | None = None  # the last skip that was not a Repaint's answer
         self._early = 0  # screens sent on a quiet since the last one shown (a flood's end)
         self._answer_after: int | None = None  # a key came at this log end: its answer's
         # screen may go early (once)
@@ -235,7 +237,7 @@ class FeedPolicy:
         rate = self.rate(now) or ASSUMED_RATE
         if (self.in_flight + end - position) / rate > SKIP_AFTER:
             return True
-        flooding = self._skipped_at is not None and now - self._skipped_at < FLOOD_MEMORY
+        flooding = self._flood_at is not None and now - self._flood_at < FLOOD_MEMORY
         return flooding and end - position > SCREENS_WORTH * self._screen_wire
 
     def repaint(self) -> None:
@@ -257,6 +259,8 @@ class FeedPolicy:
         self._skipped_to = offset
         self._skipped_at = now
         self._screen_wire = wire
+        if not self.repaint_wanted:  # a status line went, not a flood came
+            self._flood_at = now
         self.repaint_wanted = False
 
 

@@ -221,3 +221,16 @@ def test_a_floods_tail_is_not_sent_live_behind_its_last_screen() -> None:
     assert feed.takes_live(1_000_000, 1_000_100, 0.01)  # a prompt alone: live
     exact = FeedPolicy(acks=True, may_skip=False)
     assert exact.takes_live(0, 10**9, 0.0)
+
+
+def test_a_repaints_answer_is_not_a_flood() -> None:
+    """The screen a status line's Repaint asks for is not a skip: output after it is
+    streamed as before, however big a frame (a TUI's redraw)."""
+    feed = FeedPolicy(acks=True, may_skip=True)
+    feed.repaint()
+    feed.sent(1_000_000, 1_300, now=0.0)
+    feed.skipped(1_000_000, 1_300, now=0.0)
+    feed.acked(1_000_000, now=0.1)
+    assert not feed.should_skip(1_000_000, 1_030_000, 0.1, 0.0)
+    assert feed.takes_live(1_000_000, 1_030_000, 0.1)
+
