@@ -661,15 +661,26 @@ def test_full_disk_blocks_the_agent_and_loses_nothing(superv_env: SupervEnv) -> 
 
 # Prints N lines, waits until the worker's log is at the cap (the disk full), prints M more
 # (held in the PTY: the worker does not read while it holds a refused batch) and exits.
+# With "child": a background child that keeps the PTY open prints the M lines instead,
+# once the disk has taken the held batch (the log is past the cap), and the agent exits
+# at once.
 PRINT_FILL_PRINT = (
     PATTERN_FN
     + "import os, sys, time\n"
-    "n, m, log, cap, go = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]),\n"
-    "                      sys.argv[5])\n"
+    "n, m, log, cap, go, how = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],\n"
+    "                           int(sys.argv[4]), sys.argv[5], sys.argv[6])\n"
     "while not os.path.exists(go):\n"
     "    time.sleep(0.01)\n"
     "sys.stdout.buffer.write(pattern(n))\n"
     "sys.stdout.flush()\n"
+    "if how == 'child':\n"
+    "    import signal\n"
+    "    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # outlives the session's leader\n"
+    "    if os.fork():\n"
+    "        os._exit(0)\n"
+    "    while os.path.getsize(log) <= cap:\n"
+    "        time.sleep(0.01)\n"
+    "    time.sleep(0.3)\n"
     "while m and os.path.getsize(log) < cap:\n"
     "    time.sleep(0.01)\n"
     "sys.stdout.buffer.write(pattern(m, n))\n"
@@ -677,16 +688,21 @@ PRINT_FILL_PRINT = (
 )
 
 
-@pytest.mark.parametrize(("first", "then", "gone_first"),
-                         [(130, 0, False), (130, 0, True), (110, 20, False)],
-                         ids=["all-at-once", "gone-before-the-worker-reads",
-                              "more-after-the-disk-filled"])
+@pytest.mark.parametrize(("first", "then", "how"), [
+    (130, 0, "at-once"),
+    (130, 0, "gone-first"),  # the worker stopped while the agent prints and exits
+    (110, 20, "agent"),
+    (110, 20, "child"),
+], ids=["all-at-once", "gone-before-the-worker-reads", "more-after-the-disk-filled",
+        "more-from-a-child-after-the-disk-took-the-batch"])
 def test_agent_that_ends_while_the_disk_is_full_loses_nothing(
-        superv_env: SupervEnv, first: int, then: int, gone_first: bool) -> None:
+        superv_env: SupervEnv, first: int, then: int, how: str) -> None:
     """Its last output is still in the worker's hands, or still in the PTY: the worker
     waits for room rather than finish the session without it, however long the disk stays
     full, and the session's end (its final snapshot) counts every byte.  Also when the
-    agent is gone before the worker reads (the PTY's end comes in the refused batch)."""
+    agent is gone before the worker reads (the PTY's end comes in the refused batch), and
+    when more comes after the disk took the held batch (the session ended at the held
+    batch's end: its snapshot said 10342 of 13130 bytes)."""
     # The agent can always finish, however the worker's reads fall: once the log is at the
     # cap the worker stops reading, so what is past the cap must fit in the worker's held
     # batch plus the PTY's own buffer.  Past the cap goes 3 kB, under the 4 kB line
@@ -698,22 +714,23 @@ def test_agent_that_ends_while_the_disk_is_full_loses_nothing(
     go = superv_env.root / "go"
     log_file = superv_env.session_dir("ends") / "output.log"
     proc, ready = start_worker(superv_env, "ends", [PY, "-c", PRINT_FILL_PRINT, str(first),
-                                                    str(then), str(log_file), str(cap), str(go)])
+                                                    str(then), str(log_file), str(cap),
+                                                    str(go), how])
     assert ready["ok"], ready
     soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_FSIZE)
     resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (cap, hard))
     try:
-        if gone_first:
+        if how == "gone-first":
             os.kill(proc.pid, signal.SIGSTOP)
         go.touch()
         wait_until(lambda: pid_gone(ready["agent_pid"]), timeout=15, message="the agent to exit")
-        if gone_first:
-            os.kill(proc.pid, signal.SIGCONT)
+        os.kill(proc.pid, signal.SIGCONT)
         # Longer than the worker's exit drain and linger (2 s + 2 s) together.
         time.sleep(5)  # the length of the outage, not a synchronisation
         assert proc.poll() is None, "the worker ended with output it had not logged"
         assert log_file.stat().st_size == cap
     finally:
+        os.kill(proc.pid, signal.SIGCONT)  # never left stopped, whatever failed
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (soft, hard))
     assert wait_exit(proc) == 0
     assert log_bytes(superv_env, "ends") == cooked(pattern(lines))
