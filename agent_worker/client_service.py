@@ -293,6 +293,9 @@ class ClientService:
         self.fanout.terminals.add(handed)
         try:
             while not handed.closed:
+                if handed.writing:  # a catch-up write goes out first (the hot path tells)
+                    await handed.lot.park()
+                    continue
                 if not handed.flush_shown():
                     await trio.lowlevel.wait_writable(fd)
                     continue

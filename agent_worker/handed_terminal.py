@@ -58,7 +58,7 @@ class HandedTerminal:
         self.repaint_wanted = False  # the client's status line went: paint the screen again
         # Shared with the hot path (agent_worker.hot_path), under its lock:
         self.live = False  # written by the hot path (as output is logged, or catching up)
-        self.epoll_mask = 0  # what the hot path's epoll waits for on it
+        self.writing = False  # a catch-up write is going out (agent_worker.catch_up)
         self.keys_pending = b""  # typed keys the PTY did not take yet: trio writes them
         self.detach_pressed = False  # the hot path read the detach key
         self.refused = False  # keys typed on a read-only attach
@@ -98,7 +98,10 @@ class HandedTerminal:
             written = os.write(self.fd, data)
         except BlockingIOError:
             return 0
-        self.modes.feed(bytes(data[:written]))
+        if written == len(data) and type(data) is bytes:
+            self.modes.feed(data)  # the common case (an echo): no copy
+        else:
+            self.modes.feed(bytes(data[:written]))
         return written
 
     def write_output(self, offset: int, data: bytes) -> int:
@@ -137,9 +140,11 @@ class HandedTerminal:
             return
         self.on_close()  # the hot path writes to it no more
         if reset:
-            data = memoryview(self.modes.reset_bytes() + b"\r\n")
             with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT), \
                     contextlib.suppress(OSError):
+                while self.writing:  # a catch-up write, interrupted: its modes count too
+                    await trio.sleep(0.001)
+                data = memoryview(self.modes.reset_bytes() + b"\r\n")
                 while data:
                     written = self.write_now(data)
                     data = data[written:]

@@ -7,10 +7,12 @@ Why a thread: a keystroke's echo through trio costs a scheduler pass per hop (th
 read, the PTY's read, the write), each tens of microseconds in Python; here it is two
 wake-ups of one blocked ``epoll.poll``.  Everything else stays in trio, and hears of
 output by :meth:`HotPath.take_news`, called through one pending
-``TrioToken.run_sync_soon`` at a time: output from several batches is told at once, and
-while nobody in trio waits for it (no socket client streaming) it is told at most
-:data:`TELL_DELAY` late, so typing into a handed terminal wakes trio once per few keys,
-not once per key.
+``TrioToken.run_sync_soon`` at a time: output from several batches is told at once.  How
+late it may be told depends on who waits for it in trio (:func:`tell_delay`): a socket
+client streaming, at once; no client at all, :data:`QUERY_DELAY` (the worker answers the
+agent's terminal queries then); only handed terminals, which the hot path writes itself,
+:data:`TELL_DELAY`, so typing into a handed terminal wakes trio once per tens of keys, not
+once per key (each telling costs trio ~0.25 ms: the activity monitor, the screen model).
 
 The one lock, :attr:`HotPath.lock`, guards everything the two threads share: the log's
 appends (so ``OutputLog.end`` and what a terminal was written agree), each handed
@@ -20,11 +22,11 @@ news not yet told.  Only trio changes which of the two writes to a terminal, und
 lock (:meth:`HotPath.go_live`, :meth:`HotPath.hold`).
 
 The guarantees hold as in trio's reader: a batch is logged before any terminal sees it; a
-terminal that does not read is written only as it drains (EPOLLOUT), from the log at its
-own offset, so it never stalls the agent and costs at most one carry
-(:data:`~agent_worker.handed_terminal.LOG_CHUNK`, or one batch); a full disk keeps the
-batch, stops reading the PTY (so the agent blocks on its own writes) and retries every
-:data:`DISK_RETRY` seconds.
+terminal that falls behind is written from the log at its own offset by a thread of its
+own (:mod:`agent_worker.catch_up`), so it never stalls the agent and costs at most one
+carry (:data:`~agent_worker.handed_terminal.LOG_CHUNK`, or one batch); a full disk keeps
+the batch, stops reading the PTY (so the agent blocks on its own writes) and retries
+every :data:`DISK_RETRY` seconds.
 """
 
 from __future__ import annotations
@@ -40,13 +42,15 @@ from collections.abc import Callable
 import attrs
 import trio
 
+from agent_worker.catch_up import CatchUp, install_interrupt
 from agent_worker.handed_terminal import HandedTerminal
 from agent_worker.log import OutputLog
 
 READ_BATCH = 1 << 20  # most bytes taken from the PTY before they are logged and shown
 READ_SIZE = 65536
 DISK_RETRY = 1.0  # a full disk gives no event when it has room again: try again this often
-TELL_DELAY = 0.005  # trio hears of output this late at most while nobody there waits for it
+TELL_DELAY = 0.05  # trio hears of output this late at most while only handed terminals watch
+QUERY_DELAY = 0.005  # ... and while no client is attached (the query answerer waits for it)
 NEWS_LIMIT = 4 * READ_BATCH  # bytes of untold output kept for trio (the query answerer)
 
 
@@ -66,16 +70,17 @@ class News:
 
 
 class HotPath:
-    def __init__(self, master_fd: int, output: OutputLog, urgent: Callable[[], bool]) -> None:
+    def __init__(self, master_fd: int, output: OutputLog, delay: Callable[[], float]) -> None:
         self.fd = master_fd
         self.output = output
         self.lock = threading.Lock()
-        self._urgent = urgent  # does someone in trio wait for output (a socket client)?
+        self._delay = delay  # how late trio may hear of output now (see tell_delay)
         self._token: trio.lowlevel.TrioToken | None = None
         self._tell: Callable[[], None] = lambda: None  # runs in trio, calls take_news
         self._epoll = select.epoll()
         self._epoll.register(master_fd, select.EPOLLIN)
         self._terminals: dict[int, HandedTerminal] = {}  # by descriptor, read for keys
+        self._catch_ups: dict[int, CatchUp] = {}  # by descriptor: those that fell behind once
         self._told = output.end  # trio has heard of the log up to here
         self._untold: list[bytes] = []
         self._untold_size = 0
@@ -95,6 +100,7 @@ class HotPath:
         """Start the thread (from trio): ``tell`` runs in trio when there is news."""
         self._token = trio.lowlevel.current_trio_token()
         self._tell = tell
+        install_interrupt()  # (trio runs in the main thread) for CatchUp.stop
         self._thread.start()
 
     # ---- called from trio (under the lock where the state is shared) ---------------------
@@ -103,7 +109,6 @@ class HotPath:
         """Read this terminal's keys here from now on."""
         with self.lock:
             self._terminals[term.fd] = term
-            term.epoll_mask = select.EPOLLIN
             self._epoll.register(term.fd, select.EPOLLIN)
         term.on_close = lambda: self.remove_terminal(term)
 
@@ -114,6 +119,7 @@ class HotPath:
                 with contextlib.suppress(OSError):
                     self._epoll.unregister(term.fd)
             term.live = False
+            self._stop_catch_up(term)
 
     def go_live(self, term: HandedTerminal) -> bool:
         """Let the hot path write to ``term`` from now on, from its place in the log on
@@ -123,14 +129,13 @@ class HotPath:
                     or term.repaint_wanted):
                 return False
             term.live = True
-            self._watch_writable(term)
+            self._serve_behind(term)
             return True
 
     def hold(self, term: HandedTerminal) -> None:
         """Stop writing to ``term`` here (trio has something to write to it first)."""
         with self.lock:
-            term.live = False
-            self._watch_writable(term)
+            term.live = False  # a catch-up write going out ends first: term.writing
 
     def take_news(self) -> News:
         with self.lock:
@@ -154,13 +159,10 @@ class HotPath:
             # For the worker's whole life, not just the PTY's: after the agent's end the
             # handed terminals still catch up and their keys (the detach key) still come.
             while True:
-                for fd, events in self._epoll.poll(self._timeout()):
+                for fd, _events in self._epoll.poll(self._timeout()):
                     if fd == self.fd:
                         self._read_pty()
-                        continue
-                    if events & select.EPOLLOUT:
-                        self._catch_up(fd)
-                    if events & ~select.EPOLLOUT:
+                    else:
                         self._read_keys(fd)
                 now = time.monotonic()
                 if self._retry_at is not None and now >= self._retry_at:
@@ -174,10 +176,11 @@ class HotPath:
             self._tell_trio()
 
     def _timeout(self) -> float:
-        deadlines = [t for t in (self._retry_at, self._tell_at) if t is not None]
-        if not deadlines:
+        retry, tell = self._retry_at, self._tell_at
+        if retry is None and tell is None:
             return -1
-        return max(0.0, min(deadlines) - time.monotonic())
+        at = tell if retry is None else retry if tell is None else min(retry, tell)
+        return max(0.0, at - time.monotonic())
 
     def _read_pty(self) -> None:
         if self._unlogged:
@@ -200,6 +203,8 @@ class HotPath:
                 break
             chunks.append(data)
             total += len(data)
+            if len(data) < READ_SIZE:
+                break  # drained for now (a keystroke's echo): no second read to hear EAGAIN
         if chunks:
             self._log(b"".join(chunks) if len(chunks) != 1 else chunks[0])
         elif self._eof:
@@ -224,11 +229,14 @@ class HotPath:
                 self._show(self.output.end - written, logged)
             self._unlogged = batch[written:]
             self._pause_reading(bool(self._unlogged))
-        self._soon(0.0 if self._urgent() or self._disk_error or self._disk_resumed else TELL_DELAY)
+            delay = 0.0 if self._disk_error or self._disk_resumed else self._delay()
+            self._soon_locked(delay)
+        if delay == 0.0:
+            self._tell_trio()
 
     def _show(self, start: int, logged: bytes) -> None:
         """(Under the lock.)  The live terminals that are caught up get the batch now; what
-        one does not take, it is written later from the log as it drains (EPOLLOUT)."""
+        one does not take, its catch-up thread writes, and the rest from the log."""
         # A copy: a terminal found gone is dropped from the dict (_lose) during the loop.
         for term in list(self._terminals.values()):
             if not term.live or term.position != start or term.carry:
@@ -240,40 +248,49 @@ class HotPath:
                 continue
             if taken < len(logged):
                 term.carry = logged[taken:]
-                self._watch_writable(term)
+                self._serve_behind(term)
         self._untold.append(logged)
         self._untold_size += len(logged)
         if self._untold_size > NEWS_LIMIT:
             self._untold = []  # trio is far behind: it hears of the range without the bytes
 
-    def _catch_up(self, fd: int) -> None:
-        """A live terminal that is behind can take more: write on from the log."""
-        with self.lock:
-            term = self._terminals.get(fd)
-            if term is None or term.closed or not term.live:
-                return
-            try:
-                while term.position < self.output.end or term.carry:
-                    if not term.write_from_log(self.output.reader.read, self.output.end):
-                        break
-            except OSError:
-                self._lose(term)
-                return
-            self._watch_writable(term)
-            if not term.carry and term.position == self.output.end:
-                self._flagged[fd] = term  # caught up: trio may want to know (the end)
-                self._soon_locked(TELL_DELAY)
-
-    def _watch_writable(self, term: HandedTerminal) -> None:
-        """(Under the lock.)  Wait for room in ``term`` while it is live and behind."""
-        if term.fd not in self._terminals:
+    def _serve_behind(self, term: HandedTerminal) -> None:
+        """(Under the lock.)  A live terminal that is behind is written by its catch-up
+        thread (started the first time it is needed)."""
+        if not term.live or term.fd not in self._terminals:
             return
-        behind = term.live and (term.carry or term.position < self.output.end)
-        mask = select.EPOLLIN | (select.EPOLLOUT if behind else 0)
-        if mask != term.epoll_mask:
-            term.epoll_mask = mask
-            with contextlib.suppress(OSError):
-                self._epoll.modify(term.fd, mask)
+        if not term.carry and term.position >= self.output.end:
+            return
+        catch_up = self._catch_ups.get(term.fd)
+        if catch_up is None:
+            try:
+                catch_up = CatchUp(term, self.lock, lambda: self.output.end,
+                                   self.output.reader.read, self._caught_up, self._tell_trio)
+            except OSError:
+                self._lose(term)  # it cannot be opened again: it is gone
+                return
+            self._catch_ups[term.fd] = catch_up
+        catch_up.wake()
+
+    def _caught_up(self, term: HandedTerminal, lost: bool) -> bool:
+        """(Under the lock, in the catch-up thread.)  A catch-up write ended: True if trio
+        must hear of it now (the terminal is gone, or trio waits to write to it)."""
+        if lost:
+            self._lose(term)
+            return True
+        if not term.live:  # held meanwhile: trio waits for term.writing to clear
+            self._flagged[term.fd] = term
+            return True
+        if not term.carry and term.position == self.output.end:
+            self._flagged[term.fd] = term  # caught up: trio may want to know (the end)
+            return True
+        return False
+
+    def _stop_catch_up(self, term: HandedTerminal) -> None:
+        """(Under the lock.)"""
+        catch_up = self._catch_ups.pop(term.fd, None)
+        if catch_up is not None:
+            catch_up.stop()
 
     def _lose(self, term: HandedTerminal) -> None:
         """(Under the lock.)  A write failed: the terminal is gone; trio ends its attach."""
@@ -282,6 +299,7 @@ class HotPath:
         self._terminals.pop(term.fd, None)
         with contextlib.suppress(OSError):
             self._epoll.unregister(term.fd)
+        self._stop_catch_up(term)
         self._flagged[term.fd] = term
         self._tell_at = time.monotonic()
 
@@ -326,6 +344,7 @@ class HotPath:
                 with contextlib.suppress(OSError):
                     self._epoll.unregister(fd)
                 term.live = False
+                self._stop_catch_up(term)
             if term.lost or term.detach_pressed or term.refused or term.keys_pending:
                 self._flagged[fd] = term
                 self._tell_at = time.monotonic()
@@ -365,3 +384,13 @@ class HotPath:
         assert self._token is not None
         with contextlib.suppress(trio.RunFinishedError):  # the worker is exiting
             self._token.run_sync_soon(self._tell)
+
+
+def tell_delay(socket_clients: bool, handed_terminals: bool) -> float:
+    """How late trio may hear of output: at once when a socket client streams it (trio
+    sends it), :data:`QUERY_DELAY` with no client (trio answers the agent's terminal
+    queries), :data:`TELL_DELAY` when only handed terminals watch (the hot path writes
+    them; trio's own uses, the activity and the screen model, do not mind 50 ms)."""
+    if socket_clients:
+        return 0.0
+    return TELL_DELAY if handed_terminals else QUERY_DELAY

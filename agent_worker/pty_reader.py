@@ -19,7 +19,7 @@ import trio
 
 from agent_worker.conversation import Exited, Notice
 from agent_worker.fanout import Fanout
-from agent_worker.hot_path import HotPath
+from agent_worker.hot_path import HotPath, tell_delay
 from agent_worker.log import OutputLog
 
 log = structlog.get_logger("agent_worker")
@@ -39,7 +39,7 @@ class PtyReader:
         self.fanout = fanout
         self._report = report
         self._on_logged = on_logged  # sees each logged batch (the terminal-query answerer)
-        self.hot = HotPath(fd, output, lambda: bool(fanout.subscribers))
+        self.hot = HotPath(fd, output, lambda: tell_delay(bool(fanout.subscribers), bool(fanout.terminals)))
         fanout.hot = self.hot
         self.unlogged = 0  # bytes read from the PTY that the disk has not taken yet
         self.all_logged = trio.Event()  # set while ``unlogged`` is 0

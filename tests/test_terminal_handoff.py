@@ -94,6 +94,15 @@ def holders(tty: str, senv: SupervEnv) -> set[int]:
     return held
 
 
+def descriptors_on(tty: str, pid: int) -> int:
+    """How many of ``pid``'s descriptors are open on ``tty``."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(f"/proc/{pid}/fd/{fd}") == tty
+    return count
+
+
 def worker_pid(senv: SupervEnv, name: str) -> int:
     listing = senv.superv("ls", "--json", check=True).stdout
     return next(s["worker_pid"] for s in json.loads(listing) if s["name"] == name)
@@ -118,24 +127,33 @@ def test_the_worker_holds_the_terminal_and_drops_it_when_the_client_dies(
     assert superv_env.superv("ls", "--json", check=True).stdout.count('"running"') == 1
 
 
+def flood_unread(senv: SupervEnv, attaches: list[PtyAttach], name: str, lines: int,
+                 linger: bool = False) -> tuple[PtyAttach, int]:
+    """A session that prints ``lines`` numbered lines and THE-END once a key comes, to an
+    ``--exact`` attach whose emulator does not read; returns once all is logged, with the
+    attach and the worker's pid.  ``linger``: the agent stays after printing."""
+    code = ("import sys; sys.stdin.readline(); o = sys.stdout.buffer\n"
+            f"for i in range({lines}): o.write(b'%08d ' % i + b'x' * 91 + b'\\n')\n"
+            "o.write(b'THE-END\\n'); o.flush()" + ("; sys.stdin.read()" if linger else ""))
+    senv.superv("start", name, "--", sys.executable, "-c", code, check=True)
+    attach = PtyAttach(senv, name, "--exact")
+    attaches.append(attach)
+    worker = worker_pid(senv, name)
+    wait_until(lambda: worker in holders(attach.tty, senv), message="the handoff")
+    attach.type(b"go\r")
+    log = senv.session_dir(name) / "output.log"
+    wait_until(lambda: b"THE-END" in log.read_bytes()[-100:], timeout=60,
+               message="the agent to print everything while its terminal does not read")
+    return attach, worker
+
+
 def test_a_terminal_that_stops_reading_never_slows_the_agent(
     superv_env: SupervEnv, attaches: list[PtyAttach]
 ) -> None:
     """The emulator stops reading (our master is not read): the agent still prints 10 MB
     and ends; then the terminal catches up from the log, every line, to the end."""
-    code = ("import sys, time; sys.stdin.readline(); o = sys.stdout.buffer\n"
-            "for i in range(100000): o.write(b'%08d ' % i + b'x' * 91 + b'\\n')\n"
-            "o.write(b'THE-END\\n'); o.flush()")
-    superv_env.superv("start", "flood", "--", sys.executable, "-c", code, check=True)
-    attach = PtyAttach(superv_env, "flood", "--exact")
-    attaches.append(attach)
-    worker = worker_pid(superv_env, "flood")
-    wait_until(lambda: worker in holders(attach.tty, superv_env), message="the handoff")
-    attach.type(b"go\r")
-    log = superv_env.session_dir("flood") / "output.log"
     start = time.monotonic()
-    wait_until(lambda: b"THE-END" in log.read_bytes()[-100:], timeout=60,
-               message="the agent to print everything while its terminal does not read")
+    attach, _ = flood_unread(superv_env, attaches, "flood", 100000)
     took = time.monotonic() - start
     assert took < 30, f"the agent took {took:.1f}s with a terminal that does not read"
     shown = attach.read_until(b"[flood exited 0]", timeout=90)
@@ -146,6 +164,32 @@ def test_a_terminal_that_stops_reading_never_slows_the_agent(
     around = shown[shown.find(b"%08d" % missing[0]) - 300:][:600] if missing else b""
     assert not missing, (missing[:5], around)
     assert b"THE-END" in shown
+
+
+@pytest.mark.parametrize("ending", ["client killed", "detach key"])
+def test_an_attach_ends_at_once_while_the_worker_waits_on_a_terminal_that_stopped_reading(
+    superv_env: SupervEnv, attaches: list[PtyAttach], ending: str
+) -> None:
+    """The worker writes a terminal that fell behind by blocking writes in a thread of its
+    own: with the emulator not reading, that write waits in the kernel.  The attach must
+    still end when the client dies or the detach key is typed, and the worker let go of
+    the terminal (a terminal held open keeps an SSH session from ending)."""
+    attach, worker = flood_unread(superv_env, attaches, "stuck", 20000, linger=True)
+    # The terminal is full and 2 MB behind: the worker's write to it is waiting, on a
+    # second descriptor of the terminal (the catch-up thread's own, blocking).
+    wait_until(lambda: descriptors_on(attach.tty, worker) == 2,
+               message="the worker's catch-up thread to open the terminal")
+    if ending == "client killed":
+        attach.proc.kill()
+        attach.proc.wait()
+    else:
+        attach.type(b"\x1c")
+    wait_until(lambda: worker not in holders(attach.tty, superv_env), timeout=10,
+               message="the worker to let go of a terminal it was waiting on")
+    if ending == "detach key":
+        attach.read_until(b"[detached from stuck]", timeout=30)  # the client writes it now
+        assert attach.proc.wait(timeout=10) == 0
+    assert '"running"' in superv_env.superv("ls", "--json", check=True).stdout
 
 
 def test_a_terminal_that_dies_under_the_worker_ends_the_attach_not_the_session(
