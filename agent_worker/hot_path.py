@@ -48,6 +48,10 @@ from agent_worker.log import OutputLog
 
 READ_BATCH = 1 << 20  # most bytes taken from the PTY before they are logged and shown
 READ_SIZE = 65536
+# A read this short ends the batch: the agent wrote a little and stopped (a keystroke's
+# echo), so a second read would only hear EAGAIN.  A flood comes in reads of ~4 kB (the
+# line discipline's buffer) while more waits: those go on to make a batch.
+DRAINED_BELOW = 1024
 DISK_RETRY = 1.0  # a full disk gives no event when it has room again: try again this often
 TELL_DELAY = 0.05  # trio hears of output this late at most while only handed terminals watch
 QUERY_DELAY = 0.005  # ... and while no client is attached (the query answerer waits for it)
@@ -203,8 +207,8 @@ class HotPath:
                 break
             chunks.append(data)
             total += len(data)
-            if len(data) < READ_SIZE:
-                break  # drained for now (a keystroke's echo): no second read to hear EAGAIN
+            if len(data) < DRAINED_BELOW:
+                break  # the agent wrote a little and stopped: no second read to hear EAGAIN
         if chunks:
             self._log(b"".join(chunks) if len(chunks) != 1 else chunks[0])
         elif self._eof:
