@@ -92,17 +92,20 @@ class HandedTerminal:
     def write_now(self, data: bytes | memoryview) -> int:
         """Write what the terminal takes now; how many bytes that was (0 if it is full).
         OSError (EIO, EBADF...) if the terminal is gone."""
-        if self.closed:  # our descriptor's number may name something else by now
-            raise OSError(errno.EBADF, "the handed terminal was released")
-        try:
-            written = os.write(self.fd, data)
-        except BlockingIOError:
-            return 0
+        written = self._write_raw(data)
         if written == len(data) and type(data) is bytes:
             self.modes.feed(data)  # the common case (an echo): no copy
         else:
             self.modes.feed(bytes(data[:written]))
         return written
+
+    def _write_raw(self, data: bytes | memoryview) -> int:
+        if self.closed:  # our descriptor's number may name something else by now
+            raise OSError(errno.EBADF, "the handed terminal was released")
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
 
     def write_output(self, offset: int, data: bytes) -> int:
         """Write the output at log ``offset`` (which must be :attr:`position`)."""
@@ -110,14 +113,24 @@ class HandedTerminal:
         self.position = offset + written
         return written
 
+    def next_chunk(self, read: Callable[[int, int], bytes], end: int) -> bytes:
+        """What to write next from :attr:`position` towards log offset ``end``: the carry,
+        else up to :data:`LOG_CHUNK` read from the log with ``read(offset, size)``."""
+        return self.carry or read(self.position, min(end - self.position, LOG_CHUNK))
+
+    def took(self, chunk: bytes, written: int) -> None:
+        """The terminal took ``written`` bytes of ``chunk`` (from :meth:`next_chunk`), by
+        whichever writer: its place, its carry and the modes it was shown."""
+        self.modes.feed(chunk[:written])
+        self.position += written
+        self.carry = chunk[written:]
+
     def write_from_log(self, read: Callable[[int, int], bytes], end: int) -> int:
-        """Write on from :attr:`position` towards log offset ``end``, reading the log with
-        ``read(offset, size)`` only when nothing read earlier is left; the bytes written
-        (0: the terminal is full)."""
-        if not self.carry:
-            self.carry = read(self.position, min(end - self.position, LOG_CHUNK))
-        written = self.write_output(self.position, self.carry)
-        self.carry = self.carry[written:]
+        """Write on from :attr:`position` towards log offset ``end`` without waiting; the
+        bytes written (0: the terminal is full)."""
+        chunk = self.next_chunk(read, end)
+        written = self._write_raw(chunk)
+        self.took(chunk, written)
         return written
 
     def show(self, data: bytes) -> None:
