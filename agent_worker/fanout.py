@@ -93,6 +93,11 @@ class Fanout:
         self.hot: HotPath | None = None  # set by the PTY reader
         self.watchers: dict[int, trio.MemorySendChannel[Exited | Notice]] = {}
         self.woken = trio.lowlevel.ParkingLot()  # anyone else who wants to know of output
+        # The log's end as trio last heard of it (agent_worker.pty_reader).  OutputLog.end
+        # is ahead of it by what the hot path has not told yet: a task that waits for news
+        # compares with this, or it would find "more output" at every look while keys are
+        # typed and never wait for the news at all.
+        self.told = 0
 
     def publish(self, start: int, data: bytes) -> None:
         """Output at log offset ``start`` was just logged: hand it on."""

@@ -64,6 +64,7 @@ class PtyReader:
             self._report(Notice("log_write_failed", {"error": news.disk_error}))
         if news.disk_resumed:
             log.info("log_write_resumed")
+        self.fanout.told = news.end
         if news.end > news.start:
             if news.data is not None:
                 self.fanout.publish(news.start, news.data)

@@ -305,7 +305,7 @@ class ActivityMonitor:
         while True:
             wake_at = min((t for t in (self.tracker.next_tick(), self._screen_due) if t is not None),
                           default=None)
-            if worker.output.end <= self.offset:
+            if worker.fanout.told <= self.offset:  # (not output.end: see Fanout.told)
                 with trio.move_on_at(trio.current_time() + max(0.0, wake_at - time.time())
                                      if wake_at is not None else float("inf")):
                     await worker.screen_lot.park()
