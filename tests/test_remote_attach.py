@@ -36,7 +36,8 @@ from tmux_helpers import Tmux as Panes
 from worker_helpers import PATTERN_FN, PY, log_bytes, log_size, pid_gone, start_worker, wait_exit
 
 from agent_worker.paths import PathError
-from supervisor.remote_attach import parse_target, remote_command_line
+from supervisor.remote_attach import parse_target
+from supervisor.remote_attempt import remote_command_line
 
 SUPERV = str(VENV_BIN / "superv")
 LINE = 101  # bytes per pattern line in the log: 99 visible + CR LF (the PTY's ONLCR)
