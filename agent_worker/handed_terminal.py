@@ -155,8 +155,10 @@ class HandedTerminal:
         if reset:
             with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT), \
                     contextlib.suppress(OSError):
-                while self.writing:  # a catch-up write, interrupted: its modes count too
-                    await trio.sleep(0.001)
+                # A catch-up write, interrupted by on_close: its modes count too.  Its end
+                # is told to trio (the terminal is no longer live), which wakes our lot.
+                while self.writing:
+                    await self.lot.park()
                 data = memoryview(self.modes.reset_bytes() + b"\r\n")
                 while data:
                     written = self.write_now(data)
