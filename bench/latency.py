@@ -7,18 +7,30 @@ until that letter is drawn on it (escape sequences a re-rendering client wraps a
 are skipped), one key at a time: with a short pause between keys, as a typist would, and
 back to back (the next key as soon as the last one's echo is drawn).
 
+Interleaved: every host is attached at once and the keys go round them (paced: one key
+each in turn; back to back: a block of :data:`BLOCK` keys each in turn, so that a host's
+keys still follow each other at once), the first host of each round changing.  On a
+shared machine the speed drifts by seconds (another tenant's burst); measured one host
+after the other, a burst lands on one host's figures only, and the same build's p50 came
+out anywhere between 0.9x and 2.5x the best peer's in eight runs; interleaved, every host
+sees the same drift, and the ratios are what the run measured.
+
 CPU per key: the CPU time every process of the host spent (client, server, the ``cat``:
-each carries the run's tag in its environment) over the paced keys, divided by the keys;
-read from ``/proc/PID/task/*/schedstat`` (nanoseconds; ``stat``'s ticks are too coarse).
-raw-pty's row is the ``cat`` alone: what a host adds is its row minus that one.
+each carries the run's tag in its environment) over the paced phase, less what it spent
+over an idle phase as long (every host attached, no key: its timers, a snapshot), divided
+by its keys; read from ``/proc/PID/task/*/schedstat`` (nanoseconds; ``stat``'s ticks are
+too coarse).  raw-pty's row is the ``cat`` alone: what a host adds is its row minus that
+one.
 
 Verified: each key's own letter came back, in order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import (
@@ -38,6 +50,9 @@ LETTERS = b"abcdefgijkopqvwxyz"
 WARMUP = 20
 KEYS = 300
 PAUSE = 0.002  # between keys, so that no key is batched with the previous one's echo
+
+
+BLOCK = 20  # back-to-back keys a host gets in a row before the next host's turn
 
 
 def wait_for_echo(term: Terminal, key: bytes, mark: int, timeout: float) -> None:
@@ -61,80 +76,151 @@ def cpu_seconds(tag: str) -> float:
     return total / 1e9
 
 
-def type_keys(term: Terminal, pause: float) -> list[float]:
-    times = []
-    for i in range(WARMUP + KEYS):
-        key = LETTERS[i % len(LETTERS) : i % len(LETTERS) + 1]
+class Subject:
+    """One host's attached terminal in the interleaved run, and what it measured."""
+
+    def __init__(self, name: str, term: Terminal, tag: str) -> None:
+        self.name = name
+        self.term = term
+        self.tag = tag
+        self.typed = 0
+        self.paced: list[float] = []
+        self.back_to_back: list[float] = []
+        self.cpu_busy = 0.0  # CPU seconds over the paced phase
+        self.cpu_idle = 0.0  # ... over the idle phase
+        self.failure: str | None = None
+
+    def ready(self) -> None:
+        """Until the first key echoes, the client may still be connecting: retype it."""
+        deadline = time.monotonic() + 20
+        while True:
+            mark = len(self.term.buf)
+            self.term.write(b"z")
+            try:
+                wait_for_echo(self.term, b"z", mark, 0.5)
+                break
+            except BenchError:
+                if time.monotonic() > deadline:
+                    raise
+        self.term.drain(0.2)
+
+    def key(self, pause: float) -> float:
+        """Type the next letter and time its echo."""
+        key = LETTERS[self.typed % len(LETTERS) :][:1]
+        self.typed += 1
         if pause:
             time.sleep(pause)
-        mark = len(term.buf)
+        mark = len(self.term.buf)
         t0 = time.perf_counter()
-        term.write(key)
-        wait_for_echo(term, key, mark, 5)
-        times.append(time.perf_counter() - t0)
+        self.term.write(key)
+        wait_for_echo(self.term, key, mark, 5)
+        took = time.perf_counter() - t0
         # A re-rendering client may send the rest of its update later: let it land now,
         # outside the timed window, so the next key's window starts clean.
-        term.read_some(0)
-    return times[WARMUP:]
+        self.term.read_some(0)
+        return took
 
 
-def measure(term: Terminal, tag: str) -> tuple[list[float], list[float], float]:
-    """Echo times with pauses, back to back, and the CPU seconds per paced key."""
-    # Until the first key echoes, the client may still be connecting: retype it.
-    deadline = time.monotonic() + 20
-    while True:
-        mark = len(term.buf)
-        term.write(b"z")
+def in_turn(subjects: list[Subject], rounds: int, per_turn: int, pause: float,
+            into: str) -> None:
+    """``rounds`` rounds of ``per_turn`` keys for each subject still measuring, the first
+    subject of each round changing; the times after the first :data:`WARMUP` keys go to
+    each subject's list ``into``."""
+    for r in range(rounds):
+        shift = r % len(subjects)
+        for subject in subjects[shift:] + subjects[:shift]:
+            for _ in range(per_turn):
+                if subject.failure is not None:
+                    break
+                try:
+                    took = subject.key(pause)
+                except (BenchError, OSError) as exc:
+                    subject.failure = str(exc)[:300]
+                    break
+                times = getattr(subject, into)
+                if r * per_turn >= WARMUP:
+                    times.append(took)
+
+
+def cpu_over(subjects: list[Subject], phase: Callable[[], None]) -> tuple[list[float], float]:
+    """Each subject's CPU seconds over ``phase``, and how long it took."""
+    before = [cpu_seconds(s.tag) for s in subjects]
+    t0 = time.monotonic()
+    phase()
+    took = time.monotonic() - t0
+    return [cpu_seconds(s.tag) - b for s, b in zip(subjects, before, strict=True)], took
+
+
+def measure(subjects: list[Subject]) -> None:
+    """Paced keys (with the CPU they cost), an idle phase as long, keys back to back."""
+    busy, took = cpu_over(subjects, lambda: in_turn(subjects, WARMUP + KEYS, 1, PAUSE, "paced"))
+    idle, _ = cpu_over(subjects, lambda: time.sleep(took))
+    for subject, b, i in zip(subjects, busy, idle, strict=True):
+        subject.cpu_busy, subject.cpu_idle = b, i
+    in_turn(subjects, -(-(WARMUP + KEYS) // BLOCK), BLOCK, 0, "back_to_back")
+
+
+def attach_all(cfg: Config, hosts: list[type[Host]], stack: contextlib.ExitStack,
+               rows: dict[str, dict[str, Result]]) -> list[Subject]:
+    """Every available host's session, attached and echoing; the others' rows say why not."""
+    subjects = []
+    for host_name, host_cls in [("raw-pty", None), *[(h.name, h) for h in hosts if h in ALL_HOSTS]]:
+        if host_cls is not None and (why := host_cls.unavailable()):
+            for r in rows[host_name].values():
+                r.skipped, r.note = True, why
+            continue
+        log(f"echo latency: attaching {host_name}")
         try:
-            wait_for_echo(term, b"z", mark, 0.5)
-            break
-        except BenchError:
-            if time.monotonic() > deadline:
-                raise
-    term.drain(0.2)
-    cpu0 = cpu_seconds(tag)
-    paced = type_keys(term, PAUSE)
-    cpu = (cpu_seconds(tag) - cpu0) / (WARMUP + KEYS)
-    return paced, type_keys(term, 0), cpu
+            if host_cls is None:
+                term, tag = stack.enter_context(raw_session(SCRIPT, cfg.scratch)), f"{RUN_TAG}-raw"
+            else:
+                host = stack.enter_context(host_cls(cfg.scratch))
+                host.start("lat", SCRIPT)
+                term, tag = stack.enter_context(host.attach("lat")), host.tag
+            subject = Subject(host_name, term, tag)
+            subject.ready()
+        except (BenchError, OSError) as exc:
+            for r in rows[host_name].values():
+                r.ok, r.note = False, str(exc)[:300]
+            continue
+        subjects.append(subject)
+    return subjects
 
 
 def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
-    results = []
-    for host_name, host_cls in [("raw-pty", None), *[(h.name, h) for h in hosts if h in ALL_HOSTS]]:
-        is_raw = host_cls is None
-        rows = {
+    rows: dict[str, dict[str, Result]] = {}
+    for host_name in ["raw-pty", *[h.name for h in hosts if h in ALL_HOSTS]]:
+        is_raw = host_name == "raw-pty"
+        rows[host_name] = {
             name: Result(name, host_name, None, "s", baseline=is_raw)
             for name in ("echo p50", "echo p99", "echo p50 back-to-back", "echo p99 back-to-back")
         }
         # raw-pty's CPU is the cat alone, not a host: ratios are to the best peer.
-        rows["cpu per key"] = Result("cpu per key", host_name, None, "s", comparable=not is_raw)
-        results += rows.values()
-        if host_cls is not None and (why := host_cls.unavailable()):
-            for r in rows.values():
-                r.skipped, r.note = True, why
-            continue
-        log(f"echo latency: {host_name}")
-        try:
-            if host_cls is None:
-                with raw_session(SCRIPT, cfg.scratch) as term:
-                    paced, back_to_back, cpu = measure(term, f"{RUN_TAG}-raw")
-            else:
-                with host_cls(cfg.scratch) as host:
-                    host.start("lat", SCRIPT)
-                    with host.attach("lat") as term:
-                        paced, back_to_back, cpu = measure(term, host.tag)
-        except (BenchError, OSError) as exc:
-            for r in rows.values():
-                r.ok, r.note = False, str(exc)[:300]
-            continue
-        for times, suffix in ((paced, ""), (back_to_back, " back-to-back")):
-            q = statistics.quantiles(times, n=100, method="inclusive")
-            p50, p99 = rows[f"echo p50{suffix}"], rows[f"echo p99{suffix}"]
-            for r, value in ((p50, q[49]), (p99, q[98])):
-                r.value = value
-                r.verified = f"{len(times)} keys echoed in order"
-            p50.detail = f"mean {statistics.fmean(times) * 1000:.2f} ms"
-            p99.detail = f"max {max(times) * 1000:.2f} ms"
-        rows["cpu per key"].value = cpu
-        rows["cpu per key"].verified = f"{WARMUP + KEYS} paced keys"
-    return results
+        rows[host_name]["cpu per key"] = Result("cpu per key", host_name, None, "s", comparable=not is_raw)
+    with contextlib.ExitStack() as stack:
+        subjects = attach_all(cfg, hosts, stack, rows)
+        log(f"echo latency: {len(subjects)} hosts, keys in turn")
+        measure(subjects)
+    for subject in subjects:
+        record(subject, rows[subject.name])
+    return [r for host_rows in rows.values() for r in host_rows.values()]
+
+
+def record(subject: Subject, rows: dict[str, Result]) -> None:
+    if subject.failure is not None:
+        for r in rows.values():
+            r.ok, r.note = False, subject.failure
+        return
+    for times, suffix in ((subject.paced, ""), (subject.back_to_back, " back-to-back")):
+        q = statistics.quantiles(times, n=100, method="inclusive")
+        p50, p99 = rows[f"echo p50{suffix}"], rows[f"echo p99{suffix}"]
+        for r, value in ((p50, q[49]), (p99, q[98])):
+            r.value = value
+            r.verified = f"{len(times)} keys echoed in order"
+        p50.detail = f"mean {statistics.fmean(times) * 1000:.2f} ms"
+        p99.detail = f"max {max(times) * 1000:.2f} ms"
+    keys = WARMUP + KEYS
+    cpu = rows["cpu per key"]
+    cpu.value = max(0.0, subject.cpu_busy - subject.cpu_idle) / keys
+    cpu.detail = f"idle {subject.cpu_idle / keys * 1e6:.1f} us/key less"
+    cpu.verified = f"{keys} paced keys"
