@@ -439,7 +439,8 @@ class ClientService:
                     return  # the client's side ended it (a violation): say no more
                 await stream.send_all(conversation.send(event))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            scope.cancel()
+            pass
+        scope.cancel()  # the client went, or the worker is going and said all it had
 
     async def _receive(self, stream: SharedStream, conversation: ServerConversation,
                        subscriber: Subscriber | None,

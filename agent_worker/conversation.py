@@ -192,7 +192,7 @@ class Refused:
 @attrs.frozen
 class Notice:
     """Any other event a worker reports: ``attached``, ``detached``, ``snapshot_failed``,
-    ``log_write_failed``, ``worker_exit`` (what the supervisor relays to ``superv events``)."""
+    ``log_write_failed`` (what the supervisor relays to ``superv events``)."""
 
     event: str
     fields: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)

@@ -92,6 +92,7 @@ class Fanout:
         self.terminals: set[HandedTerminal] = set()
         self.hot: HotPath | None = None  # set by the PTY reader
         self.watchers: dict[int, trio.MemorySendChannel[Exited | Notice]] = {}
+        self._unwatched = trio.lowlevel.ParkingLot()  # wakes watchers_gone
         self.woken = trio.lowlevel.ParkingLot()  # anyone else who wants to know of output
         # The log's end as trio last heard of it (agent_worker.pty_reader).  OutputLog.end
         # is ahead of it by what the hot path has not told yet: a task that waits for news
@@ -132,9 +133,20 @@ class Fanout:
 
     def unwatch(self, client_id: int) -> None:
         self.watchers.pop(client_id, None)
+        self._unwatched.unpark_all()
 
     def broadcast(self, event: Exited | Notice) -> None:
         for channel in list(self.watchers.values()):
             # A watcher that does not read loses events, never stalls the worker.
-            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
+                                     trio.ClosedResourceError):
                 channel.send_nowait(event)
+
+    def close_watchers(self) -> None:
+        """The worker is going: each watcher's sender sends what is queued, then ends."""
+        for channel in self.watchers.values():
+            channel.close()
+
+    async def watchers_gone(self) -> None:
+        while self.watchers:
+            await self._unwatched.park()

@@ -42,7 +42,7 @@ from agent_worker import settings
 from agent_worker.activity.monitor import ActivityMonitor
 from agent_worker.agent import Agent, wait_status
 from agent_worker.client_service import ClientService
-from agent_worker.conversation import Exited, Notice, SessionInfo, event_from_body
+from agent_worker.conversation import Exited, SessionInfo, event_from_body
 from agent_worker.fanout import Fanout
 from agent_worker.log import OutputLog
 from agent_worker.persistence import Persister
@@ -62,6 +62,7 @@ EXIT_DRAIN = 2.0  # after the agent exits, wait this long for the PTY to report 
 LINGER_MIN = 2.0  # an ended session keeps serving at least this long...
 LINGER_MAX = 60.0  # ...and at most this long while clients are still reading
 STOP_GRACE = 10.0  # SIGTERM to SIGKILL of the agent on the worker's own SIGTERM
+FAREWELL_TIMEOUT = 1.0  # for the watchers to take the last events (the exit) before we go
 
 
 def stop_grace() -> float:
@@ -221,8 +222,16 @@ class Worker:
                 # Not just ``ended``: the exit must be on disk before shutdown cancels anything.
                 await self.final_persisted.wait()
                 await self._linger()
+                await self._farewell()
                 nursery.cancel_scope.cancel()
-        self.fanout.broadcast(Notice("worker_exit"))
+
+    async def _farewell(self) -> None:
+        """Every watcher gets the events queued for it before we go.  The supervisor, one
+        of them, learns how the agent ended from the ``exited`` event; when the snapshot
+        could not be written (a full disk), it has nothing else to go by."""
+        self.fanout.close_watchers()
+        with trio.move_on_after(FAREWELL_TIMEOUT):  # a watcher that does not read
+            await self.fanout.watchers_gone()
 
     async def _linger(self) -> None:
         """Serve the clients that are still reading a while after the end."""

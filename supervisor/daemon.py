@@ -440,7 +440,7 @@ class Supervisor:
                         if isinstance(event, c.Exited):
                             outcome = lc.Outcome.of_exit(event.exit_code, event.exit_signal)
                             await self._in_background(session, lc.AgentExited(time.time(), outcome))
-                        elif event.event != "worker_exit":
+                        elif event.event != "worker_exit":  # from a worker older than this
                             fields = {k: v for k, v in event.fields.items()
                                       if k not in ("session", "time")}
                             if event.event == "activity":

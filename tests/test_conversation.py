@@ -223,9 +223,9 @@ def test_exit_ends_an_attach_stream_and_nothing_follows() -> None:
 
 def test_exit_does_not_end_a_watch() -> None:
     server, client = welcomed(p.Hello(p.Start.WATCH))
-    data = server.send(Exited("killed 9", None, 9, 0)) + server.send(Notice("worker_exit"))
+    data = server.send(Exited("killed 9", None, 9, 0)) + server.send(Notice("detached"))
     client.receive_data(data)
-    assert events(client) == [Exited("killed 9", None, 9, 0), Notice("worker_exit")]
+    assert events(client) == [Exited("killed 9", None, 9, 0), Notice("detached")]
     assert client.state is State.STREAMING
 
 
