@@ -14,6 +14,7 @@ worker: a restart or upgrade of the supervisor leaves every session running.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shlex
@@ -495,6 +496,9 @@ class Supervisor:
             body = {"ok": False, "error": str(exc)}
         except paths.PathError as exc:
             body = {"ok": False, "error": str(exc), "usage": True}
+        except OSError as exc:  # a file of ours could not be written (a full disk)
+            log.warning("request_failed", op=op, error=str(exc))
+            body = {"ok": False, "error": failure_of_files(f"{op!s:.60}", exc)}
         except (ValueError, TypeError, AttributeError, ArithmeticError) as exc:
             # A field of the wrong type or value (a hand-made or foreign request): say so
             # instead of dropping the connection without an answer.
@@ -606,7 +610,11 @@ class Supervisor:
             directory.mkdir(mode=0o700)
         except FileExistsError:
             raise RequestError(f"session {name} already has files in {directory}") from None
-        spec.write(directory)
+        try:
+            spec.write(directory)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)  # or the name is taken for good
+            raise
         session = Session(Entry(name))
         self.sessions[name] = session  # from here on a second start is refused
         await self._apply(session, lc.begin())
@@ -751,6 +759,14 @@ def _resume_settled(life: lc.State) -> bool:
 def _marker(what: str) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return f"\r\n\x1b[0m[superv: {what} at {stamp}]\r\n"
+
+
+def failure_of_files(op: str, exc: OSError) -> str:
+    """One line for a request that failed on our own files, with what to do."""
+    text = f"{op} failed: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"{text}: free some space on the disk that holds {paths.state_home()} and try again"
+    return text + (f" ({exc.filename})" if exc.filename else "")
 
 
 def _log_size(name: str) -> int:

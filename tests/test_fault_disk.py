@@ -228,3 +228,32 @@ def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, 
         events.close()
     fault_report.note(f"full disk on {disk_mode(refused)}: {outages} outages, 2 sessions, 0 bytes lost")
     fault_report.add("faults injected", outages)
+
+
+def test_start_resume_and_stop_on_a_full_disk(small_home: tuple[SupervEnv, str | None]) -> None:
+    """On a full disk, ``start`` and ``resume`` say so in one line and leave nothing behind
+    (the name stays free for a start once there is room); ``stop`` records how the agent
+    ended although the worker's last snapshot could not be written: the supervisor has it
+    from the worker's ``exited`` event."""
+    senv, refused = small_home
+    for name in ("held", "ended"):
+        senv.superv("start", name, "--", "sleep", "1000", check=True)
+    senv.superv("stop", "ended", check=True)  # a session to resume
+    supervisor = lock_holder(senv)
+    disk = RlimitDisk([supervisor, sessions(senv)["held"]["worker_pid"]]) \
+        if refused else TmpfsDisk(senv.home)
+    disk.fill()
+    try:
+        for args in (("start", "fresh", "--", "sleep", "1000"), ("resume", "ended")):
+            proc = senv.superv(*args)
+            assert proc.returncode == 1, proc
+            assert "free some space" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert not senv.session_dir("fresh").exists()
+        stopped = senv.superv("stop", "held")
+        assert stopped.returncode == 0 and "killed SIGTERM" in stopped.stdout, stopped
+    finally:
+        disk.empty()
+    assert alive(supervisor)
+    assert sessions(senv)["held"]["state"] == "killed SIGTERM"
+    senv.superv("start", "fresh", "--", "sleep", "1000", check=True)
+    senv.superv("resume", "ended", check=True)
