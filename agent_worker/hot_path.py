@@ -47,6 +47,7 @@ import trio
 from agent_worker.catch_up import CatchUp, install_interrupt
 from agent_worker.handed_terminal import HandedTerminal
 from agent_worker.log import OutputLog
+from agent_worker.outage import Outage
 
 READ_BATCH = 1 << 20  # most bytes taken from the PTY before they are logged and shown
 READ_SIZE = 65536
@@ -93,7 +94,7 @@ class HotPath:
         self._unlogged = b""
         self._retry_at: float | None = None
         self._disk_error: str | None = None
-        self._disk_refused = False
+        self._disk = Outage()  # the log's appends: its refusal is told to trio once
         self._disk_resumed = False
         self._eof = False
         self._failure: BaseException | None = None
@@ -223,12 +224,10 @@ class HotPath:
                 written = self.output.append(batch)
             except OSError as exc:
                 written = 0
-                if not self._disk_refused:
-                    self._disk_refused = True
+                if self._disk.failed():
                     self._disk_error = str(exc)
             else:
-                if self._disk_refused:
-                    self._disk_refused = False
+                if self._disk.succeeded():
                     self._disk_resumed = True
             if written:
                 logged = batch[:written] if written < len(batch) else batch

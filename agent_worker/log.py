@@ -54,6 +54,7 @@ class OutputLog:
         )
         self.end = os.fstat(self._fd).st_size
         self._last_index = 0.0
+        self._last_indexed = -1  # the offset of the last index record
         self.last_output_at: float | None = None
         self.reader = LogReader(directory)
 
@@ -64,10 +65,12 @@ class OutputLog:
         keeps the rest and tries again later, so nothing the agent printed is dropped.
         """
         now = time.time()
-        if now - self._last_index >= _INDEX_EVERY:
-            # The index record goes first: it names the offset this batch starts at.
+        if now - self._last_index >= _INDEX_EVERY and self.end != self._last_indexed:
+            # The index record goes first: it names the offset this batch starts at.  Not
+            # twice for one offset: a full disk refuses the same batch every second, and
+            # the first try's time is when it was printed.
             os.write(self._index_fd, _INDEX_RECORD.pack(self.end, now))
-            self._last_index = now
+            self._last_index, self._last_indexed = now, self.end
         written = 0
         view = memoryview(data)
         while written < len(data):

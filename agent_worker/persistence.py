@@ -22,6 +22,7 @@ import trio
 
 from agent_worker.conversation import Exited, Notice
 from agent_worker.log import OutputLog
+from agent_worker.outage import Outage
 from agent_worker.snapshot import Snapshot
 
 log = structlog.get_logger("agent_worker")
@@ -43,6 +44,7 @@ class Persister:
         self._report = report
         self._seq = 0
         self._lock = trio.Lock()
+        self._outage = Outage()  # snapshot_failed is reported once an outage
         self._soon: set[str] = set()
         self._soon_wanted = trio.Event()
 
@@ -56,8 +58,11 @@ class Persister:
                 await trio.to_thread.run_sync(self._persist_sync, snap)
             except OSError as exc:
                 log.error("snapshot_failed", reason=reason, error=str(exc))
-                self._report(Notice("snapshot_failed", {"error": str(exc)}))
+                if self._outage.failed():
+                    self._report(Notice("snapshot_failed", {"error": str(exc)}))
             else:
+                if self._outage.succeeded():
+                    log.info("snapshot_resumed", reason=reason)
                 log.debug("persisted", reason=reason, seq=snap.seq, log_end=snap.log_end)
 
     def persist_soon(self, reason: str) -> None:

@@ -38,6 +38,7 @@ from agent_worker.activity.resume import plan as resume_plan
 from agent_worker.atomic import remove_stale_temps
 from agent_worker.conversation import fit_window_size
 from agent_worker.logs import configure_logging
+from agent_worker.outage import Outage
 from agent_worker.peer import listen_private, refusal
 from agent_worker.snapshot import boot_id, process_start_time, read_snapshot, snapshot_interval
 from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
@@ -132,6 +133,7 @@ class Supervisor:
         self.subscribers: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._next_subscriber = 1
         self._save_lock = trio.Lock()
+        self._save_outage = Outage()  # the registry's snapshot_failed: once an outage
         self.started_at = time.time()
         self.factory = WorkerFactory()
 
@@ -200,7 +202,11 @@ class Supervisor:
                 await trio.to_thread.run_sync(save_entries, entries)
             except OSError as exc:
                 log.error("registry_save_failed", error=str(exc))
-                self.emit("snapshot_failed", "", error=f"registry: {exc}")
+                if self._save_outage.failed():
+                    self.emit("snapshot_failed", "", error=f"registry: {exc}")
+            else:
+                if self._save_outage.succeeded():
+                    log.info("registry_save_resumed")
         sd_notify.notify(f"STATUS={self.status_text()}")
 
     async def _snapshot_loop(self) -> None:

@@ -8,6 +8,7 @@ backwards, exactly as counting lines from the start would.
 from __future__ import annotations
 
 import contextlib
+import errno
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent_worker import log as log_module
 from agent_worker.log import LogReader, OutputLog, offset_at_time
 from agent_worker.session_files import INDEX as INDEX_NAME
 from agent_worker.session_files import LOG as LOG_NAME
@@ -146,3 +148,19 @@ def test_offset_at_time_with_explicit_times(when: float, last_write: float, expe
 
 def test_offset_at_time_of_an_empty_index() -> None:
     assert offset_at_time([], 100.0, 99.0, 0) == 0
+
+
+def test_a_refused_batch_is_indexed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk refuses the same batch at every retry: the index names its offset once
+    (with the first try's time), instead of growing by a record a try on the full disk."""
+    monkeypatch.setattr(log_module, "_INDEX_EVERY", 0.0)  # every append is due a record
+    (tmp_path / "output.log").symlink_to("/dev/full")  # every write: ENOSPC, for real
+    log = OutputLog(tmp_path)
+    try:
+        for _ in range(3):
+            with pytest.raises(OSError) as refused:
+                log.append(b"held back\n")
+            assert refused.value.errno == errno.ENOSPC
+        assert [offset for offset, _ in log.reader.index()] == [0]
+    finally:
+        log.close()
