@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from agent_worker import json_input
+
 T = TypeVar("T")
 
 
@@ -122,7 +124,7 @@ class Unreadable(Exception):
 
 
 def _load(path: Path) -> Any:
-    return json.loads(path.read_bytes())
+    return json_input.loads(path.read_bytes())
 
 
 def read_json_with_fallback(

@@ -35,6 +35,8 @@ from typing import Any, ClassVar
 
 import attrs
 
+from agent_worker import json_input
+
 VERSION = 2
 OLDEST_VERSION = 1  # a version-1 peer still works: no feed flags, no acks, every byte sent
 
@@ -351,13 +353,11 @@ def _no_constant(name: str) -> float:  # NaN, Infinity, -Infinity: not JSON
 
 def _load_json(body: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+        value = json_input.loads(body, parse_float=_finite, parse_constant=_no_constant)
     except _NotFinite as exc:
         raise ProtocolError(f"{what} frame holds a number out of range: {exc}") from None
-    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too, and '[[[[...'
         raise ProtocolError(f"{what} frame does not hold valid JSON: {exc}") from None
-    except RecursionError:  # '[[[[...' a megabyte deep
-        raise ProtocolError(f"{what} frame holds JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} frame holds JSON that is not an object")
     return value

@@ -18,10 +18,10 @@ costs only itself and says why (``ls`` shows it ``unreadable``, ``doctor`` names
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_worker import json_input
 from agent_worker.atomic import Unreadable, read_json_with_fallback, write_json_atomic
 
 if TYPE_CHECKING:
@@ -56,9 +56,7 @@ def load_json(path: Path) -> Any:
     if len(data) > MAX_JSON_BYTES:
         raise BadFile(f"{path}: over {MAX_JSON_BYTES} bytes")
     try:
-        return json.loads(data.decode())
-    except RecursionError:
-        raise BadFile(f"{path}: nested too deeply") from None
+        return json_input.loads(data.decode())
     except ValueError as exc:
         raise BadFile(f"{path}: not JSON ({exc})") from None
 

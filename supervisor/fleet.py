@@ -10,14 +10,13 @@ This box's own sessions come first, read from its supervisor as ``ls`` does.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
 import asyncssh
 import attrs
 
-from agent_worker import settings
+from agent_worker import json_input, settings
 from supervisor.remote_run import split_host
 from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
 
@@ -75,7 +74,7 @@ async def _ls(link: SshLink) -> list[dict[str, Any]]:
         error = str(result.stderr or "").strip().splitlines()
         raise ValueError(error[-1] if error else f"superv ls exited {result.exit_status}")
     try:
-        sessions = json.loads(str(result.stdout))
+        sessions = json_input.loads(str(result.stdout))
     except ValueError:
         raise ValueError("its superv ls --json printed no JSON") from None
     if not isinstance(sessions, list):

@@ -225,6 +225,20 @@ def test_user_rules_come_first_and_bad_ones_are_reported(tmp_path: Path) -> None
     assert found.for_title("\u2733 Claude Code") == ("idle", None)  # the shipped rules still apply
 
 
+@pytest.mark.parametrize("text", [
+    json.dumps({"generic": {"screen": [{"match": "rl", "activity": "idle", "attention": 5}]}}),
+    json.dumps({"generic": {"screen": [{"match": "rl", "activity": ["idle"]}]}}),
+    "[" * 100_000 + "]" * 100_000,  # deeper than json can parse
+])
+def test_a_rules_file_of_the_wrong_shape_is_ignored_with_a_warning(tmp_path: Path, text: str) -> None:
+    """Not a crash of every session that matches it, nor of every start."""
+    mine = tmp_path / "activity-rules.json"
+    mine.write_text(text)
+    found, warning = rules.load("generic", mine)
+    assert warning is not None and "using the shipped rules" in warning
+    assert found.for_screen("rl") is None
+
+
 # ---- a generic session under the real superv ----------------------------------------
 
 

@@ -135,6 +135,7 @@ def test_hostile_hook_calls_are_refused_and_change_nothing(claude: ClaudeSetup) 
         json.dumps({"session": "h", "payload": {**fake_start, "session_id": "someone-else"}}
                    ).encode() + b"\n": "for conversation",
         b'{"session": "h", "payload": {"x": "' + b"a" * (2 << 20) + b'"}}\n': "limit",
+        b"[" * 200_000 + b"]" * 200_000: "not JSON",  # deeper than json parses
     }
     for data, error in cases.items():
         reply = hook_call(path, data)

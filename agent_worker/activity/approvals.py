@@ -43,6 +43,8 @@ from typing import Any
 
 import attrs
 
+from agent_worker import json_input
+
 # Seconds a PermissionRequest hook waits for an answer from outside: SUPERV_APPROVAL_WAIT
 # (600 by default), at most MAX_WAIT, which the hook client's own timeout covers.
 MAX_WAIT = 3600.0
@@ -103,7 +105,7 @@ def is_answer(raw: bytes) -> bool:
 def parse_answer(raw: bytes, session: str) -> tuple[str, str | None, dict[str, Any] | None]:
     """(behavior, expect, seen) of an answer call; AnswerError if it is malformed."""
     try:
-        call = json.loads(raw)
+        call = json_input.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise AnswerError("the answer is not JSON") from None
     if not isinstance(call, dict) or call.get("answer") not in ANSWERS:

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from agent_worker import json_input
 from agent_worker.activity.approvals import MAX_WAIT
 
 MAX_PAYLOAD = 1 << 20  # bytes of one hook call; the client trims tool inputs beyond it
@@ -100,7 +101,7 @@ def parse(raw: bytes, session: str, conversation_id: str | None) -> HookReport:
     if len(raw) > MAX_PAYLOAD + 4096:
         raise HookError(f"hook call of {len(raw)} bytes is over the {MAX_PAYLOAD}-byte limit")
     try:
-        call = json.loads(raw)
+        call = json_input.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise HookError("hook call is not JSON") from None
     if not isinstance(call, dict) or not isinstance(call.get("payload"), dict):
@@ -195,7 +196,7 @@ def _user_settings(value: str, cwd: str) -> dict[str, Any]:
     if not value.lstrip().startswith("{"):
         path = Path(value) if os.path.isabs(value) else Path(cwd) / value
         text = path.read_text()
-    data = json.loads(text)
+    data = json_input.loads(text)
     if not isinstance(data, dict):
         raise ValueError("--settings is not a JSON object")
     return data

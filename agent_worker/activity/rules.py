@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from agent_worker import json_input
 from agent_worker.activity.tracker import STATES
 
 SHIPPED = Path(__file__).with_name("rules.json")
@@ -75,9 +76,12 @@ def _compile(where: str, kind: str, part: str, items: Any) -> tuple[Rule, ...]:
             activity = item["activity"]
         except (KeyError, TypeError, re.error) as exc:
             raise RulesError(f"{where}: {kind}.{part}[{i}]: {exc}") from None
-        if activity not in STATES:
+        if not isinstance(activity, str) or activity not in STATES:
             raise RulesError(f"{where}: {kind}.{part}[{i}]: unknown activity {activity!r}")
-        rules.append(Rule(pattern, activity, item.get("attention")))
+        attention = item.get("attention")
+        if attention is not None and not isinstance(attention, str):
+            raise RulesError(f"{where}: {kind}.{part}[{i}]: attention {attention!r} is not a string")
+        rules.append(Rule(pattern, activity, attention))
     return tuple(rules)
 
 
@@ -106,7 +110,7 @@ def load(kind: str, user_file: Path | None = None) -> tuple[KindRules, str | Non
     except OSError as exc:
         return shipped, f"{path}: {exc.strerror}: using the shipped rules"
     try:
-        mine = _parse(str(path), json.loads(text)).get(kind, KindRules())
+        mine = _parse(str(path), json_input.loads(text)).get(kind, KindRules())
     except (RulesError, ValueError) as exc:
         return shipped, f"{exc}: using the shipped rules"
     return KindRules(mine.title + shipped.title, mine.screen + shipped.screen), None

@@ -11,11 +11,11 @@ us (sent as ``seen``).  Other kinds are refused (answer in the session: ``superv
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import time
 from typing import Any
 
+from agent_worker import json_input
 from supervisor.errors import CliError
 from supervisor.sessions import checked_name, session_directory
 
@@ -75,7 +75,7 @@ def answer(name: str, behavior: str, expect: str | None) -> str:
         except OSError as exc:
             raise CliError(f"cannot reach {name}'s worker: {exc}") from None
     try:
-        result = json.loads(reply)
+        result = json_input.loads(reply)
     except ValueError:
         raise CliError(f"{name}'s worker gave no answer (is it stuck? superv doctor)") from None
     if not result.get("ok"):

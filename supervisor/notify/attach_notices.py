@@ -17,11 +17,11 @@ supervisor that is down means no notices, never a failed attach.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from typing import Any
 
+from agent_worker import json_input
 from agent_worker import protocol as p
 from agent_worker.client import Connection
 from supervisor import status_line
@@ -55,7 +55,7 @@ def render(body: dict[str, Any], rows: int, cols: int, term: str | None = None) 
 def from_json_line(line: bytes) -> dict[str, Any] | None:
     """A ``notice`` event from one line of ``superv events --json``, else None."""
     with contextlib.suppress(ValueError):
-        body = json.loads(line)
+        body = json_input.loads(line)
         if isinstance(body, dict) and body.get("event") == "notice":
             return body
     return None

@@ -13,12 +13,12 @@ with backoff.  A host whose superv predates ``--lists`` is shown as needing an u
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import time
 from typing import Any
 
+from agent_worker import json_input
 from supervisor.overview.model import last_error
 
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before each further reconnect
@@ -85,7 +85,7 @@ class HostFeed:
         bodies = []
         for line in lines:
             with contextlib.suppress(ValueError):
-                body = json.loads(line)
+                body = json_input.loads(line)
                 if isinstance(body, dict):
                     bodies.append(body)
         return bodies
