@@ -45,7 +45,7 @@ class StartError(Exception):
 
 def bind_session_socket(name: str) -> tuple[socket.socket, Path]:
     path = paths.check_socket_path(paths.session_socket(name))
-    paths.ensure_private_dir(path.parent.parent)
+    paths.ensure_socket_dir(path.parent.parent)
     paths.ensure_private_dir(path.parent)
     if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -128,3 +128,22 @@ def ensure_private_dir(path: Path) -> Path:
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(path, 0o700)
     return path
+
+
+def ensure_socket_dir(path: Path) -> Path:
+    """:func:`ensure_private_dir` for a directory of sockets, whose parents must not let
+    another user swap it for theirs either: each is root's or ours, and not writable by
+    everyone unless sticky (as /tmp is).  The fallback ``/tmp/superv-UID`` is made by whoever
+    comes first: another user's (mode 0777) let them rename our socket directory away and
+    put their own in its place."""
+    for parent in path.absolute().parents:
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            continue  # made below, by us
+        if st.st_uid not in (0, os.getuid()) or (st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX):
+            owner = "you" if st.st_uid == os.getuid() else f"uid {st.st_uid}"
+            raise PathError(f"{parent} (of {owner}, mode {stat.S_IMODE(st.st_mode):o}) would let "
+                            f"another user replace {path}: remove it, or set SUPERV_RUNTIME_DIR "
+                            "to a directory of your own")
+    return ensure_private_dir(path)

@@ -80,7 +80,7 @@ def check_places() -> None:
     """CliError, at once, for a home or runtime directory the daemon would refuse."""
     try:
         paths.ensure_private_dir(paths.state_home())
-        paths.ensure_private_dir(paths.check_runtime_dir())
+        paths.ensure_socket_dir(paths.check_runtime_dir())
     except paths.PathError as exc:
         raise CliError(str(exc)) from None
     except PermissionError as exc:

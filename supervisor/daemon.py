@@ -95,7 +95,7 @@ def acquire_lock() -> int:
 
 def bind_control_socket() -> socket.socket:
     path = paths.check_socket_path(paths.supervisor_socket())
-    paths.ensure_private_dir(path.parent)
+    paths.ensure_socket_dir(path.parent)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # we hold the lock: whatever is there is stale
     return listen_private(path, 128)

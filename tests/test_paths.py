@@ -17,6 +17,7 @@ from agent_worker.paths import (
     PathError,
     check_socket_path,
     ensure_private_dir,
+    ensure_socket_dir,
     validate_name,
 )
 from agent_worker.settings import SettingError
@@ -320,3 +321,21 @@ def test_long_runtime_dir_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("SUPERV_RUNTIME_DIR", "/tmp/" + "d" * 80)
     with pytest.raises(PathError, match="SUPERV_RUNTIME_DIR"):
         check_socket_path(paths.session_socket("x" * 30))
+
+
+@pytest.mark.parametrize("owner", [65534, None])  # another user's, or ours and mode 0777
+def test_socket_dir_under_a_directory_others_can_change_is_refused(tmp_path: Path,
+                                                                  owner: int | None) -> None:
+    """The fallback /tmp/superv-UID made by another user first (mode 0777): they could
+    rename our socket directory away and put their own in its place."""
+    shared = tmp_path / "superv-0"
+    shared.mkdir()
+    shared.chmod(0o777)
+    if owner is not None:
+        os.chown(shared, owner, owner)
+    with pytest.raises(PathError, match="would let another user replace"):
+        ensure_socket_dir(shared / "home-0123456789")
+    assert not (shared / "home-0123456789").exists()
+    shared.chmod(0o1777)  # sticky, as /tmp is: no one renames what is not theirs
+    if owner is None:
+        assert mode_of(ensure_socket_dir(shared / "home-0123456789")) == 0o700
