@@ -635,7 +635,11 @@ class Supervisor:
     async def op_resume(self, body: dict[str, Any]) -> dict[str, Any]:
         session = self._session(body)
         name = session.name
-        spec = load_spec(name)
+        try:
+            spec = load_spec(name)
+        except (OSError, session_files.BadFile) as exc:
+            raise RequestError(f"cannot resume {name}: {exc}: mend it from its .prev copy, or "
+                               f"'superv rm {name}' to forget the session") from None
         resume = resume_plan(spec, paths.session_dir(name))  # activity: its conversation
         argv = resume.argv
         event = lc.ResumeRequested(time.time(), f"resumed: {shlex.join(argv)}"
@@ -700,9 +704,13 @@ class Supervisor:
 
     async def _forget(self, session: Session) -> None:
         name = session.name
+        directory = paths.session_dir(name)
+        await trio.to_thread.run_sync(remove_tree, directory)
+        if os.path.lexists(directory):  # or a restarted supervisor finds it again
+            raise RequestError(f"cannot remove {directory}: remove it by hand, then "
+                               f"'superv rm {name}' again")
         self.sessions.pop(name, None)
         self._cancel_restart(session)
-        await trio.to_thread.run_sync(shutil.rmtree, paths.session_dir(name), True)
         with contextlib.suppress(OSError):
             paths.session_socket(name).unlink()
         self.emit("removed", name)
@@ -765,6 +773,14 @@ def _resume_settled(life: lc.State) -> bool:
 def _marker(what: str) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return f"\r\n\x1b[0m[superv: {what} at {stamp}]\r\n"
+
+
+def remove_tree(directory: Path) -> None:
+    """A session's directory, gone; a symlink put in its place goes, not what it names."""
+    if directory.is_symlink():
+        directory.unlink()
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def failure_of_files(op: str, exc: OSError) -> str:

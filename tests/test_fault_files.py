@@ -174,3 +174,28 @@ def test_malformed_registry_loses_no_session(superv_env: SupervEnv) -> None:
         Path(str(path) + ".prev").unlink(missing_ok=True)
         problems += bystander_untouched(senv, f"registry.json {how}", before, ("victim", "bystander"))
     finish(senv, before, "registry.json", len(ways), problems)
+
+
+def test_resume_and_rm_of_a_session_whose_files_were_tampered_with(superv_env: SupervEnv) -> None:
+    """A spec.json that cannot be read: resume says what to do (exit 1, not a usage error).
+    A symlink put in place of a session's directory: rm removes the link, not what it
+    names, and the session is gone for good (not back after the supervisor restarts)."""
+    senv = superv_env
+    for name in ("broken", "linked"):
+        senv.superv("start", name, "--", "true", check=True)
+    wait_until(lambda: all(sessions(senv)[n]["state"] == "exited 0" for n in ("broken", "linked")),
+               message="both ended")
+    spec = senv.session_dir("broken") / "spec.json"
+    spec.write_text("{")
+    Path(str(spec) + ".prev").unlink(missing_ok=True)
+    proc = senv.superv("resume", "broken")
+    assert proc.returncode == 1 and not one_line_at_most(proc, "resume"), proc
+    assert "mend it from its .prev copy" in proc.stderr, proc.stderr
+
+    real = senv.root / "elsewhere"
+    senv.session_dir("linked").rename(real)
+    senv.session_dir("linked").symlink_to(real)
+    senv.superv("rm", "linked", check=True)
+    assert not os.path.lexists(senv.session_dir("linked")) and (real / "spec.json").exists()
+    assert restart_supervisor(senv)
+    assert "linked" not in sessions(senv)
