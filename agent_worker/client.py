@@ -9,6 +9,7 @@ Standard library plus the codec only, so ``superv attach``/``peek``/``send`` sta
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -27,6 +28,7 @@ from agent_worker.conversation import (
 # (the kernel maps and unmaps a buffer that large), 64 KiB ~1 µs, and a keystroke's echo
 # is a few bytes.
 RECV_SIZE = 65536
+CONNECT_PAUSE_MAX = 0.05  # between tries to connect while the listener's queue is full
 
 
 class ConnectionClosed(Exception):
@@ -59,12 +61,23 @@ class Connection(_Socket):
         """Connect to the socket at ``path``; OSError (ENOENT, ECONNREFUSED...) if nobody is there."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(timeout)
-        try:
-            sock.connect(str(path))
-        except OSError:
-            sock.close()
-            raise
-        return cls(sock)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            try:
+                sock.connect(str(path))
+                return cls(sock)
+            except BlockingIOError:
+                # EAGAIN: the listener's queue is full (a burst of connections): it is
+                # busy, not gone; a socket with a timeout does not wait for room itself.
+                if deadline is not None and time.monotonic() + pause > deadline:
+                    sock.close()
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, CONNECT_PAUSE_MAX)
+            except OSError:
+                sock.close()
+                raise
 
     def send(self, msg: p.Message) -> None:
         self.sock.sendall(p.encode(msg))

@@ -98,7 +98,7 @@ def bind_control_socket() -> socket.socket:
     paths.ensure_socket_dir(path.parent)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # we hold the lock: whatever is there is stale
-    return listen_private(path, 128)
+    return listen_private(path, socket.SOMAXCONN)  # a burst of CLI calls waits in the queue
 
 
 @attrs.define(eq=False)

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import fault_frames as ff
 import fault_report
@@ -302,3 +303,47 @@ def test_hello_of_a_huge_window_does_not_break_the_screen(superv_env: SupervEnv)
     wait_until(lambda: b"after the huge hello" in log.read_bytes(), message="the agent's output")
     peek = senv.superv("peek", "huge", timeout=10)
     assert peek.returncode == 0 and "after the huge hello" in peek.stdout, peek.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_full_connection_queue_makes_the_cli_wait_not_fail(superv_env: SupervEnv) -> None:
+    """A burst of connections fills the supervisor's queue (here: it is stopped while the
+    burst comes): a command waits for room (connect's EAGAIN) and is answered once the
+    supervisor takes them, instead of failing at once with 'Resource temporarily unavailable'."""
+    import resource
+    import signal
+
+    senv = superv_env
+    senv.superv("ls", check=True)  # the supervisor runs
+    supervisor = lock_holder(senv)
+    path = str(senv.run / "supervisor.sock")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
+    flood: list[socket.socket] = []
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        while True:  # until the queue is full
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                sock.connect(path)
+            except BlockingIOError:
+                sock.close()
+                break
+            flood.append(sock)
+            assert len(flood) < 19_000, "the queue never filled"
+        waiting = subprocess.Popen([sys.executable, "-m", "supervisor", "ls"], env=senv.env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Until it failed, or it waits between tries (the only sleep a CLI command makes).
+        wchan = Path(f"/proc/{waiting.pid}/wchan")
+        wait_until(lambda: waiting.poll() is not None or "nanosleep" in wchan.read_text(),
+                   timeout=30, message="the command to try to connect")
+        assert waiting.poll() is None, waiting.communicate()
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+        for sock in flood:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert out.startswith("NAME") or "no sessions" in out, out
