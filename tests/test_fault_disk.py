@@ -34,6 +34,7 @@ from test_cli import EventStream, alive, lock_holder, script, sessions
 from worker_helpers import PATTERN_FN, cooked, log_size, pattern, session_socket
 
 from agent_worker import protocol as p
+from agent_worker.activity.tracker import QUIET_AFTER
 from agent_worker.client import Connection, ConnectionClosed
 
 pytestmark = pytest.mark.timeout(180)
@@ -257,3 +258,35 @@ def test_start_resume_and_stop_on_a_full_disk(small_home: tuple[SupervEnv, str |
     assert sessions(senv)["held"]["state"] == "killed SIGTERM"
     senv.superv("start", "fresh", "--", "sleep", "1000", check=True)
     senv.superv("resume", "ended", check=True)
+
+
+def test_an_agent_held_back_by_a_full_disk_is_not_called_idle(
+        small_home: tuple[SupervEnv, str | None]) -> None:
+    """While the disk refuses its output the agent is blocked on its writes: quiet, but not
+    a turn finished (no ``idle``, no "finished its turn" notice)."""
+    senv, refused = small_home
+    argv = script(senv, "steady", "import itertools, sys, time\n"
+                                  "for i in itertools.count():\n"
+                                  "    print(f'{i:09d} ' + 'x' * 70, flush=True)\n"
+                                  "    time.sleep(0.001)\n")
+    senv.superv("start", "steady", "--", *argv, check=True)
+    events = EventStream(senv)
+    try:
+        events.subscribe("steady")
+        wait_until(lambda: sessions(senv)["steady"]["activity"] == "working", message="working")
+        disk = RlimitDisk([lock_holder(senv), sessions(senv)["steady"]["worker_pid"]]) \
+            if refused else TmpfsDisk(senv.home)
+        disk.fill()
+        try:
+            events.wait_for("log_write_failed", "steady", timeout=30)
+            quiet_for = time.monotonic() + QUIET_AFTER + 2  # a negative: watched this long
+            while time.monotonic() < quiet_for:
+                events._pull(0.2)
+            said = [e["activity"] for e in events.seen
+                    if e.get("event") == "activity" and e.get("session") == "steady"]
+            assert "idle" not in said, said
+            assert sessions(senv)["steady"]["activity"] == "working"
+        finally:
+            disk.empty()
+    finally:
+        events.close()

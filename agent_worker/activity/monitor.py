@@ -303,8 +303,11 @@ class ActivityMonitor:
     async def _watch_output(self) -> None:
         worker = self.worker
         while True:
-            wake_at = min((t for t in (self.tracker.next_tick(), self._screen_due) if t is not None),
-                          default=None)
+            # A full disk holds the agent back (its writes block): that quiet is not a turn
+            # finished, so no idle from it until the disk takes the output again.
+            held = worker.pty.unlogged > 0
+            tick_at = None if held else self.tracker.next_tick()
+            wake_at = min((t for t in (tick_at, self._screen_due) if t is not None), default=None)
             if worker.fanout.told <= self.offset:  # (not output.end: see Fanout.told)
                 with trio.move_on_at(trio.current_time() + max(0.0, wake_at - time.time())
                                      if wake_at is not None else float("inf")):
@@ -313,7 +316,8 @@ class ActivityMonitor:
             now = time.time()
             if worker.output.end > self.offset:
                 self._scan(now)
-            self._changed(self.tracker.tick(now))
+            if not worker.pty.unlogged:
+                self._changed(self.tracker.tick(now))
             if self._screen_due is not None and (now >= self._screen_due or (
                     now - self._screen_checked >= SCREEN_BUSY_EVERY and
                     worker.output.end - worker.screen.offset <= SCREEN_BUSY_BUDGET)):
