@@ -18,7 +18,10 @@ from supervisor.errors import CliError
 
 
 def connect(autostart: bool = True) -> Connection:
-    path = paths.supervisor_socket()
+    try:
+        path = paths.check_socket_path(paths.supervisor_socket())
+    except paths.PathError as exc:
+        raise CliError(str(exc)) from None
     conn = _open(path)
     if conn is not None:
         return conn
@@ -44,6 +47,13 @@ def _open(path: Path) -> Connection | None:
         return Connection.open(path)
     except (FileNotFoundError, ConnectionRefusedError):
         return None
+    except PermissionError:
+        raise CliError(f"cannot reach the supervisor at {path}: permission denied (another "
+                       "user's?): run superv as that user, or set SUPERV_RUNTIME_DIR to a "
+                       "directory of your own") from None
+    except NotADirectoryError:
+        raise CliError(f"cannot reach the supervisor at {path}: {path.parent} is not a "
+                       "directory: set SUPERV_RUNTIME_DIR to a directory") from None
     except OSError as exc:
         raise CliError(f"cannot reach the supervisor at {path}: {exc.strerror or exc}") from None
 

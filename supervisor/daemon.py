@@ -583,7 +583,8 @@ class Supervisor:
             raise RequestError("no command given: superv start NAME -- CMD [ARG...]")
         cwd = body.get("cwd") or os.path.expanduser("~")
         if not os.path.isdir(cwd):
-            raise RequestError(f"working directory {cwd} does not exist")
+            why = "is not a directory" if os.path.exists(cwd) else "does not exist"
+            raise RequestError(f"working directory {cwd} {why}")
         restart = body.get("restart", "no")
         if restart not in RESTART_POLICIES:
             raise RequestError(f"restart policy {restart!r}: use no, on-failure or always")
