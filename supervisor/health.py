@@ -372,6 +372,22 @@ def check_config() -> Check:
                                  f"{len(conf.hosts)} host(s)")
 
 
+def check_activity_rules() -> Check:
+    """The user's activity-rules.json, if any: a file that cannot be used is ignored by
+    every session (the shipped rules apply), which the user would not see otherwise."""
+    from agent_worker.activity import rules
+    from agent_worker.agent_kinds import KINDS
+
+    path = rules.user_rules_path()
+    if not path.exists():
+        return Check("activity-rules", True, f"no {path} (the shipped screen rules)")
+    for kind in KINDS:
+        _, warning = rules.load(kind, path)
+        if warning is not None:
+            return Check("activity-rules", False, warning, f"fix {path} or remove it")
+    return Check("activity-rules", True, f"{path}: usable, before the shipped rules")
+
+
 def run_checks() -> list[Check]:
     from supervisor import service_unit as su
 
@@ -384,7 +400,8 @@ def run_checks() -> list[Check]:
                                              linger=linger.enabled))
     results.append(check_agent_markers((ping or {}).get("pid")))
     checks: list[Callable[[], Check]] = [check_runtime_dir, check_state_dir, check_disk,
-                                         check_stale_sockets, check_session_files, check_config]
+                                         check_stale_sockets, check_session_files, check_config,
+                                         check_activity_rules]
     for check in checks:
         try:
             results.append(check())

@@ -76,6 +76,10 @@ def test_broken_box_fails_with_one_line_each(superv_env: SupervEnv) -> None:
                message="the supervisor to die")
     senv.run.chmod(0o755)
     senv.env["SUPERV_DOCTOR_MIN_FREE_MB"] = str(10**9)
+    senv.env["XDG_CONFIG_HOME"] = str(senv.root / "config")
+    rules = senv.root / "config" / "superv" / "activity-rules.json"
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text('{"generic": {"screen": [{"match": "(", "activity": "idle"}]}}')
     code, checks = doctor(senv)
     assert code == 1
     assert not checks["lingering"]["ok"]
@@ -84,11 +88,13 @@ def test_broken_box_fails_with_one_line_each(superv_env: SupervEnv) -> None:
     assert f"chmod 700 {senv.run}" in checks["runtime-dir"]["fix"]
     assert not checks["disk"]["ok"] and "MB free" in checks["disk"]["detail"]
     assert not checks["supervisor"]["ok"] and "not running" in checks["supervisor"]["detail"]
+    assert not checks["activity-rules"]["ok"]  # ignored by every session: say so
+    assert "generic.screen[0]" in checks["activity-rules"]["detail"]
     # doctor is read-only: it reports the mode, it does not start a supervisor to fix it.
     assert (senv.run.stat().st_mode & 0o777) == 0o755
     plain = senv.superv("doctor", timeout=30)
     fails = [line for line in plain.stdout.splitlines() if line.startswith("FAIL")]
-    assert len(fails) >= 4 and all(" -> " in line for line in fails)
+    assert len(fails) >= 5 and all(" -> " in line for line in fails)
 
 
 def _state(pid: int) -> bytes:
