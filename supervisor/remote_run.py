@@ -69,7 +69,9 @@ def run_remote(where: str, args: list[str], forward_stdin: bool = False) -> int:
 async def _run(link: SshLink, command: str, forward_stdin: bool = False) -> int:
     options = await link.options()
     async with asyncssh.connect(link.host, options=options, connect_timeout=CONNECT_TIMEOUT) as conn:
-        proc = await conn.create_process(command, encoding=None)
+        # Bytes, not str: a word that came to us as bytes that are not UTF-8 (a surrogate
+        # escape in argv) reaches the box's superv as those same bytes.
+        proc = await conn.create_process(os.fsencode(command), encoding=None)
         feeding = asyncio.ensure_future(_feed(proc.stdin)) if forward_stdin else None
         if feeding is None:
             proc.stdin.write_eof()

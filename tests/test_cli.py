@@ -708,6 +708,16 @@ def test_logs_peek_send_kill_export(superv_env: SupervEnv) -> None:
     assert all(r["type"] == "output" and isinstance(r["offset"], int) for r in records[1:])
 
 
+def test_send_types_the_exact_bytes_given(superv_env: SupervEnv) -> None:
+    """Words that are not UTF-8 (argv is bytes) are typed as those bytes, not a traceback."""
+    senv = superv_env
+    start(senv, "bytes", "sh", "-c", 'echo ready; while read -r line; do echo "got: $line"; done')
+    wait_log(senv, "bytes", b"ready")
+    sent = senv.superv("send", "--enter", "bytes", os.fsdecode(b"caf\xe9"), os.fsdecode(b"\xff"))
+    assert sent.returncode == 0 and sent.stderr == "", sent.stderr
+    wait_log(senv, "bytes", b"got: caf\xe9 \xff")
+
+
 def test_peek_running_and_logs_since(superv_env: SupervEnv) -> None:
     senv = superv_env
     start(senv, "slow", *script(senv, "echoer", ECHOER))

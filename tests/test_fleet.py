@@ -192,6 +192,11 @@ def test_send_kill_stop_resume_take_host_name(fleet: Fleet, tmp_path: Path) -> N
     assert "resumed c" in resumed.stdout and _session(one, "c")["state"] == "running"
     assert fleet.superv("send", "one:c", "hi", "--enter").returncode == 0
     wait_until(lambda: "read: hi" in one.superv("peek", "c").stdout, timeout=20)
+    # Bytes that are not UTF-8 reach the box's session as those bytes.
+    sent = fleet.superv("send", "--enter", "one:c", os.fsdecode(b"caf\xe9"))
+    assert sent.returncode == 0, sent.stderr
+    wait_until(lambda: b"read: caf\xe9" in (one.session_dir("c") / "output.log").read_bytes(),
+               timeout=20)
 
     # A bad name is refused here, before any connection; nothing pressed on box two.
     for verb in (["send", "two:-x", "hi"], ["stop", "two:a/b"], ["kill", "two:..."],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from agent_worker import protocol as p
@@ -41,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    data = " ".join(args.text).encode()
+    # Python decoded argv with os.fsdecode: bytes that are not UTF-8 arrive as surrogate
+    # escapes, and os.fsencode gives back exactly the bytes the user gave, to be typed.
+    data = os.fsencode(" ".join(args.text))
     if args.enter:
         data += b"\r"  # what a terminal sends for the Enter key
     if not data:
