@@ -17,7 +17,7 @@ import asyncssh
 import attrs
 
 from agent_worker import json_input, settings
-from supervisor.remote_run import split_host
+from supervisor.host_names import split_host
 from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
 
 HOST_TIMEOUT = 5.0  # seconds per host, connection and answer together

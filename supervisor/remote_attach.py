@@ -84,6 +84,7 @@ from agent_worker import conversation, protocol, settings
 from agent_worker.paths import PathError, validate_name
 from agent_worker.protocol import Detach, Input, Repaint, Resize, Start
 from supervisor import status_line, terminal
+from supervisor.host_names import split_host
 from supervisor.network_watch import NetworkChange, NetworkWatch
 from supervisor.notify import attach_notices
 from supervisor.present import skip_words
@@ -131,11 +132,7 @@ def parse_target(text: str) -> Target:
     where, sep, name = text.rpartition(":")
     if not sep or not where or not name:
         raise ValueError(f"cannot read {text!r}: write [USER@]HOST:NAME, for example box:fix-tests")
-    user, _, host = where.rpartition("@")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or (user == "" and "@" in where):
-        raise ValueError(f"cannot read {text!r}: write [USER@]HOST:NAME, for example box:fix-tests")
+    user, host = split_host(where)
     try:
         validate_name(name)
     except PathError as exc:

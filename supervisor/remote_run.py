@@ -17,19 +17,10 @@ import sys
 import asyncssh
 
 from agent_worker import settings
+from supervisor.host_names import split_host
 from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
 
 CONNECT_TIMEOUT = 20.0
-
-
-def split_host(where: str) -> tuple[str | None, str]:
-    """``[USER@]HOST`` into (user, host); HOST may be ``[v6addr]``."""
-    user, _, host = where.rpartition("@")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or (user == "" and "@" in where):
-        raise ValueError(f"cannot read host {where!r}: write [USER@]HOST")
-    return user or None, host
 
 
 def run_on_host(target: str, words: list[str], after: list[str] | None = None) -> int:

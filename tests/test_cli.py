@@ -605,6 +605,22 @@ def test_hostile_session_names_are_usage_errors(superv_env: SupervEnv, name: str
     assert not (senv.home / "sessions").exists() or not any((senv.home / "sessions").iterdir())
 
 
+@pytest.mark.parametrize("host", ["h\udcff", "ho\nst", "[zz]", "a b", "x-\x1b[2J"])
+def test_hostile_host_names_are_usage_errors(superv_env: SupervEnv, host: str) -> None:
+    """Every command that takes HOST:NAME or HOST: refuses a host SSH cannot take, before
+    connecting: one line, exit 2 (it was a traceback, or the resolver's error on two lines)."""
+    senv = superv_env
+    target = f"{host}:keep"
+    commands = [
+        ("logs", target), ("peek", target), ("send", target, "x"), ("stop", target),
+        ("kill", target), ("resume", target), ("approve", target), ("deny", target),
+        ("attach", "-r", target), ("ls", f"{host}:"), ("events", f"{host}:"),
+    ]
+    for args in commands:
+        line = one_line_error(senv.superv(*args), 2)
+        assert "cannot read host" in line, (args, line)
+
+
 # ---- restart policies ------------------------------------------------------------------------
 
 

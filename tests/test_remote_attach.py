@@ -230,7 +230,9 @@ def test_target_parsing_and_remote_command_quoting() -> None:
     assert (t.user, t.host, t.name) == ("alice", "box.example", "fix-tests")
     t = parse_target("[::1]:s1")
     assert (t.user, t.host, t.name) == (None, "::1", "s1")
-    for bad in ("box:", ":name", "noseparator", "box:bad name", "box:$(reboot)", "@box:x"):
+    for bad in ("box:", ":name", "noseparator", "box:bad name", "box:$(reboot)", "@box:x",
+                "h\udcff:x", "ho\nst:x", "box\n:x", "[zz]:x", "[fe80::1%a\nb]:x",
+                "-oProxyCommand=x:x"):
         with pytest.raises(ValueError):
             parse_target(bad)
     line = remote_command_line("fix-tests", None)
