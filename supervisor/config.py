@@ -28,7 +28,6 @@ Standard library only (``tomllib``): ``doctor`` and ``notify test`` load it on a
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import tomllib
@@ -40,6 +39,7 @@ from typing import Any
 import attrs
 
 from agent_worker.activity.tracker import STATES
+from supervisor.host_names import is_host_name, split_host
 
 # What `on` may name: an activity (idle means a turn finished: idle after working), or one
 # of the changes that are not activities.
@@ -50,7 +50,6 @@ DEFAULT_COMMAND_TIMEOUT = 10.0
 # A session known only by quiet time (generic) has finished a turn when it worked this
 # long and then stayed quiet this long (supervisor/notify/message.QuietTurns).
 DEFAULT_QUIET_TURN = 10.0
-_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
 
 
 class ConfigError(Exception):
@@ -151,7 +150,7 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
             raise fail("notify.bell", "must be true or false")
         fields["bell"] = table["bell"]
     if "host" in table:
-        if not isinstance(table["host"], str) or not _HOST_NAME.match(table["host"]):
+        if not isinstance(table["host"], str) or not is_host_name(table["host"]):
             raise fail("notify.host", "must be a host name (letters, digits, '.', '_', '-')")
         fields["host"] = table["host"]
     for key, field in (("agent", "by_agent"), ("session", "by_session")):
@@ -179,8 +178,10 @@ def _hosts(value: Any, fail: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise fail("hosts", "must be a list of host names from ~/.ssh/config")
     for host in value:
-        if not isinstance(host, str) or not _HOST_NAME.match(host):
-            raise fail("hosts", f"{host!r} is not a host name ([USER@]HOST)")
+        try:
+            split_host(host if isinstance(host, str) else "")
+        except ValueError:
+            raise fail("hosts", f"{host!r} is not a host name ([USER@]HOST)") from None
     if len(set(value)) != len(value):
         raise fail("hosts", "names a host twice")
     return tuple(value)

@@ -55,6 +55,9 @@ def write_config(senv: SupervEnv, text: str) -> Path:
     ('hosts = "box"', "hosts: must be a list"),
     ('hosts = ["box", "box"]', "hosts: names a host twice"),
     ('hosts = ["-oProxyCommand=x"]', "hosts: '-oProxyCommand=x' is not a host name"),
+    # '$' matched before a final newline: these were accepted, and broke ls --all's table.
+    ('hosts = ["box\\n"]', "hosts: 'box\\n' is not a host name"),
+    ('[notify]\nhost = "box\\n"', "notify.host: must be a host name"),
     ('colour = 1', "colour: unknown key"),
     ('[notify', "not valid TOML"),
 ])
