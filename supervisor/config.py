@@ -137,6 +137,9 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         if (not isinstance(command, list) or not command
                 or not all(isinstance(w, str) and w for w in command)):
             raise fail("notify.command", "must be a non-empty list of strings (an argv, no shell)")
+        if any("\0" in w for w in command):
+            # An argv cannot carry NUL: it would fail at each notification, and in doctor.
+            raise fail("notify.command", "has a NUL character (\\u0000): remove it")
         fields["command"] = tuple(command)
     for key in ("command_timeout", "quiet_turn"):
         if key in table:
@@ -199,7 +202,15 @@ def _triggers(value: Any, key: str, fail: Any) -> tuple[str, ...]:
 def _url(value: Any, key: str, fail: Any) -> str:
     if not isinstance(value, str):
         raise fail(key, "must be an http(s) URL string")
-    parts = urllib.parse.urlsplit(value)
+    # urlsplit silently drops tabs and newlines, and http.client sends only ASCII: a URL
+    # with anything else would fail at each notification instead of here.
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        raise fail(key, f"{value!r} is not an http(s) URL: only ASCII without spaces or "
+                        "control characters (percent-encode the rest)")
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError as exc:  # a bad [IPv6] host
+        raise fail(key, f"{value!r} is not an http(s) URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise fail(key, f"{value!r} is not an http(s) URL")
     try:

@@ -58,6 +58,7 @@ def write_config(senv: SupervEnv, text: str) -> Path:
     # '$' matched before a final newline: these were accepted, and broke ls --all's table.
     ('hosts = ["box\\n"]', "hosts: 'box\\n' is not a host name"),
     ('[notify]\nhost = "box\\n"', "notify.host: must be a host name"),
+    ('[notify]\nwebhook = "http://h/a\\nb"', "notify.webhook: 'http://h/a\\nb' is not an http(s) URL"),
     ('colour = 1', "colour: unknown key"),
     ('[notify', "not valid TOML"),
 ])
@@ -247,6 +248,26 @@ def test_notify_test_reports_each_route(superv_env: SupervEnv) -> None:
     assert "FAIL  config: config.toml: notify.bel: unknown key" in doctor.stdout
     write_config(senv, '[notify]\ncommand = ["no-such-notifier"]\n')
     assert "notify.command: no-such-notifier is not on PATH" in senv.superv("doctor").stdout
+
+
+@pytest.mark.parametrize("text, error", [
+    ('webhook = "http://[::1"', "notify.webhook: 'http://[::1' is not an http(s) URL"),
+    ('ntfy = "https://[zz]/topic"', "notify.ntfy: 'https://[zz]/topic' is not an http(s) URL"),
+    ('command = ["a\\u0000b"]', "notify.command: has a NUL character"),
+    ('command = ["/bin/sh\\u0000x"]', "notify.command: has a NUL character"),
+])
+def test_a_bad_url_or_command_is_a_config_error_not_a_traceback(superv_env: SupervEnv, text: str,
+                                                                 error: str) -> None:
+    """Found when the file is read: notify test and doctor say it in one line (they
+    printed a traceback from urlsplit or from a NUL in an argv)."""
+    senv = superv_env
+    write_config(senv, f"[notify]\n{text}\n")
+    proc = senv.superv("notify", "test")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"superv: config.toml: {error}"), proc.stderr
+    doctor = senv.superv("doctor")
+    assert "Traceback" not in doctor.stdout + doctor.stderr, doctor.stderr
+    assert f"FAIL  config: config.toml: {error}" in doctor.stdout
 
 
 def _ls_times(senv: SupervEnv, n: int) -> list[float]:
