@@ -101,9 +101,12 @@ def parse_key(spec: str) -> bytes:
         code = ord(char) ^ 0x40
         if 0 <= code < 0x20:
             return bytes([code])
-    if len(text) == 1:
+    # One character is its UTF-8 bytes; argv bytes that are not UTF-8 arrive as a surrogate
+    # escape, which no terminal sends as one key.
+    if len(text) == 1 and not 0xD800 <= ord(text) <= 0xDFFF:
         return text.encode()
-    raise ValueError(f"cannot read detach key {spec!r}: use a form like '^\\' or 'ctrl-a'")
+    raise ValueError(f"cannot read detach key {spec!r}: use a form like '^\\', '^A' or 'ctrl-a', "
+                     "or one character")
 
 
 def _detach_key(raw: str) -> str:

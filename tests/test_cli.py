@@ -827,6 +827,10 @@ def test_usage_errors_exit_2(superv_env: SupervEnv) -> None:
                  ("send", "x"), ("attach", "--tail", "-1", "x")]:
         one_line_error(senv.superv(*args), 2)
     assert "no session named" in one_line_error(senv.superv("peek", "ghost"), 1)
+    # A byte that is not UTF-8 (a surrogate escape in argv) was a codec's error message.
+    for key in ("\udcff", "xy"):
+        line = one_line_error(senv.superv("attach", "--detach-key", key, "x"), 2)
+        assert "cannot read detach key" in line and "or one character" in line, line
 
 
 
