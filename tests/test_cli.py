@@ -734,6 +734,24 @@ def test_send_types_the_exact_bytes_given(superv_env: SupervEnv) -> None:
     wait_log(senv, "bytes", b"got: caf\xe9 \xff")
 
 
+def test_ls_and_export_show_control_characters_as_escapes(superv_env: SupervEnv) -> None:
+    """A command line with escapes and a newline: ls and export's header print them as
+    \\e, \\n, \\xNN (raw, they cleared the screen, set the title and broke the table);
+    --json stays exact."""
+    senv = superv_env
+    command = "echo hi #\x1b[2J\x1b]0;PWNED\x07\n"
+    start(senv, "esc1", "sh", "-c", command, os.fsdecode(b"\xff"))
+    wait_until(lambda: sessions(senv)["esc1"]["state"] == "exited 0")
+    shown = "'echo hi #\\e[2J\\e]0;PWNED\\x07\\n' '\\xff'"
+    table = senv.superv("ls", check=True).stdout
+    assert not re.search(r"[\x00-\x1f\x7f]", table.replace("\n", ""))
+    assert table.splitlines()[1].startswith("esc1 ") and table.splitlines()[1].endswith(shown)
+    assert len(table.splitlines()) == 2
+    assert sessions(senv)["esc1"]["command"] == ["sh", "-c", command, os.fsdecode(b"\xff")]
+    header = senv.superv("export", "--format", "markdown", "esc1", check=True).stdout
+    assert f"- command: `sh -c {shown}`\n" in header and "\x1b" not in header
+
+
 def test_peek_running_and_logs_since(superv_env: SupervEnv) -> None:
     senv = superv_env
     start(senv, "slow", *script(senv, "echoer", ECHOER))

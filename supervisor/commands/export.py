@@ -23,6 +23,7 @@ from supervisor.errors import CliError
 from supervisor.plain import PlainText
 from supervisor.registry import state_from_files
 from supervisor.sessions import checked_name, session_directory
+from supervisor.visible import visible
 
 CHUNK = 1 << 20
 
@@ -96,11 +97,14 @@ def run(args: argparse.Namespace) -> int:
             return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
         out.write(f"# superv session `{name}`\n\n")
-        out.write(f"- command: `{shlex.join(info['command'])}`\n- cwd: `{info['cwd']}`\n")
+        # The facts came from the user and the agent: escapes shown, never acted on.
+        out.write(f"- command: `{visible(shlex.join(info['command']))}`\n"
+                  f"- cwd: `{visible(info['cwd'])}`\n")
         out.write(f"- state: {info['state']}\n- created: {stamp(info['created_at'])}\n")
         out.write(f"- ended: {stamp(info.get('ended_at'))}\n")
         if info.get("conversation_id"):
-            out.write(f"- conversation: `{info['conversation_id']}` (`{info.get('transcript')}`)\n")
+            out.write(f"- conversation: `{visible(str(info['conversation_id']))}` "
+                      f"(`{visible(str(info.get('transcript')))}`)\n")
         out.write("\n````text\n")
     for _, line in plain_lines(reader):
         out.write(line + "\n")

@@ -10,6 +10,7 @@ from typing import Any
 
 from supervisor import control
 from supervisor.durations import human_duration
+from supervisor.visible import visible
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -99,6 +100,8 @@ def _print_table(sessions: list[dict[str, Any]], hosts: list[str] | None,
         ))
     for host, problem in (unreachable or {}).items():
         rows.append((host, "-", "unreachable", "-", "-", "-", "-", "-", f"({problem})"))
+    # Every cell: a command line, a host or a problem can carry escapes and newlines.
+    rows = [tuple(visible(c) for c in r) for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])

@@ -24,6 +24,7 @@ from supervisor.errors import CliError
 from supervisor.overview.hosts import HostFeed
 from supervisor.overview.model import LOCAL, Command, Overview, Row, last_error
 from supervisor.overview.stream import EventStream
+from supervisor.visible import visible
 
 SUPERV = [sys.executable, "-m", "supervisor"]
 RECONNECT_EVERY = 1.0
@@ -310,7 +311,7 @@ def put(screen: curses.window, y: int, x: int, text: str, cols: int, attr: int =
     lines, _ = screen.getmaxyx()
     if y >= lines or x >= cols:
         return
-    text = "".join(c if c.isprintable() else " " for c in text)[: cols - x]
+    text = visible(text)[: cols - x]
     with contextlib.suppress(curses.error):
         screen.addstr(y, x, text, attr)
 
