@@ -849,6 +849,11 @@ def test_usage_errors_exit_2(superv_env: SupervEnv) -> None:
     for key in ("\udcff", "xy"):
         line = one_line_error(senv.superv("attach", "--detach-key", key, "x"), 2)
         assert "cannot read detach key" in line and "or one character" in line, line
+    # An unknown option of start is named, not hidden behind "NAME is required".
+    for args in [("start", "-x", "--", "true"), ("start", "-x", "n", "--", "true")]:
+        line = one_line_error(senv.superv(*args), 2)
+        assert "unrecognized arguments: -x" in line, line
+    assert "no session name given" in one_line_error(senv.superv("start", "--", "true"), 2)
 
 
 

@@ -14,7 +14,8 @@ from supervisor.sessions import checked_name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = sub.add_parser("start", help="start a session")
+    parser = sub.add_parser("start", help="start a session",
+                            usage="%(prog)s [options] NAME -- CMD [ARG...]")
     parser.add_argument("-a", "--attach", action="store_true", help="attach at once")
     parser.add_argument("--agent", choices=CHOICES, default="auto", metavar="KIND",
                         help="the agent's kind: " + ", ".join(CHOICES) + " (default: auto, from the command)")
@@ -24,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--restart", choices=["no", "on-failure", "always"], default="no")
     parser.add_argument("--resume-cmd", metavar="CMD",
                         help="what 'superv resume' runs instead, e.g. 'claude --continue'")
-    parser.add_argument("name")
+    # Optional for argparse only: a required NAME missing (``start -x -- CMD``) was reported
+    # before the unknown option, as "arguments are required"; run() asks for it instead.
+    parser.add_argument("name", nargs="?")
     # The command normally comes after "--" (see supervisor.cli.main); without "--", the
     # words after NAME, as long as none looks like an option.
     parser.add_argument("agent_command", nargs="*", metavar="-- CMD [ARG...]")
@@ -32,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.name is None:
+        raise CliError("no session name given: superv start NAME -- CMD [ARG...]", 2)
     name = checked_name(args.name)
     command = args.agent_command
     if not command:
