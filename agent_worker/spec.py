@@ -7,6 +7,7 @@ too, so that ``superv resume`` after a reboot finds everything it needs on disk.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -38,6 +39,14 @@ SCRUBBED_ENV = frozenset(
         "SUPERV_SESSION",
     }
 )
+
+
+def cwd_problem(cwd: str) -> str | None:
+    """Why a session cannot run in ``cwd`` (one line), or None."""
+    if os.path.isdir(cwd):
+        return None
+    why = "is not a directory" if os.path.exists(cwd) else "does not exist"
+    return f"working directory {cwd} {why}"
 
 
 def agent_environment(base: dict[str, str], overrides: dict[str, str], name: str) -> dict[str, str]:

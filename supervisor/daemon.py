@@ -41,7 +41,7 @@ from agent_worker.logs import configure_logging
 from agent_worker.outage import Outage
 from agent_worker.peer import listen_private, refusal
 from agent_worker.snapshot import boot_id, process_start_time, read_snapshot, snapshot_interval
-from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment
+from agent_worker.spec import RESTART_POLICIES, SessionSpec, agent_environment, cwd_problem
 from agent_worker.streams import receive_message
 from supervisor import lifecycle as lc
 from supervisor import sd_notify
@@ -582,9 +582,8 @@ class Supervisor:
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise RequestError("no command given: superv start NAME -- CMD [ARG...]")
         cwd = body.get("cwd") or os.path.expanduser("~")
-        if not os.path.isdir(cwd):
-            why = "is not a directory" if os.path.exists(cwd) else "does not exist"
-            raise RequestError(f"working directory {cwd} {why}")
+        if (problem := cwd_problem(cwd)) is not None:
+            raise RequestError(problem)
         restart = body.get("restart", "no")
         if restart not in RESTART_POLICIES:
             raise RequestError(f"restart policy {restart!r}: use no, on-failure or always")

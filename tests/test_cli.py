@@ -854,7 +854,10 @@ def test_usage_errors_exit_2(superv_env: SupervEnv) -> None:
         line = one_line_error(senv.superv(*args), 2)
         assert "unrecognized arguments: -x" in line, line
     assert "no session name given" in one_line_error(senv.superv("start", "--", "true"), 2)
-
+    a_file = senv.root / "a-file"
+    a_file.touch()
+    line = one_line_error(senv.superv("start", "--cwd", str(a_file), "x", "--", "true"), 2)
+    assert "is not a directory" in line, line
 
 
 def test_nothing_superv_writes_is_readable_by_others(superv_env: SupervEnv) -> None:

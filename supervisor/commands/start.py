@@ -8,6 +8,7 @@ import os
 
 from agent_worker.agent_kinds import CHOICES
 from agent_worker.screen_size import get_window_size
+from agent_worker.spec import cwd_problem
 from supervisor import control
 from supervisor.errors import CliError
 from supervisor.sessions import checked_name
@@ -48,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--env {item!r}: use --env KEY=VALUE", 2)
         overrides[key] = value
     cwd = os.path.abspath(args.cwd) if args.cwd else os.getcwd()
-    if not os.path.isdir(cwd):
-        raise CliError(f"working directory {cwd} does not exist", 2)
+    if (problem := cwd_problem(cwd)) is not None:
+        raise CliError(problem, 2)
     rows, cols = get_window_size(0) if os.isatty(0) else (24, 80)
     try:
         reply = control.request(
