@@ -25,6 +25,7 @@ Durability of the log is a named policy (``SUPERV_LOG_FSYNC``):
 from __future__ import annotations
 
 import bisect
+import math
 import os
 import struct
 import time
@@ -138,13 +139,23 @@ class LogReader:
         return 0
 
     def index(self) -> list[tuple[int, float]]:
-        """The ``(offset, time)`` records, in order, without a torn last record."""
+        """The ``(offset, time)`` records, in order, without a torn last record, and
+        without any record that cannot be right: an offset past the log or going back, a
+        time that is not finite or goes back (a damaged file, or a clock stepped back).
+        Fewer records only make ``--since`` show more, never less."""
         try:
             raw = (self.directory / INDEX).read_bytes()
         except FileNotFoundError:
             return []
-        usable = len(raw) - len(raw) % _INDEX_RECORD.size
-        return [_INDEX_RECORD.unpack_from(raw, i) for i in range(0, usable, _INDEX_RECORD.size)]
+        size = self.size()
+        records: list[tuple[int, float]] = []
+        for i in range(0, len(raw) - len(raw) % _INDEX_RECORD.size, _INDEX_RECORD.size):
+            offset, when = _INDEX_RECORD.unpack_from(raw, i)
+            if offset > size or not math.isfinite(when) or (
+                    records and (offset < records[-1][0] or when < records[-1][1])):
+                continue
+            records.append((offset, when))
+        return records
 
     def offset_at(self, when: float) -> int:
         """The first offset whose output was logged at or after ``when`` (unix time)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -99,7 +100,9 @@ def test_a_crash_only_shortens_the_log_and_a_torn_index_record_is_ignored(
         reader = LogReader(directory)
         assert reader.read(0, len(data)) == data[:log_cut]
         records = reader.index()
-        assert len(records) == index_cut // 16
+        # Every whole record survives, but one naming an offset the shortened log lacks.
+        whole = [struct.unpack_from("!Qd", index, i) for i in range(0, index_cut - 15, 16)]
+        assert records == [r for r in whole if r[0] <= log_cut]
         offsets = [offset for offset, _ in records]
         assert offsets == sorted(offsets) and all(0 <= o <= len(data) for o in offsets)
         assert 0 <= reader.offset_at(time.time() - 3600) <= reader.size()
@@ -164,3 +167,22 @@ def test_a_refused_batch_is_indexed_once(tmp_path: Path, monkeypatch: pytest.Mon
         assert [offset for offset, _ in log.reader.index()] == [0]
     finally:
         log.close()
+
+
+def test_a_damaged_index_gives_fewer_times_never_wrong_ones(tmp_path: Path) -> None:
+    """Records that cannot be right are left out: ``logs --since`` then shows more of the
+    log, not nothing (garbage offsets past the end put every time after the output)."""
+    log = OutputLog(tmp_path)
+    log.append(b"x" * 100)
+    log.close()
+    record = struct.Struct("!Qd")
+    (tmp_path / INDEX_NAME).write_bytes(
+        record.pack(0, 1000.0) + record.pack(1 << 60, 2000.0)  # past the log
+        + record.pack(50, float("nan")) + record.pack(60, 500.0)  # not a time; going back
+        + record.pack(40, 3000.0) + record.pack(10, 4000.0))  # ok; offset going back
+    reader = LogReader(tmp_path)
+    try:
+        assert reader.index() == [(0, 1000.0), (40, 3000.0)]
+        assert reader.offset_at(2500.0) == 40
+    finally:
+        reader.close()
