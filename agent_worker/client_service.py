@@ -106,6 +106,7 @@ class ClientService:
         self.session = session
         self.fanout = fanout
         self.clients: dict[int, Client] = {}  # attach clients (watchers are not counted)
+        self._sizes: dict[int, tuple[int, int]] = {}  # read-write clients' windows, latest last
         self.none_attached = trio.Event()  # set while no attach client is connected
         self.none_attached.set()
         self.complaints = Complaints()
@@ -155,7 +156,7 @@ class ClientService:
         if not watching:
             self._add(client)
             if not hello.read_only:
-                self.session.set_size(hello.rows, hello.cols)
+                self._sized(client_id, hello.rows, hello.cols)
         handed: HandedTerminal | None = None
         try:
             info = self.session.info()
@@ -191,7 +192,7 @@ class ClientService:
                     self.fanout.broadcast(Notice("attached", {"client": client_id,
                                                               "read_only": hello.read_only}))
                     self.session.persist_soon("attached")
-                violation = await self._receive(stream, conversation, subscriber, handed)
+                violation = await self._receive(client_id, stream, conversation, subscriber, handed)
                 if violation is not None:
                     self.complaints.warn("client_protocol_error", error=violation,
                                          client=client_id)
@@ -232,7 +233,17 @@ class ClientService:
         gone = self.clients.pop(client_id, None) is not None
         if not self.clients:
             self.none_attached.set()
+        if self._sizes.pop(client_id, None) is not None and self._sizes:
+            # As tmux does: the window of the client left that sized the session last, not
+            # the size of one that is gone (the rest of a bigger window would stay stale).
+            self.session.set_size(*next(reversed(self._sizes.values())))
         return gone
+
+    def _sized(self, client_id: int, rows: int, cols: int) -> None:
+        """A read-write client's window size (its hello, a resize): the session's now."""
+        self._sizes.pop(client_id, None)
+        self._sizes[client_id] = (rows, cols)  # the latest last
+        self.session.set_size(rows, cols)
 
     def _hold(self, handed: HandedTerminal) -> None:
         """The hot path stops writing to ``handed``: trio has something to write first."""
@@ -442,16 +453,18 @@ class ClientService:
             pass
         scope.cancel()  # the client went, or the worker is going and said all it had
 
-    async def _receive(self, stream: SharedStream, conversation: ServerConversation,
+    async def _receive(self, client_id: int, stream: SharedStream, conversation: ServerConversation,
                        subscriber: Subscriber | None,
                        handed: HandedTerminal | None = None) -> str | None:
         """Act on what the client sends until it detaches, leaves or breaks the protocol;
         what it broke, if it did."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            return await self._receive_until_done(stream, conversation, subscriber, handed)
+            return await self._receive_until_done(client_id, stream, conversation, subscriber,
+                                                  handed)
         return None  # it went away
 
-    async def _receive_until_done(self, stream: SharedStream, conversation: ServerConversation,
+    async def _receive_until_done(self, client_id: int, stream: SharedStream,
+                                  conversation: ServerConversation,
                                   subscriber: Subscriber | None,
                                   handed: HandedTerminal | None) -> str | None:
         while True:
@@ -484,7 +497,7 @@ class ClientService:
                         subscriber.feed.typed(self.session.output.end)
                     await self.session.write_input(data)
                 case p.Resize(rows, cols):
-                    self.session.set_size(rows, cols)
+                    self._sized(client_id, rows, cols)
                     self.session.persist_soon("resized")
                 case p.Signal(signum):
                     self.session.signal_agent(signum)

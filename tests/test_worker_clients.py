@@ -191,3 +191,29 @@ def test_attach_detach_bursts_are_coalesced_into_few_snapshots(
     # and always fewer than one per cycle: before, it was two per cycle.
     most = min(burst / COALESCE + 3, 39)
     assert snapshots <= most, f"{snapshots} snapshots for 40 cycles in {burst:.1f} s"
+
+
+def test_the_session_takes_the_window_of_the_client_left_that_sized_it_last(
+    senv: SupervEnv, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """Two read-write clients, the smaller one detaches: the agent gets the bigger one's
+    window again (it kept the smaller one's, and the bigger terminal showed stale rows
+    below the agent's). A read-only client's window never counts."""
+    def session_size() -> tuple[int, int]:
+        conn, welcome = connect(senv, "s", p.Start.TAIL, read_only=True)
+        with conn:
+            return welcome.info["rows"], welcome.info["cols"]
+
+    big, _ = connect(senv, "s", p.Start.SCREEN, rows=50, cols=160)
+    with big:
+        small, _ = connect(senv, "s", p.Start.SCREEN, rows=30, cols=100)
+        with small:
+            assert session_size() == (30, 100)
+            small.send(p.Resize(32, 110))
+            wait_until(lambda: session_size() == (32, 110), message="the resize")
+            big.send(p.Resize(48, 150))
+            wait_until(lambda: session_size() == (48, 150), message="the big one's resize")
+            small.send(p.Resize(30, 100))
+            wait_until(lambda: session_size() == (30, 100), message="the small one's again")
+            small.send(p.Detach())
+        wait_until(lambda: session_size() == (48, 150), message="the window of the client left")
