@@ -349,9 +349,10 @@ class Worker:
         self.rows, self.cols = rows, cols
         self.agent.resize(rows, cols)
 
-    def paint(self, until: int) -> bytes:
-        """What repaints a client's terminal to the screen as of log offset ``until``."""
-        painted = self.screen.render(until)
+    def paint(self, until: int, last: bool = False) -> bytes:
+        """What repaints a client's terminal to the screen as of log offset ``until``;
+        ``last``: the agent's last screen, on the main screen (it has ended)."""
+        painted = self.screen.render(until, last)
         if painted is None:  # no model (its failure is logged): show the last lines raw
             reader = self.output.reader
             start = max(reader.tail_offset(self.rows, until), until - SCREEN_STEP * 16)

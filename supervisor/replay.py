@@ -46,7 +46,7 @@ def ended_messages(
             from agent_worker.screen_from_log import screen_at
 
             model, _ = screen_at(reader, end, facts["rows"], facts["cols"])
-            yield p.Screen(end, model.render())
+            yield p.Screen(end, model.render(last=True))  # where it stays: the attach ends
             pos = end
         elif hello.start == p.Start.TAIL:
             pos = reader.tail_offset(hello.value, end)

@@ -336,6 +336,34 @@ def test_attach_curses_program_reattach_shows_same_screen(
     assert_terminal_restored(term, pane)
 
 
+def test_attach_to_an_ended_full_screen_session_shows_its_last_screen(
+    superv_env: SupervEnv, term: Tmux
+) -> None:
+    """A TUI that ended on the alternate screen (killed, say): attach shows its last screen
+    where it stays, from the lingering worker and from the log alike (it was painted on
+    the alternate screen and left at once: the terminal showed nothing)."""
+    senv = superv_env
+    go = senv.root / "go"
+    start(senv, "gone", "sh", "-c", "printf '\\033[?1049h\\033[2J\\033[Hlast-screen-mark'; "
+          f"while [ ! -e {go} ]; do sleep 0.05; done")
+    wait_log(senv, "gone", b"last-screen-mark")
+    holder = Connection.open(senv.run / "sessions" / "gone.sock")  # keeps the worker after
+    try:
+        holder.hello(p.Hello(p.Start.TAIL, 0, read_only=True))
+        go.touch()
+        wait_until(lambda: sessions(senv)["gone"]["state"] == "exited 0", message="the end")
+        for case in ("from the worker", "from the log"):
+            pane = term.new_session(case.replace(" ", "-"))
+            term.type(pane, "$SUPERV attach gone")
+            shown = term.wait_for(pane, "[gone exited 0")
+            assert "last-screen-mark" in shown, (case, shown)
+            holder.close()
+            wait_until(lambda: not (senv.run / "sessions" / "gone.sock").exists(), timeout=70,
+                       message="the worker to go")
+    finally:
+        holder.close()
+
+
 def test_two_clients_both_see_typed_text(superv_env: SupervEnv, term: Tmux) -> None:
     start(superv_env, "shared", "bash", "--norc", "--noprofile", "-i",
           opts=("--env", "PS1=agent$ "))

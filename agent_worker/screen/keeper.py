@@ -65,13 +65,13 @@ class ScreenKeeper:
         done = self._guarded(self._feed, until, size)
         return True if done is None else done
 
-    def render(self, until: int) -> bytes | None:
+    def render(self, until: int, last: bool = False) -> bytes | None:
         """:meth:`ScreenModel.render` as of ``until``; None if there is no model."""
         for _ in range(2):
             model = self.screen(until)
             if model is None:
                 return None
-            painted = self._guarded(model.render)
+            painted = self._guarded(model.render, last)
             if painted is not None:
                 return painted
         return None

@@ -98,12 +98,13 @@ class ScreenModel:
 
     # -- render --------------------------------------------------------------------------
 
-    def render(self) -> bytes:
+    def render(self, last: bool = False) -> bytes:
         """Bytes that repaint a terminal of this size to this screen and state.
 
         The terminal may show anything before; every mode the repaint relies on or restores
         is set explicitly.  :mod:`agent_worker.screen.render` says what is sent, in order.
         The result is what :meth:`feed` of the same bytes into a fresh model of this size
-        turns into an equal model (tested cell by cell, mode by mode).
+        turns into an equal model (tested cell by cell, mode by mode).  ``last``: see
+        :func:`~agent_worker.screen.render.render`.
         """
-        return render(self._screen, self._parser.unfinished())
+        return render(self._screen, self._parser.unfinished(), last)

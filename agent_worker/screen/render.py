@@ -51,14 +51,17 @@ def cup(row: int, col: int) -> bytes:
     return b"\x1b[%d;%dH" % (row + 1, col + 1)
 
 
-def render(s: VTScreen, unfinished: bytes) -> bytes:
-    """The repaint of ``s``; ``unfinished``: the bytes the feed ended in (see above)."""
+def render(s: VTScreen, unfinished: bytes, last: bool = False) -> bytes:
+    """The repaint of ``s``; ``unfinished``: the bytes the feed ended in (see above).
+    ``last``: the program has ended, and this is its last screen: what it showed, painted
+    on the main screen (step 2 left out), so that it stays there once the attach ends and
+    puts the terminal back (which leaves the alternate screen)."""
     out: list[bytes] = [
         b"\x1b[?2026h\x1b[?25l\x1b[?1049l\x1b[0m\x1b(B\x1b)B\x0f\x1b[4l\x1b[20l"
         b"\x1b[?6l\x1b[?7h\x1b[r"
         b"\x1b[?1;5;9;12;1000;1001;1002;1003;1004;1005;1006;1015;1016;2004l"
     ]
-    if s.main is not None:
+    if s.main is not None and not last:
         _paint(s, out, s.main.buffer)
         # ?1049h saves the cursor again, as the main screen's slot: same state.
         _save(out, s.main.saved, then=b"\x1b[?1049h")
