@@ -72,7 +72,9 @@ import os
 import signal
 import stat
 import sys
+import termios
 import traceback
+import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -243,6 +245,7 @@ class RemoteAttach:
         # The bottom row: reconnect state, notices, skips (one message at a time); its
         # expiry runs in the task group (_expire_status), woken by status_changed.
         self.status = StatusLine(self._write_status, self.size, self._repaint, exact=exact)
+        self._cooked: list[Any] | None = None  # the terminal's modes before ours (job control)
         self._status_changed = asyncio.Event()
         self.shown_anything = False
         self.alt_screen = terminal.ShownModes()  # what to put back on exit
@@ -263,6 +266,7 @@ class RemoteAttach:
 
     @contextlib.contextmanager
     def _terminal(self) -> Iterator[None]:
+        self._cooked = termios.tcgetattr(self.stdin_fd) if self.tty_in else None
         with terminal.raw_mode(self.stdin_fd) if self.tty_in else contextlib.nullcontext():
             try:
                 yield
@@ -284,8 +288,10 @@ class RemoteAttach:
         for signum, code in zip(handled, (130, 143, 129), strict=True):
             loop.add_signal_handler(signum, self._finish, Ending(Outcome.INTERRUPTED, "", code))
         if self.tty_in or self.tty_out:
-            handled.append(signal.SIGWINCH)
+            handled += [signal.SIGWINCH, signal.SIGTSTP, signal.SIGCONT]
             loop.add_signal_handler(signal.SIGWINCH, self._guarded(self._on_winch))
+            loop.add_signal_handler(signal.SIGTSTP, self._guarded(self._suspend))
+            loop.add_signal_handler(signal.SIGCONT, self._guarded(self._continued))
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -587,6 +593,27 @@ class RemoteAttach:
             async with asyncio.timeout(DETACH_FLUSH_TIMEOUT):
                 await channel.wait_closed()
         raise Ended(ending)
+
+    def _suspend(self) -> None:
+        """SIGTSTP (``kill -TSTP``, a shell's job control): give the terminal back as we
+        found it, and stop.  Without this, ``fg`` left it in the shell's line mode: keys
+        waited for Enter and the detach key killed the client (SIGQUIT)."""
+        if self.tty_out and self.shown_anything:
+            with contextlib.suppress(OSError):
+                terminal.write_all(self.stdout_fd, self.alt_screen.reset_bytes())
+        if self._cooked is not None:
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(self.stdin_fd, termios.TCSADRAIN, self._cooked)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def _continued(self) -> None:
+        """SIGCONT (``fg``, or after any stop): the terminal is ours again, in raw mode, at
+        the size it has now, repainted (the shell wrote on it meanwhile)."""
+        if self.tty_in:
+            with contextlib.suppress(termios.error):
+                tty.setraw(self.stdin_fd, termios.TCSANOW)
+        self._on_winch()
+        self._repaint()
 
     def _on_winch(self) -> None:
         rows, cols = self.size()

@@ -296,11 +296,17 @@ class Attempt:
             return
         command = remote_superv(["events", "--json"], self.client.remote_command)
         with contextlib.suppress(Exception):
-            async with self.conn.create_process(command, encoding=None) as process:
+            process = await self.conn.create_process(command, encoding=None)
+            try:
                 async for line in process.stdout:
                     body = attach_notices.from_json_line(line)
                     if body is not None and not self.stopped:
                         self.client.show_notice(body)
+            finally:
+                # Closed, not waited for (as ``async with`` would): the box's end closes
+                # only when its events command notices, and until then the attach hung,
+                # deaf to the detach key and to SIGTERM, after the box had refused it.
+                process.close()
 
     async def _keep_stderr(self, errors: asyncssh.SSHReader[bytes]) -> None:
         # Only for error messages: keep the end, bounded.  The link failing is the

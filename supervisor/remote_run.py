@@ -21,6 +21,7 @@ from supervisor.host_names import split_host
 from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
 
 CONNECT_TIMEOUT = 20.0
+HELD_STDERR = 65536  # bytes of the box's stderr held until its exit status is known
 
 
 def run_on_host(target: str, words: list[str], after: list[str] | None = None) -> int:
@@ -66,14 +67,19 @@ async def _run(link: SshLink, command: str, forward_stdin: bool = False) -> int:
         feeding = asyncio.ensure_future(_feed(proc.stdin)) if forward_stdin else None
         if feeding is None:
             proc.stdin.write_eof()
+        errors = _Held()
         try:
-            await asyncio.gather(_copy(proc.stdout, 1), _copy(proc.stderr, 2))
+            await asyncio.gather(_copy(proc.stdout, 1), _copy(proc.stderr, errors))
             await proc.wait_closed()
+        except BrokenPipeError:
+            return 0  # our reader is gone (| head): as a local command, not "cannot reach"
         finally:
             if feeding is not None:
                 feeding.cancel()
     status = proc.exit_status
-    if status == REMOTE_MISSING_STATUS:
+    if status != REMOTE_MISSING_STATUS:
+        errors.flush()
+    else:  # the box's shell said "superv: command not found": ours says what to do
         sys.stderr.write(
             f"superv: superv is not installed on {link.shown} (not on a non-interactive "
             "shell's PATH, nor in ~/.local/bin): install it there, or name it with "
@@ -83,11 +89,39 @@ async def _run(link: SshLink, command: str, forward_stdin: bool = False) -> int:
     return status if status is not None else 1
 
 
-async def _copy(reader: asyncssh.SSHReader[bytes], fd: int) -> None:
+class _Held:
+    """The box's stderr, held until its exit status tells whether it is worth showing
+    (up to HELD_STDERR bytes; past that it goes out as it comes)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.passing = False
+
+    def write(self, data: bytes) -> None:
+        if not self.passing and len(self.data) + len(data) <= HELD_STDERR:
+            self.data += data
+            return
+        self.passing = True
+        _write_all(2, self.data + data)
+        self.data = b""
+
+    def flush(self) -> None:
+        _write_all(2, self.data)
+        self.data = b""
+
+
+async def _copy(reader: asyncssh.SSHReader[bytes], out: int | _Held) -> None:
     while data := await reader.read(65536):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        if isinstance(out, _Held):
+            out.write(data)
+        else:
+            _write_all(out, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 async def _feed(writer: asyncssh.SSHWriter[bytes]) -> None:

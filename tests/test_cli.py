@@ -838,6 +838,22 @@ def test_no_empty_records_prune_and_rm(superv_env: SupervEnv) -> None:
     assert "no session named" in one_line_error(senv.superv("rm", "spoke"), 1)
 
 
+def test_events_ends_when_its_reader_goes(superv_env: SupervEnv) -> None:
+    """``superv events`` whose output pipe's reader is gone ends at once, not at the next
+    event (over SSH: the box's events command of a closed channel lingered until then)."""
+    senv = superv_env
+    senv.superv("ls", check=True)  # the supervisor runs
+    follower = superv_proc(senv, "events", "--json")
+    try:
+        assert follower.stdout is not None
+        follower.stdout.close()  # whenever it comes, it must notice
+        assert follower.wait(timeout=10) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+
+
 def test_second_start_fails_and_events_report_lifecycle(superv_env: SupervEnv) -> None:
     senv = superv_env
     start(senv, "probe", *script(senv, "ticker", TICKER))

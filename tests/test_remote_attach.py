@@ -21,6 +21,7 @@ import re
 import shlex
 import signal
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -379,6 +380,8 @@ def test_no_such_session_and_missing_remote_superv(
     line = one_line_error(run_cli(env, "attach", "box:any"))
     assert line.startswith("superv: superv is not installed on box")
     assert "--remote-command" in line
+    for args in (("logs", "box:any"), ("ls", "box:")):  # the box's "command not found" not shown
+        assert one_line_error(run_cli(env, *args)).startswith("superv: superv is not installed on box")
     line = one_line_error(
         run_cli(env, "attach", "--remote-command", "/nowhere/superv", "box:any")
     )
@@ -580,7 +583,47 @@ def test_terminal_is_restored_after_every_exit_path(
         restored(n, 130, "[gave up reconnecting to box]")
         signal_all(frozen, signal.SIGCONT)
 
-        # 6. The session ends.
+        # 6. A refusal by the box, in a terminal: one line and back (the channel of the
+        #    box's notices kept it open, deaf to the detach key and to SIGTERM).
+        n = attach("box:nosuch")
+        restored(n, 1, "no such session 'nosuch'")
+        # ...also when the box's notices command does not notice the channel close (one
+        # that never writes): the client closes its end and goes.
+        deaf = superv_env.root / "deaf-events"
+        deaf.write_text(f'#!/bin/sh\ncase "$1" in events) exec sleep 1000;; esac\nexec {SUPERV} "$@"\n')
+        deaf.chmod(0o755)
+        n = attach("box:nosuch", env=f"SUPERV_REMOTE_COMMAND={deaf}")
+        restored(n, 1, "no such session 'nosuch'")
+
+        # 7. Suspended by the shell's job control (SIGTSTP) and brought back with fg: the
+        #    shell gets its line mode while we are stopped, we get raw mode back after.
+        # (Alone on its line: the shell runs the rest of a list once a job stops.)
+        step += 1
+        n = step
+        tmux.type(f"clear; {SUPERV} attach --from-start box:tui")
+        connected(n)
+        pane_tty = tmux.run("display", "-p", "-t", "t", "#{pane_tty}").strip()
+
+        def line_mode() -> bool:
+            fd = os.open(pane_tty, os.O_RDONLY | os.O_NOCTTY)
+            try:
+                return bool(termios.tcgetattr(fd)[3] & termios.ICANON)
+            finally:
+                os.close(fd)
+
+        os.kill(client_pid(), signal.SIGTSTP)
+        tmux.wait("Stopped")
+        assert line_mode() and tmux.flags() == "0 1", "the terminal not given back"
+        tmux.type("fg")
+        wait_until(lambda: not line_mode(), timeout=10, message="raw mode again")
+        tmux.type("pong")
+        tmux.wait("got:pong")
+        tmux.key("C-\\")
+        tmux.wait(re.escape("[detached from tui]"))
+        tmux.type(f"echo EXIT{n}=$?")
+        restored(n, 0, "[detached from tui]")
+
+        # 8. The session ends.
         n = attach("box:tui")
         connected(n)
         tmux.type("quit")
@@ -659,6 +702,15 @@ def test_ls_logs_and_peek_over_ssh(superv_env: SupervEnv, sshd: SshServer) -> No
 
     assert "no session named nosuch" in one_line_error(run_cli(env, "logs", "box:nosuch"))
     assert "cannot" in one_line_error(run_cli(env, "peek", "closed:far"))
+    # A reader that stops early (| head): the end of our output, not "cannot reach box".
+    start_bulk(superv_env, "long", 20_000)  # more than a pipe holds
+    wait_until(lambda: log_size(superv_env, "long") >= 20_000 * LINE, message="a long log")
+    read = subprocess.Popen([SUPERV, "logs", "box:long"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert read.stdout is not None and read.stderr is not None
+    read.stdout.read(LINE)
+    read.stdout.close()
+    assert read.wait(timeout=30) == 0 and read.stderr.read() == b""
 
 
 # ------------------------------------------------- errors end the client, promptly

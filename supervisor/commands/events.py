@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import selectors
+import stat
 import time
+from collections.abc import Callable
+from typing import Any
 
 from agent_worker import protocol as p
-from agent_worker.client import ConnectionClosed
+from agent_worker.client import Connection
 from supervisor import control
 from supervisor.errors import CliError
+from supervisor.event_stream import read_ready
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -39,35 +45,58 @@ def run(args: argparse.Namespace) -> int:
     with conn:
         conn.sock.settimeout(None)
         control.send_first(conn, p.Request({"op": "events"}))
-        try:
-            while True:
-                msg = conn.receive()
-                if not isinstance(msg, p.Event):
+        return _follow(conn, lambda body: print(_line(body, args.json), flush=True))
+
+
+def _line(body: dict[str, Any], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(body)
+    stamp = time.strftime("%H:%M:%S", time.localtime(body.get("time", 0)))
+    extra = " ".join(f"{k}={v}" for k, v in body.items()
+                     if k not in ("event", "session", "time") and v is not None)
+    return f"{stamp} {body.get('session', '')} {body.get('event')} {extra}".rstrip()
+
+
+def _follow(conn: Connection, show: Callable[[dict[str, Any]], None], asks: bool = False) -> int:
+    """Show each event until the supervisor goes (CliError), or whoever reads our output
+    does: a pipe or socket on stdout reports its reader's end, and a box's events command
+    whose SSH channel closed would otherwise linger until the next event came.  ``asks``:
+    a line on stdin asks for a list (the overview's feed), its end ends the stream."""
+    selector = selectors.DefaultSelector()
+    selector.register(conn.sock, selectors.EVENT_READ, "events")
+    if stat.S_ISFIFO(os.fstat(1).st_mode) or stat.S_ISSOCK(os.fstat(1).st_mode):
+        selector.register(1, selectors.EVENT_READ, "reader")  # only its end is reported
+    if asks:
+        selector.register(0, selectors.EVENT_READ, "asks")
+    try:
+        # What came with the answer, already read from the socket (the first list).
+        for body in (m.body for m in conn.decoder if isinstance(m, p.Event)):
+            show(body)
+        while True:
+            for key, _ in selector.select():
+                if key.data == "reader":
+                    return 0
+                if key.data == "asks":
+                    asked = os.read(0, 4096)
+                    if not asked:
+                        return 0  # the overview is gone
+                    for _line_asked in range(asked.count(b"\n")):
+                        conn.send(p.Request({"op": "ls"}))
                     continue
-                body = msg.body
-                if args.json:
-                    line = json.dumps(body)
-                else:
-                    stamp = time.strftime("%H:%M:%S", time.localtime(body.get("time", 0)))
-                    extra = " ".join(f"{k}={v}" for k, v in body.items()
-                                     if k not in ("event", "session", "time") and v is not None)
-                    line = f"{stamp} {body.get('session', '')} {body.get('event')} {extra}".rstrip()
-                print(line, flush=True)
-        except ConnectionClosed:
-            raise CliError("the supervisor went away") from None
-        except KeyboardInterrupt:
-            return 0
-    return 0
+                bodies = read_ready(conn)
+                if bodies is None:
+                    raise CliError("the supervisor went away")
+                for body in bodies:
+                    show(body)
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 0
+    except OSError as exc:
+        raise CliError(f"the supervisor went away ({exc})") from None
 
 
 def _follow_with_lists() -> int:
     """Events and, in the same stream, the supervisor's lists: one at the start, one for each
     line on stdin (the overview asks when its rows may be stale)."""
-    import os
-    import selectors
-
-    from supervisor.event_stream import read_ready
-
     conn = control.connect()
     with conn:
         conn.sock.settimeout(None)
@@ -78,28 +107,4 @@ def _follow_with_lists() -> int:
             raise CliError("this box's supervisor predates events --lists: restart it "
                            "(systemctl --user restart superv, or kill "
                            f"$(cat {lock_file()}); any superv command starts it again)")
-        # The first list may have come with the answer, already read from the socket.
-        for body in (m.body for m in conn.decoder if isinstance(m, p.Event)):
-            print(json.dumps(body), flush=True)
-        selector = selectors.DefaultSelector()
-        selector.register(conn.sock, selectors.EVENT_READ, "events")
-        selector.register(0, selectors.EVENT_READ, "asks")
-        try:
-            while True:
-                for key, _ in selector.select():
-                    if key.data == "asks":
-                        asked = os.read(0, 4096)
-                        if not asked:
-                            return 0  # the overview is gone
-                        for _line in range(asked.count(b"\n")):
-                            conn.send(p.Request({"op": "ls"}))
-                        continue
-                    bodies = read_ready(conn)
-                    if bodies is None:
-                        raise CliError("the supervisor went away")
-                    for body in bodies:
-                        print(json.dumps(body), flush=True)
-        except KeyboardInterrupt:
-            return 0
-        except (BrokenPipeError, OSError) as exc:
-            raise CliError(f"the supervisor went away ({exc})") from None
+        return _follow(conn, lambda body: print(json.dumps(body), flush=True), asks=True)
