@@ -9,8 +9,9 @@ trio sender, the reader's fast path, a future hot-path thread) can drive it.
 - **In flight.** A client that acks is sent at most :meth:`window` bytes beyond what it
   has acknowledged: about what its link drains in one round trip (measured drain rate x
   smallest round trip seen), times :data:`GAIN` so a faster link is found, plus
-  :data:`MARGIN` for acks that arrive in batches.  The rest waits in the log, not in the
-  SSH window or the kernel's buffers, so the present is never more than a round trip away.
+  :data:`MARGIN` for acks that arrive in batches (at most :data:`MARGIN_TIME` of the
+  link).  The rest waits in the log, not in the SSH window or the kernel's buffers, so
+  the present is never more than a round trip away.
 - **Skip.** When a client that may be skipped has more than :data:`SKIP_AFTER` seconds of
   backlog at its measured rate, :meth:`should_skip` says so: the sender paints the current
   screen at the current offset and goes on live from there.  Until the client has shown
@@ -41,12 +42,15 @@ import collections
 
 SKIP_AFTER = 0.5  # seconds of backlog, at the measured rate, before skipping to the screen
 GAIN = 2.0  # window over rate x round trip: room to find that the link is faster (doubles)
-MARGIN = 16 * 1024  # bytes of window on top, for acks that come in batches
+MARGIN = 16 * 1024  # bytes of window on top, for acks that come in batches...
+# ...but no more than this much of the link's time: on a link of 20 kB/s, 16 kB in flight
+# was 0.8 s that a screen waited behind, and the present came 2-4 s late in a flood.
+MARGIN_TIME = 0.1  # seconds
 # Output in flight delays the present by window / rate; this much delay is allowed whatever
 # the round trip, so a fast local link is not held to a tiny window (a round trip of 0.1 ms
 # gave ~30 kB windows and halved drain), while a slow link's window hardly changes.
 LATENCY_ALLOWANCE = 0.03  # seconds
-INITIAL_WINDOW = 64 * 1024  # before anything is measured
+INITIAL_WINDOW = 16 * 1024  # before anything is measured (0.8 s of a 20 kB/s link)
 MIN_CHUNK = 4 * 1024
 MAX_CHUNK = 256 * 1024
 ASSUMED_RATE = 200_000.0  # bytes/s, a slow link: stands in until a rate is measured
@@ -154,7 +158,7 @@ class FeedPolicy:
         rtt = self.rtt()
         if rate is None or rtt is None:
             return INITIAL_WINDOW
-        return int(max(GAIN * rtt, LATENCY_ALLOWANCE) * rate) + MARGIN
+        return int(max(GAIN * rtt, LATENCY_ALLOWANCE) * rate + min(MARGIN, MARGIN_TIME * rate))
 
     def room(self) -> int:
         """Wire bytes that may be sent now (0: wait for an ack)."""
