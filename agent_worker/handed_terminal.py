@@ -159,7 +159,7 @@ class HandedTerminal:
                 # is told to trio (the terminal is no longer live), which wakes our lot.
                 while self.writing:
                     await self.lot.park()
-                data = memoryview(self.modes.reset_bytes() + b"\r\n")
+                data = memoryview(self.modes.leaving_bytes())
                 while data:
                     written = self.write_now(data)
                     data = data[written:]

@@ -65,6 +65,13 @@ class ShownModes:
         elif mode in self.modes or len(self.modes) < _MAX_MODES:
             self.modes[mode] = on
 
+    def leaving_bytes(self) -> bytes:
+        """What ends an attach on the user's terminal: its modes put back, then a new line
+        cleared to the end of the screen, for what is said next (``[detached from ...]``,
+        the shell's prompt): the rows of the agent's screen below its cursor (a TUI's input
+        box, its footer) showed through both."""
+        return self.reset_bytes() + b"\r\n\x1b[J"
+
     def reset_bytes(self) -> bytes:
         """What puts the user's terminal back: see the class docstring."""
         restore = b"".join(

@@ -276,7 +276,7 @@ class RemoteAttach:
                     if self.shown_anything:
                         # The session may have left the alternate screen, mouse reporting
                         # or a hidden cursor on; put the user's terminal back.
-                        tail += self.alt_screen.reset_bytes() + b"\r\n"
+                        tail += self.alt_screen.leaving_bytes()
                     with contextlib.suppress(OSError):
                         terminal.write_all(self.stdout_fd, tail)
 

@@ -364,6 +364,22 @@ def test_attach_to_an_ended_full_screen_session_shows_its_last_screen(
         holder.close()
 
 
+def test_detach_leaves_clean_lines_below_the_agents_cursor(superv_env: SupervEnv,
+                                                            term: Tmux) -> None:
+    """A TUI draws below its cursor (an input box's border, a footer): the detach line and
+    the shell's prompt come on cleared lines, not over those rows."""
+    start(superv_env, "boxed", "sh", "-c",
+          "printf 'top\\n> \\n-----border-----\\nfooter-hints\\033[2A\\r> '; exec sleep 1000")
+    wait_log(superv_env, "boxed", b"footer-hints")
+    pane = term.new_session("main")
+    term.type(pane, "$SUPERV attach boxed")
+    term.wait_for(pane, "footer-hints")
+    term.keys(pane, "C-\\")
+    shown = term.wait_for(pane, re.compile(DETACHED_THEN_PROMPT.format("boxed"), re.M))
+    assert "border" not in shown and "footer-hints" not in shown, shown
+    assert "top" in shown  # what was above the cursor stays
+
+
 def test_two_clients_both_see_typed_text(superv_env: SupervEnv, term: Tmux) -> None:
     start(superv_env, "shared", "bash", "--norc", "--noprofile", "-i",
           opts=("--env", "PS1=agent$ "))

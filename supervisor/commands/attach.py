@@ -170,7 +170,7 @@ def attach_local(
         # The worker has let the terminal go (and put its modes back): ours to write again.
         handed_over, handed = handed, False
         with contextlib.suppress(OSError):
-            reset = b"" if handed_over else alt.reset_bytes() + b"\r\n"
+            reset = b"" if handed_over else alt.leaving_bytes()
             terminal.write_all(out, line.leaving() + reset)
     print(outcome, file=sys.stderr)
     return status
@@ -301,6 +301,7 @@ def show_ended(name: str, hello: p.Hello) -> int:
             terminal.write_all(out, event.data)
         elif isinstance(event, Exited):
             state = event.state
+    # Not leaving_bytes: the rows below the cursor are part of the last screen shown.
     terminal.write_all(out, alt.reset_bytes() + b"\r\n")
     print(f"[{name} {state}, before this attach: 'superv resume {name}' runs it again]",
           file=sys.stderr)
