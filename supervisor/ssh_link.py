@@ -164,16 +164,22 @@ class SshLink:
                 changed = bool(trusted)
             except Exception:  # only chooses the wording of the message
                 changed = False
+        # The commands name the files superv was told to use, or they would check another.
+        current = settings.current()
+        known = ["-o", f"UserKnownHostsFile={current.known_hosts}"] if current.known_hosts else []
+        ssh = shlex.join(["ssh", *(["-F", current.ssh_config] if current.ssh_config else []),
+                          *known, alias])
         if changed:
+            keygen = shlex.join(["ssh-keygen", "-R", entry,
+                                 *(["-f", current.known_hosts] if current.known_hosts else [])])
             return (
                 f"the host key of {where} has CHANGED since it was accepted (someone may be "
                 "intercepting the connection); if you know why it changed, remove the old key "
-                f"with 'ssh-keygen -R {shlex.quote(entry)}' and run 'ssh {alias}' to check "
-                "and accept the new one"
+                f"with: {keygen}; then check and accept the new one with: {ssh}"
             )
         return (
-            f"the host key of {where} is unknown: run 'ssh {alias}' once to check and accept "
-            "its key, then try again"
+            f"the host key of {where} is unknown: check and accept it once with: {ssh}; "
+            "then try again"
         )
 
 

@@ -331,7 +331,9 @@ def test_host_key_unknown_or_changed_is_refused(superv_env: SupervEnv, sshd: Ssh
     line = one_line_error(
         run_cli(client_env(superv_env, sshd, SUPERV_KNOWN_HOSTS=str(empty)), "attach", "box:keys")
     )
-    assert "host key of box is unknown" in line and "run 'ssh box' once" in line
+    assert "host key of box is unknown" in line
+    assert f"accept it once with: ssh -F {superv_env.root}" in line  # the config superv was given
+    assert line.endswith(f"-o UserKnownHostsFile={empty} box; then try again")
 
     # The config saying "UserKnownHostsFile none" does not turn checking off.
     lax = superv_env.root / "lax_config"
@@ -350,7 +352,7 @@ def test_host_key_unknown_or_changed_is_refused(superv_env: SupervEnv, sshd: Ssh
                 "box:keys")
     )
     assert "host key of box has CHANGED" in line
-    assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in line
+    assert f"with: ssh-keygen -R '[127.0.0.1]:{sshd.port}' -f {changed};" in line
 
 
 @pytest.mark.timeout(60)
