@@ -380,6 +380,34 @@ def test_detach_leaves_clean_lines_below_the_agents_cursor(superv_env: SupervEnv
     assert "top" in shown  # what was above the cursor stays
 
 
+def test_suspend_gives_the_terminal_back_to_the_shell_and_fg_attaches_again(
+    superv_env: SupervEnv, term: Tmux
+) -> None:
+    """SIGTSTP to an attach (job control): the shell gets its terminal and its keys (the
+    worker, which reads a handed terminal, read them away before), and fg shows the
+    session again, typing into it."""
+    start(superv_env, "jobs", "sh", "-c", 'echo ready; while read -r l; do echo "got: $l"; done')
+    wait_log(superv_env, "jobs", b"ready")
+    pane = term.new_session("main")  # bash, with job control
+    term.type(pane, "$SUPERV attach jobs")
+    term.wait_for(pane, "ready")
+    client = wait_until(lambda: next(
+        (pid for pid in pids_with_env("SUPERV_HOME", str(superv_env.home))
+         if b"attach" in Path(f"/proc/{pid}/cmdline").read_bytes()), None),
+        message="the attach client")
+    os.kill(client, signal.SIGTSTP)
+    term.wait_for(pane, "Stopped")
+    term.type(pane, "echo typed-in-the-$((2+3))-shell")
+    term.wait_for(pane, "typed-in-the-5-shell")
+    assert b"typed-in-the" not in log_bytes(superv_env, "jobs")
+    term.type(pane, "fg")
+    term.wait_for(pane, "ready")
+    term.type(pane, "after-fg")
+    term.wait_for(pane, "got: after-fg")
+    term.keys(pane, "C-\\")
+    term.wait_for(pane, "[detached from jobs]")
+
+
 def test_two_clients_both_see_typed_text(superv_env: SupervEnv, term: Tmux) -> None:
     start(superv_env, "shared", "bash", "--norc", "--noprofile", "-i",
           opts=("--env", "PS1=agent$ "))

@@ -97,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
                         exact=args.exact)
 
 
+SUSPENDED = "suspended"  # an attach's outcome when SIGTSTP stopped it (job control)
+
+
 def attach_local(
     name: str,
     *,
@@ -107,6 +110,30 @@ def attach_local(
     flags: int = p.FEED_ACKS | p.FEED_SKIP,
     exact: bool = False,
 ) -> int:
+    """Attach this terminal until a detach or the end.  SIGTSTP (a shell's job control)
+    gives the terminal back, as a detach does, and stops; ``fg`` attaches again, to the
+    screen as it is then.  (A worker that holds the terminal reads its keys: stopped
+    without this, the client left it reading them away from the shell.)"""
+    while True:
+        status = _attach_once(name, read_only=read_only, start=start, value=value,
+                              detach_key=detach_key, flags=flags, exact=exact)
+        if status is not None:
+            return status
+        os.kill(os.getpid(), signal.SIGSTOP)  # the shell's terminal until fg
+        start, value = p.Start.SCREEN, 0
+
+
+def _attach_once(
+    name: str,
+    *,
+    read_only: bool,
+    start: p.Start,
+    value: int,
+    detach_key: bytes,
+    flags: int,
+    exact: bool,
+) -> int | None:
+    """One attach; its exit status, or None when SIGTSTP ended it (see attach_local)."""
     if not os.isatty(0) and not read_only:
         raise CliError("attach needs a terminal on stdin; use 'superv attach -r' to only watch", 2)
     rows, cols = terminal.window_size(0)
@@ -126,7 +153,7 @@ def attach_local(
         with contextlib.suppress(BlockingIOError):
             os.write(wake_w, bytes([signum]))
 
-    for signum in (signal.SIGWINCH, signal.SIGHUP, signal.SIGTERM):
+    for signum in (signal.SIGWINCH, signal.SIGHUP, signal.SIGTERM, signal.SIGTSTP):
         previous[signum] = signal.signal(signum, on_signal)
     out = sys.stdout.fileno()
     outcome = f"[detached from {name}]"
@@ -172,6 +199,8 @@ def attach_local(
         with contextlib.suppress(OSError):
             reset = b"" if handed_over else alt.leaving_bytes()
             terminal.write_all(out, line.leaving() + reset)
+    if outcome == SUSPENDED:
+        return None
     print(outcome, file=sys.stderr)
     return status
 
@@ -215,6 +244,8 @@ def _watch(conn: SessionClient, name: str, wake: int, read_only: bool, line: Sta
                 ending = _on_signals(conn, wake, read_only)
                 if ending is not None:
                     _take_back(conn)
+                    if ending == signal.SIGTSTP:
+                        return SUSPENDED
                     return f"[detached from {name}: signal {ending.name}]"
             else:
                 conn.read()
@@ -235,11 +266,11 @@ def _watch(conn: SessionClient, name: str, wake: int, read_only: bool, line: Sta
 
 def _on_signals(conn: SessionClient, wake: int, read_only: bool) -> signal.Signals | None:
     """Act on the signals that arrived: a new window size goes to the worker; the signal
-    that ends the attach (SIGHUP, SIGTERM), if one came."""
+    that ends the attach (SIGHUP, SIGTERM, SIGTSTP), if one came."""
     for signum in os.read(wake, 64):
         if signum == signal.SIGWINCH and not read_only:
             conn.send(p.Resize(*terminal.window_size(0)))
-        elif signum in (signal.SIGHUP, signal.SIGTERM):
+        elif signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGTSTP):
             return signal.Signals(signum)
     return None
 
@@ -377,6 +408,9 @@ def _pump(
                     conn.send(p.Input(data))
             elif source == "signal":
                 ending = _on_signals(conn, wake, read_only)
+                if ending == signal.SIGTSTP:
+                    conn.send(p.Detach())
+                    return SUSPENDED
                 if ending is not None:
                     return f"[detached from {name}: signal {ending.name}]"
             else:
