@@ -156,8 +156,15 @@ class Sshd:
         self.proc.wait(timeout=10)
 
 
+# The client's status line ("reconnecting…", the only thing --exact adds): drawn on the
+# bottom row between a cursor save and restore.  It may come between two halves of a line
+# (a frame may end anywhere), where the terminal shows the line whole; so must we.
+STATUS_LINE = re.compile(rb"\x1b7.*?\x1b8", re.S)
+
+
 def stamped(term: Terminal, start: int = 0) -> list[tuple[int, float]]:
-    return [(int(n), float(t)) for n, t in STAMPED.findall(visible_text(bytes(term.buf[start:])))]
+    shown = visible_text(STATUS_LINE.sub(b"", bytes(term.buf[start:])))
+    return [(int(n), float(t)) for n, t in STAMPED.findall(shown)]
 
 
 def client_env(host: Superv, sshd: Sshd) -> dict[str, str]:
