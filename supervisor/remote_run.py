@@ -13,12 +13,14 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import asyncssh
 
 from agent_worker import settings
 from supervisor.host_names import split_host
 from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
+from supervisor.terminal import write_all
 
 CONNECT_TIMEOUT = 20.0
 HELD_STDERR = 65536  # bytes of the box's stderr held until its exit status is known
@@ -69,7 +71,8 @@ async def _run(link: SshLink, command: str, forward_stdin: bool = False) -> int:
             proc.stdin.write_eof()
         errors = _Held()
         try:
-            await asyncio.gather(_copy(proc.stdout, 1), _copy(proc.stderr, errors))
+            await asyncio.gather(_copy(proc.stdout, lambda data: write_all(1, data)),
+                                 _copy(proc.stderr, errors.write))
             await proc.wait_closed()
         except BrokenPipeError:
             return 0  # our reader is gone (| head): as a local command, not "cannot reach"
@@ -102,26 +105,17 @@ class _Held:
             self.data += data
             return
         self.passing = True
-        _write_all(2, self.data + data)
+        write_all(2, self.data + data)
         self.data = b""
 
     def flush(self) -> None:
-        _write_all(2, self.data)
+        write_all(2, self.data)
         self.data = b""
 
 
-async def _copy(reader: asyncssh.SSHReader[bytes], out: int | _Held) -> None:
+async def _copy(reader: asyncssh.SSHReader[bytes], write: Callable[[bytes], None]) -> None:
     while data := await reader.read(65536):
-        if isinstance(out, _Held):
-            out.write(data)
-        else:
-            _write_all(out, data)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        write(data)
 
 
 async def _feed(writer: asyncssh.SSHWriter[bytes]) -> None:

@@ -344,6 +344,11 @@ def test_a_full_connection_queue_makes_the_cli_wait_not_fail(superv_env: SupervE
         for sock in flood:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    out, err = waiting.communicate(timeout=30)
+    try:
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
     assert waiting.returncode == 0, err
     assert out.startswith("NAME") or "no sessions" in out, out

@@ -19,6 +19,28 @@ from agent_worker.feed_policy import (
 )
 
 
+def one_wake(feed: FeedPolicy, position: int, produced: int, now: float,
+             quiet_for: float) -> list[tuple[int, int]]:
+    """What the worker's sender sends in one wake, from ``position`` with the log at
+    ``produced``: each frame as (the offset it brings the client to, its wire bytes)."""
+    frames = []
+    while position < produced and feed.room():
+        if feed.should_hold(position, produced, now, quiet_for):
+            feed.caught_up()  # idle by choice, as the sender says
+            break
+        feed.backlogged(now)
+        if feed.should_skip(position, produced, now, quiet_for):
+            position = produced
+            size = 3000  # a screen
+            feed.skipped(position, size, now)
+        else:
+            size = min(feed.chunk(), feed.room(), produced - position)
+            position += size
+        feed.sent(position, size, now)
+        frames.append((position, size))
+    return frames
+
+
 def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: float,
           step: float = 0.001, flood: float = 0.0) -> tuple[int, int, int]:
     """Feed a client on a link of ``rate`` bytes/s and ``rtt`` s from a backlog of
@@ -30,21 +52,10 @@ def drive(feed: FeedPolicy, rate: float, rtt: float, produced: int, seconds: flo
     while now < seconds:
         while arrivals and arrivals[0][0] <= now:
             feed.acked(arrivals.popleft()[1], now)
-        while position < produced and feed.room():  # what a sender does in one wake
-            quiet_for = now - last_output
-            if feed.should_hold(position, produced, now, quiet_for):
-                break
-            feed.backlogged(now)
-            if feed.should_skip(position, produced, now, quiet_for):
-                position = produced
-                size = 3000  # a screen
-                feed.skipped(position, size, now)
-            else:
-                size = min(feed.chunk(), feed.room(), produced - position)
-                position += size
-            feed.sent(position, size, now)
+        for reached, size in one_wake(feed, position, produced, now, now - last_output):
+            position = reached
             link_free = max(link_free, now) + size / rate
-            arrivals.append((link_free + rtt, position))
+            arrivals.append((link_free + rtt, reached))
         if position >= produced:
             feed.caught_up()
         most = max(most, feed.in_flight)
@@ -252,22 +263,11 @@ def lag_behind_a_flood(rate: float, rtt: float, flood: float, seconds: float = 1
             shown = max(shown, arrivals.popleft()[1])
         while acks and acks[0][0] <= now:
             feed.acked(acks.popleft()[1], now)
-        while position < produced and feed.room():
-            if feed.should_hold(position, produced, now, 0.0):
-                feed.caught_up()
-                break
-            feed.backlogged(now)
-            if feed.should_skip(position, produced, now, 0.0):
-                position = produced
-                size = 3000  # a screen
-                feed.skipped(position, size, now)
-            else:
-                size = min(feed.chunk(), feed.room(), produced - position)
-                position += size
-            feed.sent(position, size, now)
+        for reached, size in one_wake(feed, position, produced, now, 0.0):
+            position = reached
             link_free = max(link_free, now) + size / rate
-            arrivals.append((link_free + rtt / 2, position))
-            acks.append((link_free + rtt, position))
+            arrivals.append((link_free + rtt / 2, reached))
+            acks.append((link_free + rtt, reached))
         produced += int(flood * step)
         printed.append((now, produced))
         if now > 1.0:
