@@ -378,6 +378,8 @@ class ClientService:
         stream, conversation, feed = sub.stream, sub.conversation, sub.feed
         ended = self.session.ended
         self.fanout.subscribers.add(sub)
+        if self.fanout.hot is not None:
+            self.fanout.hot.watchers_changed()
         try:
             # Until the client's side ends the conversation (a violation, say): a task
             # cancelled before it first ran still runs up to its first checkpoint.

@@ -87,6 +87,20 @@ class OutputLog:
             os.fdatasync(self._fd)
         return written
 
+    def native_appends(self) -> tuple[int, float] | None:
+        """For the hot path's native lane (:mod:`agent_worker.hot_lane`), which appends
+        through this log's descriptor while nothing else does: the descriptor, and the
+        ``time.time()`` from which a batch must come through :meth:`append` instead (the
+        index wants a record first).  None while the policy fsyncs every batch."""
+        if self.policy == "always":
+            return None
+        return self._fd, self._last_index + _INDEX_EVERY
+
+    def appended_natively(self, written: int, at: float) -> None:
+        """The native lane appended ``written`` bytes, the last at ``at`` (time.time())."""
+        self.end += written
+        self.last_output_at = at
+
     def sync(self) -> None:
         """Make everything appended so far durable (unless the policy is ``never``)."""
         if self.policy != "never":

@@ -143,6 +143,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SUPERV_SSH_CONFIG", None, _text, "a file name", "an ssh config instead of ~/.ssh/config"),
     Setting("SUPERV_KNOWN_HOSTS", None, _text, "a file name",
             "a known_hosts file instead of ~/.ssh/known_hosts"),
+    Setting("SUPERV_HOT_PATH", "native", _choice("native", "python"), "native or python",
+            "the worker's hot path: its native lane where it was built, or Python only"),
     Setting("SUPERV_DOCTOR_MIN_FREE_MB", 1024, _whole(0, 10**9),
             "a whole number of MB from 0 to 1000000000", "free space below which doctor warns"),
 )
@@ -165,6 +167,7 @@ class Settings:
     remote_command: str | None
     ssh_config: str | None
     known_hosts: str | None
+    hot_path: str
     doctor_min_free_mb: int
 
     def __init__(self, values: Mapping[str, Any]) -> None:

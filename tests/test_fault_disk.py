@@ -22,6 +22,7 @@ import random
 import resource
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,8 @@ import fault_report
 import pytest
 from conftest import SupervEnv, wait_until
 from test_cli import EventStream, alive, lock_holder, script, sessions
+from test_hot_lane import EPOLL_WAITS, lane_threads
+from test_terminal_handoff import PtyAttach
 from worker_helpers import PATTERN_FN, cooked, log_size, pattern, session_socket
 
 from agent_worker import protocol as p
@@ -170,7 +173,29 @@ def poke(senv: SupervEnv, name: str, worker: int, rng: random.Random) -> None:
         senv.superv("ls", timeout=30)  # must answer, full disk or not
 
 
-def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, str | None]) -> None:
+class ReadingAttach(PtyAttach):
+    """A local attach whose terminal reads everything as it comes (a thread), so the
+    worker's hot path serves it live: through its native lane where it runs."""
+
+    def __init__(self, senv: SupervEnv, name: str) -> None:
+        super().__init__(senv, name)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 1 << 16)
+            except OSError:
+                return  # closed
+            if not data:
+                return
+            self.shown += data
+
+
+@pytest.mark.parametrize("attached", [False, True], ids=["detached", "attached"])
+def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, str | None],
+                                                   attached: bool) -> None:
     senv, refused = small_home
     rng = random.Random(ff.seed() + 10)
     argv = script(senv, "printer", PRINTER)  # the script lives outside the home
@@ -181,11 +206,15 @@ def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, 
     infos = {name: sessions(senv)[name] for name in names}
     supervisor = lock_holder(senv)
     events = EventStream(senv)
+    attach = ReadingAttach(senv, "printer") if attached else None
     try:
         events.subscribe("bystander")
         disk = RlimitDisk([supervisor] + [i["worker_pid"] for i in infos.values()]) \
             if refused else TmpfsDisk(senv.home)
         outages = 3 * ff.scale()
+        if attach is not None and EPOLL_WAITS:  # the native lane serves it till the disk fills
+            worker = infos["printer"]["worker_pid"]
+            wait_until(lambda: lane_threads(worker) == 1, timeout=20, message="the lane serving")
         go.touch()  # the sessions print from now on
         expected = cooked(pattern(LINES))
         # A session with more output to log than the full disk has room for must hit the
@@ -225,8 +254,13 @@ def test_full_disk_at_random_moments_loses_nothing(small_home: tuple[SupervEnv, 
                 events.wait_for("log_write_failed", name)
         assert_alive()
         assert lock_holder(senv) == supervisor
+        if attach is not None:  # the attached terminal was shown it all, to the end
+            wait_until(lambda: bytes(attach.shown).endswith(expected[-2000:]), timeout=30,
+                       message="the attached terminal shown the whole output")
     finally:
         events.close()
+        if attach is not None:
+            attach.close()
     fault_report.note(f"full disk on {disk_mode(refused)}: {outages} outages, 2 sessions, 0 bytes lost")
     fault_report.add("faults injected", outages)
 

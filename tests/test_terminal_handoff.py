@@ -29,6 +29,14 @@ from agent_worker.user_terminal import RESET_MODES
 
 pytestmark = pytest.mark.timeout(120)
 
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def hot_path(request: pytest.FixtureRequest, superv_env: SupervEnv) -> str:
+    """Every test here twice: with the hot path's native lane (agent_worker.hot_lane), and
+    with its Python loop alone (where the lane was not built)."""
+    superv_env.env["SUPERV_HOT_PATH"] = request.param
+    return str(request.param)
+
 # A commit of superv from before the handoff (the protocol without FEED_TERMINAL).
 OLD_SUPERV = "3431ce7"
 

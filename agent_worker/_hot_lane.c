@@ -1,0 +1,264 @@
+/* The hot path's native lane (issue 13): the steady state of agent_worker.hot_path, in C.
+
+   While one handed terminal is live and caught up and nothing else waits, the hot path's
+   thread calls lane() instead of its own epoll loop.  lane() waits on the same epoll
+   without the GIL and does what the Python loop would do for the two events of typing:
+
+     - keys on the terminal: written to the PTY;
+     - output on the PTY: read as one batch (as the Python loop reads it), appended to the
+       log, then written to the terminal (log first, always).
+
+   Everything else goes back to Python at once, with what was read and not yet dealt with:
+   the detach key, keys on a read-only attach, keys the PTY did not take, a terminal that
+   did not take a whole batch or is gone, a log that refused bytes or wants an index
+   record, the PTY's end, the wake-up descriptor (another thread wants the hot path's
+   lock, which the caller holds while lane() runs), any other descriptor, and the time
+   trio is due to hear of the output.  The rules, their limits and the formats stay in
+   agent_worker/hot_path.py and agent_worker/log.py; this file only keeps them, in the one
+   case where the Python loop's own cost (a scheduler-free but interpreted pass per
+   event, ~100 us of CPU a key on a small VM) was most of a keystroke's echo.
+
+   lane(epoll_fd, pty_fd, log_fd, term_fd, detach_key, read_only,
+        timeout_ms, tell_ms, index_at, cap, batch_max, read_size, drained_below)
+     -> (why, news, rest, unshown, last_at)
+
+   news: every byte appended to the log by this call, in order.  unshown: how many of its
+   last bytes the terminal has not taken (its carry).  rest: bytes read and not dealt with
+   (keys, or output not logged).  last_at: time.time() of the last append (0: none). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+    WHY_DUE = 0,        /* trio is due to hear, or news reached cap */
+    WHY_WOKEN = 1,      /* the wake-up descriptor, or one lane() does not know */
+    WHY_KEYS = 2,       /* rest: keys for Python (detach key, read-only, PTY full) */
+    WHY_TERM_END = 3,   /* the terminal hung up (read EOF or error) */
+    WHY_UNLOGGED = 4,   /* rest: output read, not logged (log error, index due) */
+    WHY_PTY_END = 5,    /* the PTY reported its end or an error: Python reads it again */
+    WHY_SHORT = 6,      /* the terminal did not take all of the last batch (unshown) */
+    WHY_TERM_GONE = 7,  /* writing to the terminal failed (unshown: the last batch) */
+};
+
+#define KEY_BUF 65536
+
+static double mono_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Write all of buf to a blocking-or-not fd; how many bytes went (stops at an error). */
+static Py_ssize_t write_all(int fd, const char *buf, Py_ssize_t len, int *err) {
+    Py_ssize_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, buf + done, (size_t)(len - done));
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            *err = errno;
+            break;
+        }
+        done += w;
+    }
+    return done;
+}
+
+static ssize_t read_retrying(int fd, char *buf, size_t len) {
+    ssize_t r;
+    do {
+        r = read(fd, buf, len);
+    } while (r < 0 && errno == EINTR);
+    return r;
+}
+
+typedef struct {
+    int epoll_fd, pty_fd, log_fd, term_fd, read_only;
+    const char *key;
+    Py_ssize_t key_len;
+    int timeout_ms, tell_ms;
+    double index_at;
+    Py_ssize_t cap, batch_max, read_size, drained_below;
+    /* results */
+    char *news;           /* cap + batch_max bytes */
+    Py_ssize_t news_len, unshown;
+    char *rest;           /* KEY_BUF bytes (keys) or points into news (output) */
+    Py_ssize_t rest_len;
+    double last_at;
+} Lane;
+
+/* A key event; returns a WHY or -1 to go on. */
+static int on_keys(Lane *l) {
+    ssize_t r = read_retrying(l->term_fd, l->rest, KEY_BUF);
+    if (r < 0 && errno == EAGAIN)
+        return -1;
+    if (r <= 0)
+        return WHY_TERM_END;
+    if (l->read_only || (l->key_len && memmem(l->rest, (size_t)r, l->key, (size_t)l->key_len))) {
+        l->rest_len = r;
+        return WHY_KEYS;
+    }
+    ssize_t w;
+    do {
+        w = write(l->pty_fd, l->rest, (size_t)r);
+    } while (w < 0 && errno == EINTR);
+    if (w == r)
+        return -1;
+    if (w < 0)
+        w = 0; /* EAGAIN (Python queues them), or the agent has gone (Python sees it) */
+    memmove(l->rest, l->rest + w, (size_t)(r - w));
+    l->rest_len = r - w;
+    return WHY_KEYS;
+}
+
+/* An output event: one batch read, logged, shown; returns a WHY or -1 to go on. */
+static int on_output(Lane *l, double *deadline) {
+    char *batch = l->news + l->news_len;
+    Py_ssize_t len = 0;
+    int ended = 0;
+    while (len < l->batch_max) {
+        Py_ssize_t want = l->batch_max - len;
+        if (want > l->read_size)
+            want = l->read_size;
+        ssize_t r = read_retrying(l->pty_fd, batch + len, (size_t)want);
+        if (r < 0 && errno == EAGAIN)
+            break;
+        if (r <= 0) {
+            ended = 1; /* EOF, EIO (every slave closed), or another error Python raises */
+            break;
+        }
+        len += r;
+        if (r < l->drained_below)
+            break; /* the agent wrote a little and stopped: no read to hear EAGAIN */
+    }
+    if (len == 0)
+        return ended ? WHY_PTY_END : -1;
+    if (l->index_at > 0 && wall_now() >= l->index_at) {
+        l->rest = batch, l->rest_len = len;
+        return WHY_UNLOGGED; /* the log's index wants a record before this batch */
+    }
+    int err = 0;
+    Py_ssize_t logged = write_all(l->log_fd, batch, len, &err);
+    if (logged > 0) {
+        l->news_len += logged;
+        l->last_at = wall_now();
+        if (*deadline < 0)
+            *deadline = mono_now() + l->tell_ms / 1000.0;
+    }
+    if (logged < len) {
+        l->unshown = logged; /* logged but not shown: the terminal catches up from the log */
+        l->rest = batch + logged, l->rest_len = len - logged;
+        return WHY_UNLOGGED;
+    }
+    ssize_t t;
+    do {
+        t = write(l->term_fd, batch, (size_t)len);
+    } while (t < 0 && errno == EINTR);
+    if (t < 0 && errno != EAGAIN) {
+        l->unshown = len;
+        return WHY_TERM_GONE;
+    }
+    if (t < len) {
+        l->unshown = len - (t < 0 ? 0 : t);
+        return WHY_SHORT;
+    }
+    if (ended)
+        return WHY_PTY_END;
+    if (l->news_len >= l->cap)
+        return WHY_DUE;
+    return -1;
+}
+
+static int run(Lane *l) {
+    double deadline = l->timeout_ms >= 0 ? mono_now() + l->timeout_ms / 1000.0 : -1;
+    for (;;) {
+        int wait_ms = -1;
+        if (deadline >= 0) {
+            double left = deadline - mono_now();
+            if (left <= 0)
+                return WHY_DUE;
+            wait_ms = (int)(left * 1000) + 1;
+        }
+        struct epoll_event events[4];
+        int n = epoll_wait(l->epoll_fd, events, 4, wait_ms);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return WHY_WOKEN; /* Python's own poll of the same epoll raises it */
+        }
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].data.fd, why;
+            if (fd == l->term_fd)
+                why = on_keys(l);
+            else if (fd == l->pty_fd)
+                why = on_output(l, &deadline);
+            else
+                why = WHY_WOKEN; /* the wake-up descriptor, or another: Python's loop */
+            if (why >= 0)
+                return why;
+            /* Level-triggered: an event not reached in this round is reported again. */
+        }
+    }
+}
+
+static PyObject *lane(PyObject *self, PyObject *args) {
+    Lane l;
+    memset(&l, 0, sizeof l);
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "iiiiy*piidnnnn", &l.epoll_fd, &l.pty_fd,
+                          &l.log_fd, &l.term_fd, &key, &l.read_only, &l.timeout_ms,
+                          &l.tell_ms, &l.index_at, &l.cap, &l.batch_max, &l.read_size,
+                          &l.drained_below))
+        return NULL;
+    if (l.cap < 0 || l.batch_max <= 0 || l.read_size <= 0 || l.cap > PY_SSIZE_T_MAX / 2 ||
+        l.batch_max > PY_SSIZE_T_MAX / 2) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "lane: bad sizes");
+        return NULL;
+    }
+    l.key = key.buf, l.key_len = key.len;
+    PyObject *news = PyBytes_FromStringAndSize(NULL, l.cap + l.batch_max);
+    char *keys = PyMem_RawMalloc(KEY_BUF);
+    if (news == NULL || keys == NULL) {
+        Py_XDECREF(news);
+        PyMem_RawFree(keys);
+        PyBuffer_Release(&key);
+        return PyErr_NoMemory();
+    }
+    l.news = PyBytes_AS_STRING(news);
+    l.rest = keys;
+    int why;
+    Py_BEGIN_ALLOW_THREADS
+    why = run(&l);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&key);
+    PyObject *rest = PyBytes_FromStringAndSize(l.rest, l.rest_len);
+    PyMem_RawFree(keys);
+    if (rest == NULL || _PyBytes_Resize(&news, l.news_len) < 0) {
+        Py_XDECREF(rest);
+        Py_XDECREF(news);
+        return NULL;
+    }
+    return Py_BuildValue("(iNNnd)", why, news, rest, l.unshown, l.last_at);
+}
+
+static PyMethodDef methods[] = {
+    {"lane", lane, METH_VARARGS, "The hot path's steady state without the GIL (see the source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hot_lane", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__hot_lane(void) { return PyModule_Create(&module); }

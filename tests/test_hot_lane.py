@@ -1,0 +1,144 @@
+"""The hot path's native lane (issue 13): built here, the one that serves a live attach,
+and what it leaves to Python still done: the log's index, read-only input, the detach key,
+a socket client joining.  (Every test of tests/test_terminal_handoff.py runs with and
+without it.)
+
+Real parts: a real worker, a local attach on a real PTY, ``cat`` as the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SupervEnv, wait_until
+from test_terminal_handoff import PtyAttach, attaches, worker_pid
+from worker_helpers import connect, log_bytes, log_size, read_all
+
+from agent_worker import hot_lane
+from agent_worker import protocol as p
+from agent_worker.log import LogReader
+
+pytestmark = pytest.mark.timeout(60)
+
+__all__ = ["attaches"]  # (a fixture, used by name)
+
+CAT = ["sh", "-c", "stty raw -echo; exec cat"]
+# epoll_wait's and epoll_pwait's numbers: the lane waits with room for 4 events, Python's
+# select.epoll for hundreds, so /proc/PID/task/TID/syscall tells who waits.
+EPOLL_WAITS = {"x86_64": {"232", "281"}, "aarch64": {"22"}}.get(platform.machine(), set())
+
+
+def test_the_native_lane_is_built_here() -> None:
+    # scripts/test installs a C compiler and Python's headers before it installs superv;
+    # a checkout whose install could not build the lane must not pass as one that did.
+    assert hot_lane.built(), "agent_worker._hot_lane is not built: install gcc and python3-dev, " \
+                             "then pip install -e . again"
+
+
+def lane_threads(pid: int) -> int:
+    """How many of ``pid``'s threads wait in the native lane's epoll_wait."""
+    waiting = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            call = Path(f"/proc/{pid}/task/{task}/syscall").read_text().split()
+        except OSError:
+            continue
+        waiting += len(call) > 3 and call[0] in EPOLL_WAITS and int(call[3], 16) == 4
+    return waiting
+
+
+@pytest.fixture
+def typing(superv_env: SupervEnv, attaches: list[PtyAttach]) -> Iterator[tuple[PtyAttach, int]]:
+    superv_env.superv("start", "cat", "--", *CAT, check=True)
+    attach = PtyAttach(superv_env, "cat")
+    attaches.append(attach)
+    attach.type(b"ready")
+    attach.read_until(b"ready")
+    yield attach, worker_pid(superv_env, "cat")
+
+
+@pytest.mark.skipif(not EPOLL_WAITS, reason="the syscall numbers of this machine are not listed")
+@pytest.mark.parametrize("setting", ["native", "python"])
+def test_a_live_attach_is_served_by_the_lane_unless_told_python(
+    superv_env: SupervEnv, attaches: list[PtyAttach], setting: str
+) -> None:
+    superv_env.env["SUPERV_HOT_PATH"] = setting
+    superv_env.superv("start", "cat", "--", *CAT, check=True)
+    attach = PtyAttach(superv_env, "cat")
+    attaches.append(attach)
+    worker = worker_pid(superv_env, "cat")
+    for key in b"abcdefgh":  # each key echoed, through whichever path serves it
+        attach.type(bytes([key]))
+        attach.read_until(b"abcdefgh"[: b"abcdefgh".index(key) + 1])
+    if setting == "native":
+        wait_until(lambda: lane_threads(worker) == 1, timeout=10,
+                   message="the worker's hot path waiting in the native lane")
+    else:
+        time.sleep(0.5)  # a negative: nothing to await
+        assert lane_threads(worker) == 0
+
+
+def test_the_index_keeps_its_records_while_the_lane_serves(
+    superv_env: SupervEnv, typing: tuple[PtyAttach, int]
+) -> None:
+    attach, _ = typing
+    directory = superv_env.session_dir("cat")
+    before = len(LogReader(directory).index())
+    for i in range(12):  # 3 s of typing: an index record each second of output
+        attach.type(b"%d," % i)
+        attach.read_until(b"%d," % i)
+        time.sleep(0.25)  # the typist's pace is what this is about
+    records = LogReader(directory).index()
+    assert len(records) - before >= 2, records
+    offsets = [o for o, _ in records]
+    assert offsets == sorted(offsets) and offsets[-1] <= (directory / "output.log").stat().st_size
+
+
+def test_a_read_only_attach_through_the_lane_types_nothing(
+    superv_env: SupervEnv, typing: tuple[PtyAttach, int], attaches: list[PtyAttach]
+) -> None:
+    writer, _ = typing
+    reader = PtyAttach(superv_env, "cat", "-r")
+    attaches.append(reader)
+    writer.type(b"<one>")
+    reader.read_until(b"<one>")
+    reader.type(b"XYZ")
+    reader.read_until(b"read-only: input ignored")
+    writer.type(b"<two>")
+    writer.read_until(b"<two>")
+    log = (superv_env.session_dir("cat") / "output.log").read_bytes()
+    assert b"XYZ" not in log and log.endswith(b"<two>")
+
+
+def test_the_detach_key_typed_with_other_keys_detaches_after_typing_them(
+    superv_env: SupervEnv, typing: tuple[PtyAttach, int]
+) -> None:
+    attach, _ = typing
+    attach.type(b"last\x1c")  # Ctrl-\ after the word, in one read
+    attach.read_until(b"detached")
+    assert attach.proc.wait(timeout=10) == 0
+    wait_until(lambda: (superv_env.session_dir("cat") / "output.log").read_bytes().endswith(b"last"),
+               timeout=10, message="the keys before the detach key typed")
+
+
+def test_a_socket_client_joining_a_lane_gets_every_byte_in_order(
+    superv_env: SupervEnv, typing: tuple[PtyAttach, int]
+) -> None:
+    attach, worker = typing
+    if EPOLL_WAITS:
+        wait_until(lambda: lane_threads(worker) == 1, timeout=10, message="the lane serving")
+    conn, _ = connect(superv_env, "cat", p.Start.OFFSET, 0, timeout=20)
+    try:
+        for i in range(5):
+            attach.type(b"<%d>" % i)
+            attach.read_until(b"<%d>" % i)
+        got = read_all(conn, until_exit=False, until_offset=log_size(superv_env, "cat"))
+    finally:
+        conn.close()
+    assert got.start == 0 and bytes(got.data) == log_bytes(superv_env, "cat")
+    assert bytes(got.data).endswith(b"<0><1><2><3><4>")
