@@ -388,6 +388,19 @@ def check_activity_rules() -> Check:
     return Check("activity-rules", True, f"{path}: usable, before the shipped rules")
 
 
+def check_hot_path() -> Check:
+    """Which hot path the workers run (issue 13): not a fault either way, the Python loop
+    only costs more CPU and latency per key, so it is ok, with what to do about it."""
+    from agent_worker import hot_lane, settings
+
+    if not hot_lane.built():
+        return Check("hot-path", True, "the Python loop only: the native lane was not built "
+                     "(install gcc, libc6-dev and python3-dev, then install superv again)")
+    if settings.current().hot_path != "native":
+        return Check("hot-path", True, "the Python loop only (SUPERV_HOT_PATH=python)")
+    return Check("hot-path", True, "the native lane, built and chosen")
+
+
 def run_checks() -> list[Check]:
     from supervisor import service_unit as su
 
@@ -401,7 +414,7 @@ def run_checks() -> list[Check]:
     results.append(check_agent_markers((ping or {}).get("pid")))
     checks: list[Callable[[], Check]] = [check_runtime_dir, check_state_dir, check_disk,
                                          check_stale_sockets, check_session_files, check_config,
-                                         check_activity_rules]
+                                         check_activity_rules, check_hot_path]
     for check in checks:
         try:
             results.append(check())

@@ -210,3 +210,15 @@ def test_disk_threshold(superv_env: SupervEnv, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SUPERV_DOCTOR_MIN_FREE_MB", str(10**9))
     assert not health.check_disk().ok
     assert sys.version.split()[0] in health.check_versions().detail
+
+
+def test_doctor_says_which_hot_path_the_workers_run(superv_env: SupervEnv) -> None:
+    _, checks = doctor(superv_env)
+    assert checks["hot-path"] == {"name": "hot-path", "ok": True, "fix": "",
+                                  "detail": "the native lane, built and chosen"}
+    _, checks = doctor(superv_env, SUPERV_HOT_PATH="python")
+    assert checks["hot-path"]["ok"] and "SUPERV_HOT_PATH=python" in checks["hot-path"]["detail"]
+    superv_env.env["SUPERV_HOT_PATH"] = "fast"
+    bad = superv_env.superv("doctor")
+    assert bad.returncode == 2  # a value it cannot use: one line, before anything runs
+    assert bad.stderr == "superv: SUPERV_HOT_PATH='fast' is not usable: use native or python\n"
