@@ -285,6 +285,16 @@ class Superv(Host):
         sweep("SUPERV_HOME", str(self.home))
 
 
+class SupervPythonLoop(Superv):
+    """superv with its hot path's Python loop only (``SUPERV_HOT_PATH=python``, as where
+    the native lane could not be built): what the lane buys, measured in the same run."""
+
+    name = "superv-py"
+
+    def extra_env(self) -> dict[str, str]:
+        return {**super().extra_env(), "SUPERV_HOT_PATH": "python"}
+
+
 PEERS: list[type[Host]] = [Dtach, Tmux, Screen]
 ALL_HOSTS: list[type[Host]] = [*PEERS, Superv]
 

@@ -43,7 +43,7 @@ from bench.harness import (
     pids_with_env,
     visible_text,
 )
-from bench.hosts import ALL_HOSTS, Host, raw_session
+from bench.hosts import ALL_HOSTS, Host, Superv, SupervPythonLoop, raw_session
 
 SCRIPT = ["sh", "-c", "stty raw -echo; exec cat"]
 LETTERS = b"abcdefgijkopqvwxyz"
@@ -160,11 +160,17 @@ def measure(subjects: list[Subject]) -> None:
     in_turn(subjects, -(-(WARMUP + KEYS) // BLOCK), BLOCK, 0, "back_to_back")
 
 
+def measured(hosts: list[type[Host]]) -> list[type[Host]]:
+    """The hosts to attach: with superv, superv's Python loop beside it (the lane's worth)."""
+    chosen = [h for h in hosts if h in ALL_HOSTS]
+    return [*chosen, SupervPythonLoop] if Superv in chosen else chosen
+
+
 def attach_all(cfg: Config, hosts: list[type[Host]], stack: contextlib.ExitStack,
                rows: dict[str, dict[str, Result]]) -> list[Subject]:
     """Every available host's session, attached and echoing; the others' rows say why not."""
     subjects = []
-    for host_name, host_cls in [("raw-pty", None), *[(h.name, h) for h in hosts if h in ALL_HOSTS]]:
+    for host_name, host_cls in [("raw-pty", None), *[(h.name, h) for h in measured(hosts)]]:
         if host_cls is not None and (why := host_cls.unavailable()):
             for r in rows[host_name].values():
                 r.skipped, r.note = True, why
@@ -189,7 +195,7 @@ def attach_all(cfg: Config, hosts: list[type[Host]], stack: contextlib.ExitStack
 
 def run(cfg: Config, hosts: list[type[Host]]) -> list[Result]:
     rows: dict[str, dict[str, Result]] = {}
-    for host_name in ["raw-pty", *[h.name for h in hosts if h in ALL_HOSTS]]:
+    for host_name in ["raw-pty", *[h.name for h in measured(hosts)]]:
         is_raw = host_name == "raw-pty"
         rows[host_name] = {
             name: Result(name, host_name, None, "s", baseline=is_raw)
