@@ -52,13 +52,21 @@ def lane_threads(pid: int) -> int:
     return waiting
 
 
+def attached(senv: SupervEnv, name: str, *args: str) -> PtyAttach:
+    """A local attach that types into the session: a key it typed reached the agent (an
+    echo alone may be the terminal's own, before the client made it raw)."""
+    attach = PtyAttach(senv, name, *args)
+    log = senv.session_dir(name) / "output.log"
+    wait_until(lambda: attach.type(b".") or log.read_bytes().endswith(b"."), timeout=20,
+               interval=0.2, message="a key typed through the attach")
+    return attach
+
+
 @pytest.fixture
 def typing(superv_env: SupervEnv, attaches: list[PtyAttach]) -> Iterator[tuple[PtyAttach, int]]:
     superv_env.superv("start", "cat", "--", *CAT, check=True)
-    attach = PtyAttach(superv_env, "cat")
+    attach = attached(superv_env, "cat")
     attaches.append(attach)
-    attach.type(b"ready")
-    attach.read_until(b"ready")
     yield attach, worker_pid(superv_env, "cat")
 
 
@@ -69,7 +77,7 @@ def test_a_live_attach_is_served_by_the_lane_unless_told_python(
 ) -> None:
     superv_env.env["SUPERV_HOT_PATH"] = setting
     superv_env.superv("start", "cat", "--", *CAT, check=True)
-    attach = PtyAttach(superv_env, "cat")
+    attach = attached(superv_env, "cat")
     attaches.append(attach)
     worker = worker_pid(superv_env, "cat")
     for key in b"abcdefgh":  # each key echoed, through whichever path serves it
@@ -105,6 +113,7 @@ def test_a_read_only_attach_through_the_lane_types_nothing(
     writer, _ = typing
     reader = PtyAttach(superv_env, "cat", "-r")
     attaches.append(reader)
+    reader.read_until(b"\x1b[?2026l")  # its screen painted: it is attached
     writer.type(b"<one>")
     reader.read_until(b"<one>")
     reader.type(b"XYZ")
