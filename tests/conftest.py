@@ -5,6 +5,12 @@ under /tmp (Unix socket paths must stay under 108 bytes), so the suite never tou
 user's real sessions and can run twice at once.  Workers and supervisors are detached from
 the test process on purpose, so teardown finds them by the home in their environment and
 kills them: a test leaves no process behind.
+
+Nor does a test read the configuration of the developer running the suite: the places
+superv reads a user's configuration from (``$XDG_CONFIG_HOME/superv``, Codex's
+``$CODEX_HOME``, the ssh config) point into the test's own directory, for the commands a
+test runs (:func:`make_env`) and for the code it runs in-process (:func:`own_config`).  A
+test that wants a configuration writes it there, or sets the variable itself.
 """
 
 from __future__ import annotations
@@ -85,8 +91,14 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message
 
 
 def make_env(root: Path) -> SupervEnv:
+    """The environment of the commands a test runs in ``root``: its own superv home, and
+    its own (empty) configuration where the developer's would otherwise be read: the
+    config directory (``config.toml``, ``activity-rules.json``, the systemd unit), Codex's
+    (whether the user has a ``notify`` of their own) and the ssh config (``Host box``)."""
     home = root / "home"
     run = root / "run"
+    ssh_config = root / "ssh_config"
+    ssh_config.touch()
     env = dict(os.environ)
     for key in list(env):
         if key.startswith("SUPERV_") or key in ("NOTIFY_SOCKET", "TMUX", "TMUX_PANE"):
@@ -95,10 +107,22 @@ def make_env(root: Path) -> SupervEnv:
         SUPERV_HOME=str(home),
         SUPERV_RUNTIME_DIR=str(run),
         SUPERV_SNAPSHOT_INTERVAL="30",
+        SUPERV_SSH_CONFIG=str(ssh_config),
+        XDG_CONFIG_HOME=str(root / "config"),
+        CODEX_HOME=str(root / "codex"),
         PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
         TERM="xterm-256color",
     )
     return SupervEnv(root=root, home=home, run=run, env=env)
+
+
+@pytest.fixture(autouse=True)
+def own_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The same for code a test runs in this process: the config directory is the test's
+    (not created: nothing is configured), and Codex's is the one under the HOME a test
+    passes (``hooks.with_codex_notify``), never the developer's ``$CODEX_HOME``."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("CODEX_HOME", raising=False)
 
 
 @contextlib.contextmanager
