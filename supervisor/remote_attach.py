@@ -107,6 +107,7 @@ from supervisor.ssh_link import (
     SshConfigError,
     SshLink,
     describe,
+    superv_missing,
 )
 from supervisor.status_line import Kind, StatusLine
 
@@ -469,16 +470,7 @@ class RemoteAttach:
         last = stderr.splitlines()[-1] if stderr else ""
         where = self.target.shown
         if status == REMOTE_MISSING_STATUS:
-            if self.remote_command:
-                raise AttachError(
-                    f"remote command {self.remote_command!r} not found on {where}: "
-                    "check --remote-command / SUPERV_REMOTE_COMMAND"
-                )
-            raise AttachError(
-                f"superv is not installed on {where} (not on a non-interactive shell's PATH, "
-                "nor in ~/.local/bin): install it there, or name it with --remote-command "
-                "PATH or SUPERV_REMOTE_COMMAND"
-            )
+            raise AttachError(superv_missing(where, self.remote_command, option=True))
         if status is not None and status != 0 and not self.position.established:
             detail = f": {last}" if last else ""
             raise AttachError(

@@ -44,7 +44,7 @@ class AttachError(Exception):
     """A failure that ends the attach: one line for the user, exit status 1."""
 
 
-def remote_command_line(name: str, remote_command: str | None) -> str:
+def remote_command_line(name: str, remote_command: str | None) -> bytes:
     """The command sshd runs (through the user's login shell) to start the bridge."""
     return remote_superv(["attach", "--stdio", validate_name(name)], remote_command)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Callable
 
@@ -19,7 +18,13 @@ import asyncssh
 
 from agent_worker import settings
 from supervisor.host_names import split_host
-from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
+from supervisor.ssh_link import (
+    REMOTE_MISSING_STATUS,
+    SshConfigError,
+    SshLink,
+    remote_superv,
+    superv_missing,
+)
 from supervisor.terminal import write_all
 
 CONNECT_TIMEOUT = 20.0
@@ -47,9 +52,10 @@ def run_remote(where: str, args: list[str], forward_stdin: bool = False) -> int:
         return 2
     logging.getLogger("asyncssh").setLevel(logging.CRITICAL)  # we report failures ourselves
     link = SshLink(host, user)
-    command = remote_superv(args, settings.current().remote_command)
+    remote_command = settings.current().remote_command
+    command = remote_superv(args, remote_command)
     try:
-        return asyncio.run(_run(link, command, forward_stdin))
+        return asyncio.run(_run(link, command, remote_command, forward_stdin))
     except KeyboardInterrupt:
         return 130
     except SshConfigError as exc:
@@ -60,12 +66,11 @@ def run_remote(where: str, args: list[str], forward_stdin: bool = False) -> int:
         return 1
 
 
-async def _run(link: SshLink, command: str, forward_stdin: bool = False) -> int:
+async def _run(link: SshLink, command: bytes, remote_command: str | None,
+               forward_stdin: bool = False) -> int:
     options = await link.options()
     async with asyncssh.connect(link.host, options=options, connect_timeout=CONNECT_TIMEOUT) as conn:
-        # Bytes, not str: a word that came to us as bytes that are not UTF-8 (a surrogate
-        # escape in argv) reaches the box's superv as those same bytes.
-        proc = await conn.create_process(os.fsencode(command), encoding=None)
+        proc = await conn.create_process(command, encoding=None)
         feeding = asyncio.ensure_future(_feed(proc.stdin)) if forward_stdin else None
         if feeding is None:
             proc.stdin.write_eof()
@@ -83,11 +88,7 @@ async def _run(link: SshLink, command: str, forward_stdin: bool = False) -> int:
     if status != REMOTE_MISSING_STATUS:
         errors.flush()
     else:  # the box's shell said "superv: command not found": ours says what to do
-        sys.stderr.write(
-            f"superv: superv is not installed on {link.shown} (not on a non-interactive "
-            "shell's PATH, nor in ~/.local/bin): install it there, or name it with "
-            "SUPERV_REMOTE_COMMAND\n"
-        )
+        sys.stderr.write(f"superv: {superv_missing(link.shown, remote_command)}\n")
         return 1
     return status if status is not None else 1
 

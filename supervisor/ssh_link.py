@@ -35,18 +35,22 @@ class SshConfigError(Exception):
     """The ssh configuration cannot be read; the message says why."""
 
 
-def remote_superv(args: list[str], remote_command: str | None) -> str:
+def remote_superv(args: list[str], remote_command: str | None) -> bytes:
     """The command line sshd runs (through the user's login shell) to run ``superv ARGS``.
 
     Every word is quoted.  Without an explicit command, try ``superv`` on the PATH, then
     ``~/.local/bin/superv`` (pipx and ``pip --user`` put it there, and a non-interactive
     shell often lacks it on its PATH); if neither exists, exit 127 like a shell does for a
     missing command.  The script runs under ``sh -c`` whatever the user's login shell is.
+
+    Bytes, as the box's shell gets them: a word or a remote command that came to us as
+    bytes that are not UTF-8 (a surrogate escape in argv or the environment) reaches the
+    box as those same bytes, as it would through ``ssh``.
     """
     quoted = " ".join(shlex.quote(a) for a in args)
     if remote_command:
         # The user's own shell fragment, exactly like the command given to ssh.
-        return f"{remote_command} {quoted}"
+        return os.fsencode(f"{remote_command} {quoted}")
     script = (
         f"if command -v superv >/dev/null 2>&1; then exec superv {quoted}; fi; "
         'if [ -x "$HOME/.local/bin/superv" ]; then '
@@ -54,7 +58,21 @@ def remote_superv(args: list[str], remote_command: str | None) -> str:
         'echo "superv: command not found" >&2; '
         f"exit {REMOTE_MISSING_STATUS}"
     )
-    return "sh -c " + shlex.quote(script)
+    return os.fsencode("sh -c " + shlex.quote(script))
+
+
+def superv_missing(where: str, remote_command: str | None, option: bool = False) -> str:
+    """The one line for a box whose shell found no superv to run (exit 127); ``option``:
+    the command has ``--remote-command`` too."""
+    named = "--remote-command / SUPERV_REMOTE_COMMAND" if option else "SUPERV_REMOTE_COMMAND"
+    if remote_command:
+        # As the user wrote it: bytes that are not UTF-8 as \xNN escapes.
+        shown = os.fsencode(remote_command).decode("utf-8", "backslashreplace")
+        return f"remote command '{shown}' not found on {where}: check {named}"
+    return (
+        f"superv is not installed on {where} (not on a non-interactive shell's PATH, nor in "
+        f"~/.local/bin): install it there, or name it with {named}"
+    )
 
 
 class SshLink:

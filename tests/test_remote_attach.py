@@ -237,9 +237,13 @@ def test_target_parsing_and_remote_command_quoting() -> None:
         with pytest.raises(ValueError):
             parse_target(bad)
     line = remote_command_line("fix-tests", None)
-    assert line.startswith("sh -c ") and "attach --stdio fix-tests" in line
+    assert line.startswith(b"sh -c ") and b"attach --stdio fix-tests" in line
     assert remote_command_line("a.b_c", "/opt/superv/bin/superv") == (
-        "/opt/superv/bin/superv attach --stdio a.b_c"
+        b"/opt/superv/bin/superv attach --stdio a.b_c"
+    )
+    # A command that is not UTF-8 (from the environment or argv) goes as the bytes it was.
+    assert remote_command_line("a", os.fsdecode(b"/opt/\xff/superv")) == (
+        b"/opt/\xff/superv attach --stdio a"
     )
     # A hostile name never reaches a shell: it is refused before any command is built.
     with pytest.raises(PathError):
@@ -389,18 +393,47 @@ def test_no_such_session_and_missing_remote_superv(
     )
     assert line.startswith("superv: remote command '/nowhere/superv' not found on box")
     # ...and naming it explicitly works (the env var form of --remote-command).
-    start_bulk(superv_env, "named", 3)
-    client = Client(
-        [SUPERV, "attach", "--from-start", "box:named"],
-        client_env(superv_env, bare, SUPERV_REMOTE_COMMAND=SUPERV),
-    )
+    attach_until_the_end(superv_env, "named", client_env(superv_env, bare,
+                                                         SUPERV_REMOTE_COMMAND=SUPERV))
+
+
+def attach_until_the_end(senv: SupervEnv, name: str, env: dict[str, str]) -> None:
+    """A new session of three lines, attached with ``env`` until it ends: every byte shown."""
+    start_bulk(senv, name, 3)
+    client = Client([SUPERV, "attach", "--from-start", f"box:{name}"], env)
     try:
         client.wait_out(3 * LINE)
         client.send(b"done\r")
         assert client.finish() == 0, client.stderr()
     finally:
         client.kill()
-    assert_same_stream(client.out, log_bytes(superv_env, "named"))
+    assert_same_stream(client.out, log_bytes(senv, name))
+
+
+@pytest.mark.timeout(60)
+def test_a_remote_command_that_is_not_utf8_is_run_as_its_bytes(
+    superv_env: SupervEnv, sshd_factory: SshFactory  # noqa: F811
+) -> None:
+    """SUPERV_REMOTE_COMMAND naming a superv in a directory whose name is not UTF-8 runs
+    it, for attach as for the other commands (attach ended in an "internal error"); one
+    that names nothing there says which variable to check."""
+    bare = sshd_factory(path="/usr/bin:/bin")  # superv only where the variable says
+    where = os.fsencode(superv_env.root) + b"/bin-\xff"
+    os.mkdir(where)
+    os.symlink(SUPERV, where + b"/superv")
+    command = os.fsdecode(where + b"/superv")
+    env = client_env(superv_env, bare, SUPERV_REMOTE_COMMAND=command)
+    attach_until_the_end(superv_env, "latin", env)
+    assert run_cli(env, "ls", "box:").returncode == 0
+
+    wrong = os.fsdecode(b"/nowhere/\xff/superv")
+    env = client_env(superv_env, bare, SUPERV_REMOTE_COMMAND=wrong)
+    line = one_line_error(run_cli(env, "attach", "box:latin"))
+    assert line == ("superv: remote command '/nowhere/\\xff/superv' not found on box: "
+                    "check --remote-command / SUPERV_REMOTE_COMMAND")
+    line = one_line_error(run_cli(env, "logs", "box:latin"))
+    assert line == ("superv: remote command '/nowhere/\\xff/superv' not found on box: "
+                    "check SUPERV_REMOTE_COMMAND")
 
 
 # ------------------------------------------------------ OpenSSH's own client, -tt
