@@ -102,6 +102,7 @@ from supervisor.remote_attempt import (
     StreamPosition,
     leaves_of,
 )
+from supervisor.remote_hints import from_here
 from supervisor.ssh_link import (
     REMOTE_MISSING_STATUS,
     SshConfigError,
@@ -128,6 +129,16 @@ class Target:
     @property
     def shown(self) -> str:
         return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def where(self) -> str:
+        """``[USER@]HOST`` as a command takes it (an IPv6 address in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}" if self.user else host
+
+    def from_here(self, text: str) -> str:
+        """The box's words, naming the commands as run from here (``superv ls box:``)."""
+        return from_here(text, self.where, self.name)
 
 
 def parse_target(text: str) -> Target:
@@ -466,7 +477,7 @@ class RemoteAttach:
 
     def refused(self, status: int | None, stderr_tail: bytes) -> None:
         """The channel closed before a Welcome: say why, if retrying cannot help."""
-        stderr = stderr_tail.decode("utf-8", "replace").strip()
+        stderr = self.target.from_here(stderr_tail.decode("utf-8", "replace").strip())
         last = stderr.splitlines()[-1] if stderr else ""
         where = self.target.shown
         if status == REMOTE_MISSING_STATUS:

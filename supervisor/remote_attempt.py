@@ -359,8 +359,9 @@ class Attempt:
                 message = _exit_message(client.target.name, event)
                 raise Ended(Ending(Outcome.EXITED, message, 0))
             case conversation.Failed(message=message):
-                # From the bridge or the worker, on the box: say which box.
-                raise AttachError(f"{client.target.shown}: {message}")
+                # From the bridge or the worker, on the box: say which box, and name the
+                # commands it suggests as run from here.
+                raise AttachError(f"{client.target.shown}: {client.target.from_here(message)}")
             case conversation.Violation(message=message) if not self.welcomed:
                 raise AttachError(
                     f"{client.target.shown} is not speaking superv protocol ({message}); "

@@ -2,8 +2,9 @@
 
 ``logs``, ``peek``, ``send``, ``stop``, ``kill``, ``resume``, ``approve`` and ``deny`` of
 ``[USER@]HOST:NAME`` run the box's own ``superv`` over SSH (reached as :mod:`supervisor.ssh_link` says)
-and pass its output and exit status through, byte for byte: the box's session files are
-read where they are.  No reconnect here: these are short commands, and ``logs -f`` can
+and pass its output and exit status through, byte for byte (but for the commands its
+error lines name, given as run from here: ``'superv ls box:'``): the box's session files
+are read where they are.  No reconnect here: these are short commands, and ``logs -f`` can
 simply be run again (it reads the durable log from the start, or ``--since``).
 """
 
@@ -18,6 +19,7 @@ import asyncssh
 
 from agent_worker import settings
 from supervisor.host_names import split_host
+from supervisor.remote_hints import bytes_from_here
 from supervisor.ssh_link import (
     REMOTE_MISSING_STATUS,
     SshConfigError,
@@ -39,12 +41,15 @@ def run_on_host(target: str, words: list[str], after: list[str] | None = None) -
     from supervisor.sessions import checked_name
 
     where, _, name = target.rpartition(":")
-    return run_remote(where, [*words, checked_name(name), *(after or [])])
+    return run_remote(where, [*words, checked_name(name), *(after or [])], name=name)
 
 
-def run_remote(where: str, args: list[str], forward_stdin: bool = False) -> int:
+def run_remote(where: str, args: list[str], forward_stdin: bool = False,
+               name: str | None = None) -> int:
     """Run ``superv ARGS`` on ``[USER@]HOST``; its exit status, or 1 with one line.
-    ``forward_stdin``: our stdin is copied to it (else it reads an empty one)."""
+    ``forward_stdin``: our stdin is copied to it (else it reads an empty one).  The
+    commands the box's errors name are given as run from here, for session ``name``
+    (:mod:`supervisor.remote_hints`)."""
     try:
         user, host = split_host(where)
     except ValueError as exc:
@@ -54,8 +59,10 @@ def run_remote(where: str, args: list[str], forward_stdin: bool = False) -> int:
     link = SshLink(host, user)
     remote_command = settings.current().remote_command
     command = remote_superv(args, remote_command)
+    errors = _Held(lambda data: bytes_from_here(data, where, name))
     try:
-        return asyncio.run(_run(link, command, remote_command, forward_stdin))
+        return asyncio.run(_run(link, command, errors, forward_stdin,
+                                missing=superv_missing(link.shown, remote_command)))
     except KeyboardInterrupt:
         return 130
     except SshConfigError as exc:
@@ -66,15 +73,16 @@ def run_remote(where: str, args: list[str], forward_stdin: bool = False) -> int:
         return 1
 
 
-async def _run(link: SshLink, command: bytes, remote_command: str | None,
-               forward_stdin: bool = False) -> int:
+async def _run(link: SshLink, command: bytes, errors: _Held, forward_stdin: bool,
+               missing: str) -> int:
+    """Run ``command``; its stdout goes out as it comes, its stderr to ``errors``;
+    ``missing`` is the line for a box without superv."""
     options = await link.options()
     async with asyncssh.connect(link.host, options=options, connect_timeout=CONNECT_TIMEOUT) as conn:
         proc = await conn.create_process(command, encoding=None)
         feeding = asyncio.ensure_future(_feed(proc.stdin)) if forward_stdin else None
         if feeding is None:
             proc.stdin.write_eof()
-        errors = _Held()
         try:
             await asyncio.gather(_copy(proc.stdout, lambda data: write_all(1, data)),
                                  _copy(proc.stderr, errors.write))
@@ -88,16 +96,17 @@ async def _run(link: SshLink, command: bytes, remote_command: str | None,
     if status != REMOTE_MISSING_STATUS:
         errors.flush()
     else:  # the box's shell said "superv: command not found": ours says what to do
-        sys.stderr.write(f"superv: {superv_missing(link.shown, remote_command)}\n")
+        sys.stderr.write(f"superv: {missing}\n")
         return 1
     return status if status is not None else 1
 
 
 class _Held:
     """The box's stderr, held until its exit status tells whether it is worth showing
-    (up to HELD_STDERR bytes; past that it goes out as it comes)."""
+    (up to HELD_STDERR bytes, shown through ``hints``; past that it goes out as it comes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hints: Callable[[bytes], bytes]) -> None:
+        self.hints = hints
         self.data = b""
         self.passing = False
 
@@ -110,7 +119,7 @@ class _Held:
         self.data = b""
 
     def flush(self) -> None:
-        write_all(2, self.data)
+        write_all(2, self.hints(self.data))
         self.data = b""
 
 

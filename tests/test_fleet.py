@@ -151,9 +151,10 @@ def test_events_and_approve_over_ssh(fleet: Fleet) -> None:
     assert refused.returncode == 1
     assert refused.stderr == ("superv: s0 takes no answers from outside (approve and deny "
                               "answer running Claude Code, Codex, aider and Gemini sessions; "
-                              "others: superv attach s0)\n")
+                              "others: superv attach one:s0)\n")  # as run from here
     missing = fleet.superv("deny", "two:nosuch")
-    assert missing.returncode == 1 and "no session named nosuch" in missing.stderr
+    assert (missing.returncode, missing.stderr) == (
+        1, "superv: no session named nosuch: 'superv ls two:' lists them\n")
 
 
 def _session(box: SupervEnv, name: str) -> dict[str, object]:

@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import pwd
 import random
 import re
 import shlex
@@ -39,6 +40,7 @@ from worker_helpers import PATTERN_FN, PY, log_bytes, log_size, pid_gone, start_
 from agent_worker.paths import PathError
 from supervisor.remote_attach import parse_target
 from supervisor.remote_attempt import remote_command_line
+from supervisor.remote_hints import bytes_from_here, from_here
 
 SUPERV = str(VENV_BIN / "superv")
 LINE = 101  # bytes per pattern line in the log: 99 visible + CR LF (the PTY's ONLCR)
@@ -379,7 +381,7 @@ def test_no_such_session_and_missing_remote_superv(
     box = sshd_factory()
     env = client_env(superv_env, box)
     line = one_line_error(run_cli(env, "attach", "box:nosuch"))
-    assert line == "superv: box: no such session 'nosuch' (see 'superv ls')"
+    assert line == "superv: box: no such session 'nosuch' (see 'superv ls box:')"
 
     bare = sshd_factory(path="/usr/bin:/bin")  # a box where superv is not installed
     env = client_env(superv_env, bare)
@@ -408,6 +410,45 @@ def attach_until_the_end(senv: SupervEnv, name: str, env: dict[str, str]) -> Non
     finally:
         client.kill()
     assert_same_stream(client.out, log_bytes(senv, name))
+
+
+def test_the_boxs_hints_are_rewritten_for_the_box_as_named() -> None:
+    said = ("session x is not running (exited 0): 'superv logs x' shows its output, "
+            "'superv resume x' runs it again; 'superv rm x' forgets it (see 'superv ls')")
+    assert from_here(said, "me@box", "x") == (
+        "session x is not running (exited 0): 'superv logs me@box:x' shows its output, "
+        "'superv resume me@box:x' runs it again; 'superv rm x' forgets it "
+        "(see 'superv ls me@box:')"
+    )
+    # Only the session named, only commands that take HOST:, words of a message stay.
+    for text in ("superv logs x.y", "superv logs xy", "(superv approve sends what ls shows)",
+                 "'superv ls box:' lists them", "superv lsx", "'superv top'"):
+        assert from_here(text, "box", "x") == text
+    assert from_here("answer it in the session (superv attach x).", "[::1]", "x") == (
+        "answer it in the session (superv attach [::1]:x)."
+    )
+    assert bytes_from_here(b"\xff 'superv ls'\n", "box") == b"\xff 'superv ls box:'\n"
+
+
+@pytest.mark.timeout(60)
+def test_a_box_names_its_commands_as_they_run_from_here(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    """The box says 'superv ls' for someone on the box; over SSH the line names the box
+    as the user did: 'superv ls me@box:', 'superv resume box:NAME'."""
+    env = client_env(superv_env, sshd)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    line = one_line_error(run_cli(env, "attach", f"{me}@box:nosuch"))
+    assert line == f"superv: {me}@box: no such session 'nosuch' (see 'superv ls {me}@box:')"
+    for command in ("logs", "stop"):  # the box's CLI, the box's supervisor
+        line = one_line_error(run_cli(env, command, "box:nosuch"))
+        assert line == "superv: no session named nosuch: 'superv ls box:' lists them", command
+    worker, ready = start_worker(superv_env, "gone", [PY, "-c", "pass"])
+    assert ready["ok"], ready
+    assert wait_exit(worker) == 0
+    line = one_line_error(run_cli(env, "send", "box:gone", "hi"))
+    assert line == ("superv: session gone is not running (exited 0): 'superv logs box:gone' "
+                    "shows its output, 'superv resume box:gone' runs it again")
 
 
 @pytest.mark.timeout(60)
