@@ -60,7 +60,7 @@ Environment:
 
 When stdout is not a terminal (a pipe, a file), the client writes exactly the session's
 bytes to stdout and its notices to stderr, so ``superv attach -r box:NAME > file`` records
-the stream.
+the stream.  Without a terminal on stdin only ``-r`` attaches, as for a local attach.
 """
 
 from __future__ import annotations
@@ -168,12 +168,16 @@ def run_remote_attach(
     """Attach this terminal to ``[USER@]HOST:NAME`` over SSH; the exit status.
 
     0 after a detach or when the session ends, 1 on an error (one line on stderr), 2 if
-    ``target`` cannot be read, 128+N when interrupted by signal N.
+    ``target`` cannot be read or there is no terminal to type on (and not ``read_only``),
+    128+N when interrupted by signal N.
     """
     try:
         parsed = parse_target(target)
     except (ValueError, PathError) as exc:
         sys.stderr.write(f"superv: {exc}\n")
+        return 2
+    if (refused := terminal.typing_refused(target, read_only)) is not None:
+        sys.stderr.write(f"superv: {refused}\n")
         return 2
     if remote_command is None:
         remote_command = settings.current().remote_command

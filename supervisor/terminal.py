@@ -40,6 +40,18 @@ def raw_mode(fd: int) -> Iterator[None]:
             termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
 
 
+def typing_refused(target: str, read_only: bool, fd: int = 0) -> str | None:
+    """Why an attach of ``target`` cannot start here, or None: one that types (not ``-r``)
+    takes its keys from a terminal on ``fd``.  Local and remote attach say it alike.
+
+    (Without one there is nobody to type, and a read-write client would size the agent's
+    window to a terminal that is not there, under the people watching it.)"""
+    if read_only or os.isatty(fd):
+        return None
+    return (f"attach needs a terminal on stdin; use 'superv attach -r {target}' to only watch, "
+            f"or 'superv send {target} TEXT' to type into it")
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -70,18 +70,34 @@ def client_env(senv: SupervEnv, server: SshServer, **extra: str) -> dict[str, st
     return env
 
 
-class Client:
-    """A running client process, its stdout collected byte for byte, stderr by line."""
+@contextlib.contextmanager
+def keyboard() -> Iterator[tuple[int, int]]:
+    """A terminal for a client's stdin, as a user's shell gives it (an attach that types
+    needs one): the pty's (master, slave); what is written on the master is typed."""
+    master, slave = os.openpty()
+    try:
+        yield master, slave
+    finally:
+        os.close(master)
+        os.close(slave)
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+
+class Client:
+    """A running client process, its stdout collected byte for byte, stderr by line; its
+    stdin is a terminal (:func:`keyboard`), on which :meth:`send` types (``keys=False``:
+    /dev/null, no terminal)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], keys: bool = True) -> None:
+        with keyboard() as (master, slave):
+            self.keys = os.dup(master)  # the client's keyboard, until kill()
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=slave if keys else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         self.out = bytearray()
         self.err: list[tuple[float, str]] = []
         self.out_closed = False
@@ -150,9 +166,9 @@ class Client:
             return "\n".join(line for _, line in self.err)
 
     def send(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.keys, view):]
 
     def finish(self, timeout: float = 30.0) -> int:
         try:
@@ -168,9 +184,9 @@ class Client:
             self.proc.wait(10)
         for thread in self._threads:
             thread.join(10)
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
+        if self.keys >= 0:  # kill() may come twice: never close a number reused since
+            os.close(self.keys)
+            self.keys = -1
 
 
 @pytest.fixture
@@ -200,14 +216,16 @@ def assert_same_stream(got: bytes, log: bytes) -> None:
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SUPERV, *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``superv ARGS`` as run from a user's terminal (stdin; its output is captured)."""
+    with keyboard() as (_, slave):
+        return subprocess.run(
+            [SUPERV, *args],
+            env=env,
+            stdin=slave,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
@@ -475,6 +493,34 @@ def test_a_remote_command_that_is_not_utf8_is_run_as_its_bytes(
     line = one_line_error(run_cli(env, "logs", "box:latin"))
     assert line == ("superv: remote command '/nowhere/\\xff/superv' not found on box: "
                     "check SUPERV_REMOTE_COMMAND")
+
+
+@pytest.mark.timeout(60)
+def test_without_a_terminal_only_a_read_only_attach_starts_as_for_a_local_one(
+    superv_env: SupervEnv, sshd: SshServer  # noqa: F811
+) -> None:
+    """Nobody can type without a terminal on stdin, and a client that types would size
+    the agent's window (to 80x24) under the people watching it: remote attach refuses as
+    the local one does, in the same words, before connecting; ``-r`` records the stream."""
+    start_bulk(superv_env, "rec", 3)
+    wait_until(lambda: log_size(superv_env, "rec") >= 3 * LINE, message="the agent's output")
+    env = client_env(superv_env, sshd)
+    for target in ("box:rec", "rec"):
+        for stdin in (subprocess.DEVNULL, subprocess.PIPE):
+            proc = subprocess.run([SUPERV, "attach", target], env=env, stdin=stdin,
+                                  capture_output=True, text=True, timeout=30)
+            assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+            assert proc.stderr == (
+                f"superv: attach needs a terminal on stdin; use 'superv attach -r {target}' "
+                f"to only watch, or 'superv send {target} TEXT' to type into it\n"
+            )
+    assert sshd.connections() == [] and not ssh_logins(sshd), "refused after connecting"
+    reader = Client([SUPERV, "attach", "-r", "--from-start", "box:rec"], env, keys=False)
+    try:
+        reader.wait_out(3 * LINE)
+    finally:
+        reader.kill()
+    assert_same_stream(reader.out, log_bytes(superv_env, "rec"))
 
 
 # ------------------------------------------------------ OpenSSH's own client, -tt
@@ -833,11 +879,11 @@ def test_a_stdout_that_cannot_be_written_ends_the_client_with_one_line(
     superv_env: SupervEnv, sshd: SshServer  # noqa: F811
 ) -> None:
     start_bulk(superv_env, "full", 50)
-    with open("/dev/full", "wb") as full:
+    with open("/dev/full", "wb") as full, keyboard() as (_, slave):
         proc = subprocess.run(
             [SUPERV, "attach", "--from-start", "box:full"],
             env=client_env(superv_env, sshd),
-            stdin=subprocess.DEVNULL,
+            stdin=slave,
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,

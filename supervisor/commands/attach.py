@@ -134,8 +134,8 @@ def _attach_once(
     exact: bool,
 ) -> int | None:
     """One attach; its exit status, or None when SIGTSTP ended it (see attach_local)."""
-    if not os.isatty(0) and not read_only:
-        raise CliError("attach needs a terminal on stdin; use 'superv attach -r' to only watch", 2)
+    if (refused := terminal.typing_refused(name, read_only)) is not None:
+        raise CliError(refused, 2)
     rows, cols = terminal.window_size(0)
     hand_over = _one_terminal()
     if hand_over:
