@@ -113,15 +113,6 @@ class HandedTerminal:
         self.position = offset + written
         return written
 
-    def wrote_natively(self, end: int, news: bytes, unshown: int) -> None:
-        """The hot path's native lane wrote ``news`` (the log's output up to offset
-        ``end``) to this terminal, all but its last ``unshown`` bytes, which become its
-        carry."""
-        shown = len(news) - unshown
-        self.modes.feed(news if not unshown else news[:shown])
-        self.position = end - unshown
-        self.carry = news[shown:] if unshown else b""
-
     def next_chunk(self, read: Callable[[int, int], bytes], end: int) -> bytes:
         """What to write next from :attr:`position` towards log offset ``end``: the carry,
         else up to :data:`LOG_CHUNK` read from the log with ``read(offset, size)``."""

@@ -230,7 +230,7 @@ class HotPath:
                 self.lock.in_lane = False
             if news:
                 self.output.appended_natively(len(news), last_at)
-                term.wrote_natively(self.output.end, news, unshown)
+                term.took(news, len(news) - unshown)  # written from its place, the log's end
                 self._keep_news(news)
                 self._soon_locked(self._delay())
                 if unshown:

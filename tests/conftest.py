@@ -141,6 +141,15 @@ def isolated_env() -> Iterator[SupervEnv]:
 
 
 @pytest.fixture
+def attaches() -> Iterator[list[Any]]:
+    """The local attaches a test made (``attach_helpers.PtyAttach``): each closed after it."""
+    made: list[Any] = []
+    yield made
+    for attach in made:
+        attach.close()
+
+
+@pytest.fixture
 def superv_env() -> Iterator[SupervEnv]:
     with isolated_env() as senv:
         yield senv

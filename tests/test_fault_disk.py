@@ -22,7 +22,6 @@ import random
 import resource
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +29,9 @@ from pathlib import Path
 import fault_frames as ff
 import fault_report
 import pytest
+from attach_helpers import EPOLL_WAITS, ReadingAttach, lane_threads
 from conftest import SupervEnv, wait_until
 from test_cli import EventStream, alive, lock_holder, script, sessions
-from test_hot_lane import EPOLL_WAITS, lane_threads
-from test_terminal_handoff import PtyAttach
 from worker_helpers import PATTERN_FN, cooked, log_size, pattern, session_socket
 
 from agent_worker import protocol as p
@@ -171,26 +169,6 @@ def poke(senv: SupervEnv, name: str, worker: int, rng: random.Random) -> None:
             conn.send(p.Detach())
     else:
         senv.superv("ls", timeout=30)  # must answer, full disk or not
-
-
-class ReadingAttach(PtyAttach):
-    """A local attach whose terminal reads everything as it comes (a thread), so the
-    worker's hot path serves it live: through its native lane where it runs."""
-
-    def __init__(self, senv: SupervEnv, name: str) -> None:
-        super().__init__(senv, name)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = os.read(self.master, 1 << 16)
-            except OSError:
-                return  # closed
-            if not data:
-                return
-            self.shown += data
 
 
 @pytest.mark.parametrize("attached", [False, True], ids=["detached", "attached"])

@@ -8,15 +8,12 @@ Real parts: a real worker, a local attach on a real PTY, ``cat`` as the agent.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from attach_helpers import EPOLL_WAITS, PtyAttach, attached, lane_threads, worker_pid
 from conftest import SupervEnv, wait_until
-from test_terminal_handoff import PtyAttach, attaches, worker_pid
 from worker_helpers import connect, log_bytes, log_size, read_all
 
 from agent_worker import hot_lane
@@ -25,12 +22,7 @@ from agent_worker.log import LogReader
 
 pytestmark = pytest.mark.timeout(60)
 
-__all__ = ["attaches"]  # (a fixture, used by name)
-
 CAT = ["sh", "-c", "stty raw -echo; exec cat"]
-# epoll_wait's and epoll_pwait's numbers: the lane waits with room for 4 events, Python's
-# select.epoll for hundreds, so /proc/PID/task/TID/syscall tells who waits.
-EPOLL_WAITS = {"x86_64": {"232", "281"}, "aarch64": {"22"}}.get(platform.machine(), set())
 
 
 def test_the_native_lane_is_built_here() -> None:
@@ -38,28 +30,6 @@ def test_the_native_lane_is_built_here() -> None:
     # a checkout whose install could not build the lane must not pass as one that did.
     assert hot_lane.built(), "agent_worker._hot_lane is not built: install gcc and python3-dev, " \
                              "then pip install -e . again"
-
-
-def lane_threads(pid: int) -> int:
-    """How many of ``pid``'s threads wait in the native lane's epoll_wait."""
-    waiting = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            call = Path(f"/proc/{pid}/task/{task}/syscall").read_text().split()
-        except OSError:
-            continue
-        waiting += len(call) > 3 and call[0] in EPOLL_WAITS and int(call[3], 16) == 4
-    return waiting
-
-
-def attached(senv: SupervEnv, name: str, *args: str) -> PtyAttach:
-    """A local attach that types into the session: a key it typed reached the agent (an
-    echo alone may be the terminal's own, before the client made it raw)."""
-    attach = PtyAttach(senv, name, *args)
-    log = senv.session_dir(name) / "output.log"
-    wait_until(lambda: attach.type(b".") or log.read_bytes().endswith(b"."), timeout=20,
-               interval=0.2, message="a key typed through the attach")
-    return attach
 
 
 @pytest.fixture
@@ -80,15 +50,16 @@ def test_a_live_attach_is_served_by_the_lane_unless_told_python(
     attach = attached(superv_env, "cat")
     attaches.append(attach)
     worker = worker_pid(superv_env, "cat")
+    in_lane = []
     for key in b"abcdefgh":  # each key echoed, through whichever path serves it
         attach.type(bytes([key]))
         attach.read_until(b"abcdefgh"[: b"abcdefgh".index(key) + 1])
+        in_lane.append(lane_threads(worker))
     if setting == "native":
         wait_until(lambda: lane_threads(worker) == 1, timeout=10,
                    message="the worker's hot path waiting in the native lane")
-    else:
-        time.sleep(0.5)  # a negative: nothing to await
-        assert lane_threads(worker) == 0
+    else:  # looked at after each key's echo, when the native lane would be waiting again
+        assert in_lane == [0] * 8
 
 
 def test_the_index_keeps_its_records_while_the_lane_serves(

@@ -9,20 +9,17 @@ the session is a real worker, the old side of the upgrade is superv's own earlie
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
 import pytest
+from attach_helpers import PtyAttach, worker_pid
 from conftest import REPO, SupervEnv, wait_until
 
 from agent_worker.user_terminal import RESET_MODES
@@ -39,54 +36,6 @@ def hot_path(request: pytest.FixtureRequest, superv_env: SupervEnv) -> str:
 
 # A commit of superv from before the handoff (the protocol without FEED_TERMINAL).
 OLD_SUPERV = "3431ce7"
-
-
-class PtyAttach:
-    """``superv attach NAME`` on a fresh PTY; we hold the master (the emulator's side)
-    and a copy of the slave (the user's shell shares that open file description)."""
-
-    def __init__(self, senv: SupervEnv, name: str, *args: str,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.master, self.slave = pty.openpty()
-        self.tty = os.ttyname(self.slave)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor", "attach", *args, name],
-            env=env or senv.env, stdin=self.slave, stdout=self.slave, stderr=self.slave,
-            start_new_session=True, cwd=cwd,
-        )
-        self.shown = bytearray()
-
-    def read_until(self, needle: bytes | re.Pattern[bytes], timeout: float = 20.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while not (needle.search(self.shown) if isinstance(needle, re.Pattern)
-                   else needle in self.shown):
-            left = deadline - time.monotonic()
-            assert left > 0, f"{needle!r} not shown; last: {bytes(self.shown[-300:])!r}"
-            if select.select([self.master], [], [], min(left, 1.0))[0]:
-                try:
-                    self.shown += os.read(self.master, 1 << 16)
-                except OSError:  # EIO: every slave closed
-                    break
-        return bytes(self.shown)
-
-    def type(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-@pytest.fixture
-def attaches() -> Iterator[list[PtyAttach]]:
-    made: list[PtyAttach] = []
-    yield made
-    for attach in made:
-        attach.close()
 
 
 def holders(tty: str, senv: SupervEnv) -> set[int]:
@@ -109,11 +58,6 @@ def descriptors_on(tty: str, pid: int) -> int:
         with contextlib.suppress(OSError):  # closed meanwhile
             count += os.readlink(f"/proc/{pid}/fd/{fd}") == tty
     return count
-
-
-def worker_pid(senv: SupervEnv, name: str) -> int:
-    listing = senv.superv("ls", "--json", check=True).stdout
-    return next(s["worker_pid"] for s in json.loads(listing) if s["name"] == name)
 
 
 def test_the_worker_holds_the_terminal_and_drops_it_when_the_client_dies(
