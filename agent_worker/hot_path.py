@@ -165,6 +165,13 @@ class HotPath:
         with self.lock:
             pass
 
+    def news_delay(self) -> float:
+        """How late trio hears of output now (:func:`tell_delay`): a telling this late has
+        gathered the output of that long already, and while output flows the next one
+        comes within this of the last (trio's tasks wait for it, not on timers of their
+        own: each wake-up of trio costs about a key's CPU)."""
+        return self._delay()
+
     def take_news(self) -> News:
         with self.lock:
             data = b"".join(self._untold) if self._untold_size <= NEWS_LIMIT else None

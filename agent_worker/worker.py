@@ -56,7 +56,6 @@ from agent_worker.terminal_queries import QueryAnswerer
 log = structlog.get_logger("agent_worker")
 
 SCREEN_IDLE = 0.05  # quiet time before the terminal model catches up in the background
-BUSY_RECHECK = 1.0  # while the output flows, the model's keeper looks at least this often
 SCREEN_STEP = 4096  # bytes fed to the model between checkpoints (~10 ms of parsing)
 EXIT_DRAIN = 2.0  # after the agent exits, wait this long for the PTY to report its end
 LINGER_MIN = 2.0  # an ended session keeps serving at least this long...
@@ -367,16 +366,17 @@ class Worker:
             if keeper.offset >= output.end or keeper.failed:
                 await woken.park()
                 continue
-            seen = output.end
-            await trio.sleep(SCREEN_IDLE)
-            if output.end != seen:
+            quiet = time.time() - (output.last_output_at or 0.0)
+            if quiet < SCREEN_IDLE:
                 # Still busy: parsing now would only compete with the reader.  Look again
-                # when trio next hears of output, not on a timer of our own: typing into a
-                # handed terminal keeps the output busy, and each wake-up costs a key's CPU.
-                # (The news of the last bytes may have come already: then BUSY_RECHECK.)
-                with trio.move_on_after(BUSY_RECHECK):
+                # when trio next hears of output, not on a timer of our own: while the
+                # output flows (gaps under SCREEN_IDLE) that news comes first, however late
+                # trio hears (typing into a handed terminal: a quarter of a second), and
+                # each wake-up of trio costs about a key's CPU.  Quiet since: this timeout.
+                with trio.move_on_after(self.pty.hot.news_delay() + SCREEN_IDLE - quiet):
                     await woken.park()
                 continue
+            seen = output.end
             while not keeper.step(output.end, SCREEN_STEP):
                 await trio.sleep(0)
                 if output.end != seen:

@@ -312,7 +312,8 @@ class ActivityMonitor:
                 with trio.move_on_at(trio.current_time() + max(0.0, wake_at - time.time())
                                      if wake_at is not None else float("inf")):
                     await worker.screen_lot.park()
-            await trio.sleep(COALESCE)
+            if worker.pty.hot.news_delay() < COALESCE:
+                await trio.sleep(COALESCE)  # told at once: let the output gather first
             now = time.time()
             if worker.output.end > self.offset:
                 self._scan(now)
