@@ -430,6 +430,8 @@ class ClientService:
             scope.cancel()  # the client went away
         finally:
             self.fanout.subscribers.discard(sub)
+            if self.fanout.hot is not None:
+                self.fanout.hot.watchers_changed()
 
     @staticmethod
     async def _park(sub: Subscriber) -> None:

@@ -56,6 +56,8 @@ class LaneLock:
         self._waiting = 0
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.in_lane = False  # (set by the lane's thread while it holds the lock)
+        self._wake_on_release = False  # (the holder's) it waited for the lock
+        self.stood_aside = False  # (set under the lock) the loop left the lane for a waiter
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if self._lock.acquire(False):
@@ -69,13 +71,24 @@ class LaneLock:
             # wanted() before it goes into C, so one of the two sees the other.
             if self.in_lane:
                 self.wake()
-            return self._lock.acquire(True, timeout)
+            got = self._lock.acquire(True, timeout)
+            # The loop may stand aside for us (out of the lane, or not going in while we
+            # wait) and wait in Python's poll: it is woken when we are done, to go into
+            # the lane again, not left there until the next key or output.
+            self._wake_on_release = got
+            return got
         finally:
             with self._count_lock:
                 self._waiting -= 1
 
     def release(self) -> None:
+        wake = self._wake_on_release and self.stood_aside
+        self._wake_on_release = False
+        if wake:
+            self.stood_aside = False
         self._lock.release()
+        if wake:
+            self.wake()
 
     def __enter__(self) -> bool:
         return self.acquire()

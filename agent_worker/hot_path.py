@@ -150,8 +150,7 @@ class HotPath:
                 return False
             term.live = True
             self._serve_behind(term)
-            if self._lane is not None:
-                self.lock.wake()  # the loop looks again: the lane may serve it now
+            self._look_again()
             return True
 
     def hold(self, term: HandedTerminal) -> None:
@@ -160,10 +159,18 @@ class HotPath:
             term.live = False  # a catch-up write going out ends first: term.writing
 
     def watchers_changed(self) -> None:
-        """(From trio.)  A socket client began streaming: the native lane, if it is
-        running, comes back to find that trio wants each batch at once now."""
+        """(From trio.)  A socket client began or ended streaming: the native lane, if it
+        is running, comes back to find that trio wants each batch at once now; the Python
+        loop, if it is waiting, looks whether the lane may serve again."""
         with self.lock:
-            pass
+            self._look_again()
+
+    def _look_again(self) -> None:
+        """(Under the lock.)  Something the lane's rules depend on changed: wake the loop
+        (in the lane or in Python's poll) to look again, or it would wait for the next key
+        or output to find out (:meth:`_lane_terminal`)."""
+        if self._lane is not None:
+            self.lock.wake()
 
     def news_delay(self) -> float:
         """How late trio hears of output now (:func:`tell_delay`): a telling this late has
@@ -228,6 +235,7 @@ class HotPath:
             self.lock.in_lane = True
             try:
                 if self.lock.wanted():
+                    self.lock.stood_aside = True  # woken when the waiter is done
                     return False  # (looked at after in_lane is set: see LaneLock.acquire)
                 why, news, rest, unshown, last_at = self._lane(
                     self._epoll.fileno(), self.fd, log_fd, term.fd, term.detach_key,
@@ -246,6 +254,8 @@ class HotPath:
                 self._keys_read(term.fd, term, rest)
             elif why == hot_lane.TERM_GONE:
                 self._lose(term)
+            elif why == hot_lane.WOKEN:
+                self.lock.stood_aside = True  # for a waiter: woken again when it is done
         if why == hot_lane.UNLOGGED:
             self._log(rest)
         elif why == hot_lane.PTY_END:
@@ -379,6 +389,7 @@ class HotPath:
             return True
         if not term.carry and term.position == self.output.end:
             self._flagged[term.fd] = term  # caught up: trio may want to know (the end)
+            self._look_again()  # and the lane may serve it again
             return True
         return False
 
