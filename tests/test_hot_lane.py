@@ -18,6 +18,7 @@ from worker_helpers import connect, log_bytes, log_size, read_all
 
 from agent_worker import hot_lane
 from agent_worker import protocol as p
+from agent_worker.hot_path import TELL_DELAY
 from agent_worker.log import LogReader
 
 pytestmark = pytest.mark.timeout(60)
@@ -60,6 +61,20 @@ def test_a_live_attach_is_served_by_the_lane_unless_told_python(
                    message="the worker's hot path waiting in the native lane")
     else:  # looked at after each key's echo, when the native lane would be waiting again
         assert in_lane == [0] * 8
+
+
+@pytest.mark.skipif(not EPOLL_WAITS, reason="the syscall numbers of this machine are not listed")
+def test_the_lane_serves_again_once_trio_has_heard_without_another_key(
+    superv_env: SupervEnv, typing: tuple[PtyAttach, int]
+) -> None:
+    # Hearing of the output, trio takes the hot path's lock and the lane stands aside for
+    # it; the loop must go back into the lane then, not wait in Python for the next key.
+    attach, worker = typing
+    attach.type(b"<key>")
+    attach.read_until(b"<key>")
+    told_by = time.monotonic() + 2 * TELL_DELAY  # trio has heard of the echo by then
+    wait_until(lambda: time.monotonic() > told_by and lane_threads(worker) == 1, timeout=10,
+               message="the lane serving again after trio heard of the echo")
 
 
 def test_the_index_keeps_its_records_while_the_lane_serves(
