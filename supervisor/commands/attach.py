@@ -237,7 +237,10 @@ def _watch(conn: SessionClient, name: str, wake: int, read_only: bool, line: Sta
         sel.register(notices, selectors.EVENT_READ, "notices")
     sel.register(wake, selectors.EVENT_READ, "signal")
     conn.sock.settimeout(None)
-    while True:
+    # What came with the worker's answer to the handover (a refusal of keys typed at once,
+    # the session's end) is read already: the socket will not be readable for it again.
+    ended, outcome = _heard(conn, name, line)
+    while not ended:
         ready, notices = _wait(sel, line, notices)
         for source in ready:
             if source == "signal":
@@ -249,19 +252,29 @@ def _watch(conn: SessionClient, name: str, wake: int, read_only: bool, line: Sta
                     return f"[detached from {name}: signal {ending.name}]"
             else:
                 conn.read()
-                for event in conn.ready_events():
-                    if isinstance(event, Exited):
-                        return f"[{name} {event.state}]"
-                    if isinstance(event, Notice) and event.event == "terminal_released":
-                        if event.fields.get("reason") == "lost":
-                            return f"[detached from {name}: the terminal went away]"
-                        return None
-                    if isinstance(event, Refused):  # our keys, read by the worker
-                        line.show("read-only: input ignored", Kind.INPUT, time.monotonic())
-                    if isinstance(event, Failed | Violation):
-                        raise CliError(f"session {name}: {event.message}")
-                    if isinstance(event, Closed):
-                        raise ConnectionClosed("worker closed the connection")
+                ended, outcome = _heard(conn, name, line)
+                if ended:
+                    break  # (a signal ready beside it is not acted on)
+    return outcome
+
+
+def _heard(conn: SessionClient, name: str, line: StatusLine) -> tuple[bool, str | None]:
+    """Act on the worker's events received so far, while it serves our terminal: whether
+    the attach ended, and the line to print then (None: the usual one)."""
+    for event in conn.ready_events():
+        if isinstance(event, Exited):
+            return True, f"[{name} {event.state}]"
+        if isinstance(event, Notice) and event.event == "terminal_released":
+            if event.fields.get("reason") == "lost":
+                return True, f"[detached from {name}: the terminal went away]"
+            return True, None
+        if isinstance(event, Refused):  # our keys, read by the worker
+            line.show("read-only: input ignored", Kind.INPUT, time.monotonic())
+        if isinstance(event, Failed | Violation):
+            raise CliError(f"session {name}: {event.message}")
+        if isinstance(event, Closed):
+            raise ConnectionClosed("worker closed the connection")
+    return False, None
 
 
 def _on_signals(conn: SessionClient, wake: int, read_only: bool) -> signal.Signals | None:
