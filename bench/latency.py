@@ -16,8 +16,9 @@ out anywhere between 0.9x and 2.5x the best peer's in eight runs; interleaved, e
 sees the same drift, and the ratios are what the run measured.
 
 CPU per key: the CPU time every process of the host spent (client, server, the ``cat``:
-each carries the run's tag in its environment) over the paced phase, less what it spent
-over an idle phase as long (every host attached, no key: its timers, a snapshot), divided
+each carries the run's tag in its environment) over the paced phase and the
+:data:`AFTERMATH` after it, less what it spent over an idle phase as long, after that
+(every host attached, no key: its timers, a snapshot), divided
 by its keys; read from ``/proc/PID/task/*/schedstat`` (nanoseconds; ``stat``'s ticks are
 too coarse).  raw-pty's row is the ``cat`` alone: what a host adds is its row minus that
 one.
@@ -53,6 +54,12 @@ PAUSE = 0.002  # between keys, so that no key is batched with the previous one's
 
 
 BLOCK = 20  # back-to-back keys a host gets in a row before the next host's turn
+# What a host does after the last key is the keys' cost too, not its idle baseline: superv
+# tells trio of output a quarter of a second late, its screen model and activity monitor
+# look once the output is quiet, and a quiet session counts as idle 2 s after its last
+# output.  With the idle phase straight after the keys, that was measured as idle and
+# taken off the keys' CPU (superv's idle read 12-47 us a key, screen's 0).
+AFTERMATH = 3.0
 
 
 def wait_for_echo(term: Terminal, key: bytes, mark: int, timeout: float) -> None:
@@ -64,16 +71,23 @@ def wait_for_echo(term: Terminal, key: bytes, mark: int, timeout: float) -> None
         term.read_some(min(left, 0.5))
 
 
+# Each thread's CPU as last read, by tag, then (pid, tid): a thread that ends (trio's idle
+# worker threads do, 10 s after their last job) keeps counting what it spent, where a sum of
+# the live threads alone fell, and an idle phase read less than nothing.
+_cpu_seen: dict[str, dict[tuple[int, str], int]] = {}
+
+
 def cpu_seconds(tag: str) -> float:
-    """CPU time so far of every live process whose environment carries ``tag``."""
-    total = 0
+    """CPU time so far of every process whose environment carries ``tag``: its live
+    threads as they are now, the ended ones as they were last read."""
+    seen = _cpu_seen.setdefault(tag, {})
     for pid in pids_with_env("BENCH_TAG", tag):
         for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
             try:
-                total += int(stat.read_text().split()[0])
+                seen[(pid, stat.parent.name)] = int(stat.read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 continue  # the thread or process ended meanwhile
-    return total / 1e9
+    return sum(seen.values()) / 1e9
 
 
 class Subject:
@@ -152,8 +166,14 @@ def cpu_over(subjects: list[Subject], phase: Callable[[], None]) -> tuple[list[f
 
 
 def measure(subjects: list[Subject]) -> None:
-    """Paced keys (with the CPU they cost), an idle phase as long, keys back to back."""
-    busy, took = cpu_over(subjects, lambda: in_turn(subjects, WARMUP + KEYS, 1, PAUSE, "paced"))
+    """Paced keys and their aftermath (with the CPU they cost), an idle phase as long, keys
+    back to back."""
+
+    def paced() -> None:
+        in_turn(subjects, WARMUP + KEYS, 1, PAUSE, "paced")
+        time.sleep(AFTERMATH)
+
+    busy, took = cpu_over(subjects, paced)
     idle, _ = cpu_over(subjects, lambda: time.sleep(took))
     for subject, b, i in zip(subjects, busy, idle, strict=True):
         subject.cpu_busy, subject.cpu_idle = b, i
