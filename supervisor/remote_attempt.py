@@ -173,8 +173,16 @@ class Attempt:
         return self.welcomed and not self.stopped and not self.down and self.writer is not None
 
     def send(self, msg: Input | Resize | Detach | Repaint) -> None:
-        if self.writer is not None and self.conversation is not None:
-            self.writer.write(self.conversation.send(msg))
+        if self.conversation is not None:
+            self._write(self.conversation.send(msg))
+
+    def _write(self, data: bytes) -> None:
+        """To the box, unless its end has closed the channel: what it said before closing
+        is still to be read and says why (a box without superv closes at once, and under
+        load its close is in before the hello is written).  Writing would raise, and the
+        attach would blame the link."""
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(data)
 
     def give_up(self, reason: str) -> None:
         """Cut a try that has not reached its Welcome short: the network changed under it."""
@@ -258,7 +266,7 @@ class Attempt:
                 writer, reader, errors = await self.conn.open_session(command, encoding=None)
                 self.writer = writer
                 self.conversation = client.position.conversation(*client.size())
-                writer.write(self.conversation.initiate())
+                self._write(self.conversation.initiate())
                 async with _one_error(), asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._keep_stderr(errors))
                     notices = tasks.create_task(self._follow_notices())  # notify
@@ -323,8 +331,8 @@ class Attempt:
             event = talk.next_event()
             if event is conversation.NEED_DATA:
                 ack = talk.ack()  # all that came is on the screen: the worker may send more
-                if ack and self.writer is not None and not self.stopped:
-                    self.writer.write(ack)
+                if ack and not self.stopped:
+                    self._write(ack)
                 data = await reader.read(READ_SIZE)
                 if data:
                     self._back()

@@ -133,6 +133,6 @@ async def _feed(writer: asyncssh.SSHWriter[bytes]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while data := await reader.read(65536):
-        writer.write(data)
+    while (data := await reader.read(65536)) and not writer.is_closing():
+        writer.write(data)  # (closed by the box: its exit status is what matters)
     writer.write_eof()
