@@ -20,11 +20,14 @@
 
    lane(epoll_fd, pty_fd, log_fd, term_fd, detach_key, read_only,
         timeout_ms, tell_ms, index_at, cap, batch_max, read_size, drained_below)
-     -> (why, news, rest, unshown, last_at)
+     -> (why, news, rest, unshown, last_at, first_mono, last_mono)
 
-   news: every byte appended to the log by this call, in order.  unshown: how many of its
-   last bytes the terminal has not taken (its carry).  rest: bytes read and not dealt with
-   (keys, or output not logged).  last_at: time.time() of the last append (0: none). */
+   timeout_ms: when trio is due to hear (-1: not yet); with none, the first append makes
+   it tell_ms after.  news: every byte appended to the log by this call, in order.
+   unshown: how many of its last bytes the terminal has not taken (its carry).  rest:
+   bytes read and not dealt with (keys, or output not logged).  last_at: time.time() of
+   the last append (0: none); first_mono, last_mono: time.monotonic() of the first and
+   the last append (0: none), for the hot path's rule of when trio hears. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -96,7 +99,7 @@ typedef struct {
     Py_ssize_t news_len, unshown;
     char *rest;           /* KEY_BUF bytes (keys) or points into news (output) */
     Py_ssize_t rest_len;
-    double last_at;
+    double last_at, first_mono, last_mono;
 } Lane;
 
 /* A key event; returns a WHY or -1 to go on. */
@@ -154,8 +157,11 @@ static int on_output(Lane *l, double *deadline) {
     if (logged > 0) {
         l->news_len += logged;
         l->last_at = wall_now();
+        l->last_mono = mono_now();
+        if (l->first_mono == 0)
+            l->first_mono = l->last_mono;
         if (*deadline < 0)
-            *deadline = mono_now() + l->tell_ms / 1000.0;
+            *deadline = l->last_mono + l->tell_ms / 1000.0;
     }
     if (logged < len) {
         l->unshown = logged; /* logged but not shown: the terminal catches up from the log */
@@ -251,7 +257,8 @@ static PyObject *lane(PyObject *self, PyObject *args) {
         Py_XDECREF(news);
         return NULL;
     }
-    return Py_BuildValue("(iNNnd)", why, news, rest, l.unshown, l.last_at);
+    return Py_BuildValue("(iNNnddd)", why, news, rest, l.unshown, l.last_at, l.first_mono,
+                         l.last_mono);
 }
 
 static PyMethodDef methods[] = {

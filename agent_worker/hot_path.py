@@ -11,10 +11,10 @@ output by :meth:`HotPath.take_news`, called through one pending
 late it may be told depends on who waits for it in trio (:func:`tell_delay`): a socket
 client streaming, at once; no client at all, :data:`QUERY_DELAY` (the worker answers the
 agent's terminal queries then); only handed terminals, which the hot path writes itself,
-:data:`TELL_DELAY`, so typing into a handed terminal wakes trio a few times a second, not
-once per key: each telling wakes several of trio's tasks (the reader, the activity
-monitor, the screen model's keeper), ~0.2 ms each on this kind of machine, and at 50 ms
-that was still ~35 µs per key typed, a third of the worker's CPU for a key.
+once the output pauses for :data:`TELL_QUIET`, and while it goes on (typing),
+:data:`TELL_LONGEST` after it began, so typing into a handed terminal wakes trio about
+once a second, not once per key: each telling wakes several of trio's tasks (the reader,
+the activity monitor, the screen model's keeper).
 
 The native lane (:mod:`agent_worker.hot_lane`, where it was built): while exactly one
 handed terminal is live and caught up and nothing else waits (:meth:`HotPath._lane_terminal`),
@@ -67,7 +67,10 @@ READ_SIZE = 65536
 # line discipline's buffer) while more waits: those go on to make a batch.
 DRAINED_BELOW = 1024
 DISK_RETRY = 1.0  # a full disk gives no event when it has room again: try again this often
-TELL_DELAY = 0.25  # trio hears of output this late at most while only handed terminals watch
+# While only handed terminals watch, trio hears of output once it has paused this long,
+# and while it goes on (typing, a stream) this long after it began at the latest.
+TELL_QUIET = 0.25
+TELL_LONGEST = 1.0
 QUERY_DELAY = 0.005  # ... and while no client is attached (the query answerer waits for it)
 NEWS_LIMIT = 4 * READ_BATCH  # bytes of untold output kept for trio (the query answerer)
 LANE_NEWS = READ_BATCH  # the native lane comes back to account for its output this often
@@ -89,7 +92,7 @@ class News:
 
 
 class HotPath:
-    def __init__(self, master_fd: int, output: OutputLog, delay: Callable[[], float]) -> None:
+    def __init__(self, master_fd: int, output: OutputLog, delay: Callable[[], Telling]) -> None:
         self.fd = master_fd
         self.output = output
         self.lock = hot_lane.LaneLock()
@@ -113,7 +116,12 @@ class HotPath:
         self._eof = False
         self._failure: BaseException | None = None
         self._flagged: dict[int, HandedTerminal] = {}  # terminals with news for trio
-        self._tell_at: float | None = None
+        # When trio is to hear next (time.monotonic()): for something it must hear of at
+        # once or soon (keys for it, a lost terminal, the disk, the PTY's end), and for
+        # output (_output_logged: once it pauses, at the latest a while after it began).
+        self._urgent_at: float | None = None
+        self._output_at: float | None = None
+        self._untold_since: float | None = None  # when the output trio has not heard of began
         self._telling = False  # a run_sync_soon is pending
         self._thread = threading.Thread(target=self._run, name="hot-path", daemon=True)
 
@@ -174,11 +182,11 @@ class HotPath:
             self.lock.wake()
 
     def news_delay(self) -> float:
-        """How late trio hears of output now (:func:`tell_delay`): a telling this late has
-        gathered the output of that long already, and while output flows the next one
-        comes within this of the last (trio's tasks wait for it, not on timers of their
-        own: each wake-up of trio costs about a key's CPU)."""
-        return self._delay()
+        """How late trio hears of output now, after it pauses (:func:`tell_delay`): a
+        telling this late has gathered the output of that long already, and while output
+        flows the next one comes first (trio's tasks wait for it, not on timers of their
+        own: each wake-up of trio costs about ten keys' CPU)."""
+        return self._delay().quiet
 
     def take_news(self) -> News:
         with self.lock:
@@ -192,7 +200,7 @@ class HotPath:
             self._disk_error, self._disk_resumed = None, False
             self._flagged.clear()
             self._telling = False
-            self._tell_at = None
+            self._urgent_at = self._output_at = self._untold_since = None
             return news
 
     # ---- the thread ----------------------------------------------------------------------
@@ -211,16 +219,12 @@ class HotPath:
                         self.lock.drain()
                     else:
                         self._read_keys(fd)
-                now = time.monotonic()
-                if self._retry_at is not None and now >= self._retry_at:
+                if self._retry_at is not None and time.monotonic() >= self._retry_at:
                     self._log(self._unlogged)
-                if self._tell_at is not None and now >= self._tell_at:
-                    self._tell_trio()
+                self._tell_if_due()
         except BaseException as exc:
             self._failure = exc  # raised in trio, by the PTY reader
-            with self.lock:
-                self._tell_at = time.monotonic()
-            self._tell_trio()
+            self._soon(0.0)
 
     def _in_lane(self) -> bool:
         """Let the native lane run the loop while it can (:mod:`agent_worker.hot_lane`);
@@ -234,24 +238,24 @@ class HotPath:
             log_fd, index_at = appends
             # Rounded up: rounded down, the last millisecond before trio was due went round
             # the loop, in and out of the lane (15 times a telling in a trace of a test).
-            due = -1 if self._tell_at is None else max(
-                0, math.ceil((self._tell_at - time.monotonic()) * 1000))
+            tell_at = self._due()
+            due = -1 if tell_at is None else max(0, math.ceil((tell_at - time.monotonic()) * 1000))
             self.lock.in_lane = True
             try:
                 if self.lock.wanted():
                     self.lock.stood_aside = True  # woken when the waiter is done
                     return False  # (looked at after in_lane is set: see LaneLock.acquire)
-                why, news, rest, unshown, last_at = self._lane(
+                why, news, rest, unshown, last_at, first_mono, last_mono = self._lane(
                     self._epoll.fileno(), self.fd, log_fd, term.fd, term.detach_key,
-                    term.read_only, due, int(self._delay() * 1000), index_at, LANE_NEWS,
-                    READ_BATCH, READ_SIZE, DRAINED_BELOW)
+                    term.read_only, due, math.ceil(self._delay().quiet * 1000), index_at,
+                    LANE_NEWS, READ_BATCH, READ_SIZE, DRAINED_BELOW)
             finally:
                 self.lock.in_lane = False
             if news:
                 self.output.appended_natively(len(news), last_at)
                 term.took(news, len(news) - unshown)  # written from its place, the log's end
                 self._keep_news(news)
-                self._soon_locked(self._delay())
+                self._output_logged(first_mono, last_mono)
                 if unshown:
                     self._serve_behind(term)
             if why in (hot_lane.KEYS, hot_lane.TERM_END):
@@ -268,8 +272,7 @@ class HotPath:
             self._log(rest)
         elif why == hot_lane.PTY_END:
             self._read_pty()
-        if self._tell_at is not None and self._tell_at <= time.monotonic():
-            self._tell_trio()
+        self._tell_if_due()
         return why != hot_lane.WOKEN  # woken: another thread waits; the Python loop's round
 
     def _lane_terminal(self) -> HandedTerminal | None:
@@ -277,7 +280,7 @@ class HotPath:
         nothing else waits (the disk, the PTY's end, keys for trio, a catch-up, a socket
         client that wants every batch told at once)."""
         if (len(self._terminals) != 1 or self._unlogged or self._eof or self._retry_at is not None
-                or self._delay() <= 0):
+                or self._delay().at_once):
             return None
         (term,) = self._terminals.values()
         if (not term.live or term.closed or term.carry or term.keys_pending or term.writing
@@ -286,7 +289,7 @@ class HotPath:
         return term
 
     def _timeout(self) -> float:
-        retry, tell = self._retry_at, self._tell_at
+        retry, tell = self._retry_at, self._due()
         if retry is None and tell is None:
             return -1
         at = tell if retry is None else retry if tell is None else min(retry, tell)
@@ -337,10 +340,12 @@ class HotPath:
                 self._show(self.output.end - written, logged)
             self._unlogged = batch[written:]
             self._pause_reading(bool(self._unlogged))
-            delay = 0.0 if self._disk_error or self._disk_resumed else self._delay()
-            self._soon_locked(delay)
-        if delay == 0.0:
-            self._tell_trio()
+            if self._disk_error or self._disk_resumed:
+                self._soon_locked(0.0)
+            elif written:
+                now = time.monotonic()
+                self._output_logged(now, now)
+        self._tell_if_due()
 
     def _show(self, start: int, logged: bytes) -> None:
         """(Under the lock.)  The live terminals that are caught up get the batch now; what
@@ -414,7 +419,7 @@ class HotPath:
             self._epoll.unregister(term.fd)
         self._stop_catch_up(term)
         self._flagged[term.fd] = term
-        self._tell_at = time.monotonic()
+        self._soon_locked(0.0)
 
     def _pause_reading(self, paused: bool) -> None:
         """Hold the PTY's reading while the disk refuses a batch, and try it again each
@@ -442,8 +447,7 @@ class HotPath:
             except OSError:
                 data = b""  # EIO: the terminal hung up
             self._keys_read(fd, term, data)
-        if self._tell_at is not None and self._tell_at <= time.monotonic():
-            self._tell_trio()
+        self._tell_if_due()
 
     def _keys_read(self, fd: int, term: HandedTerminal, data: bytes) -> None:
         """(Under the lock.)  ``data`` read from the terminal (b"": it hung up)."""
@@ -466,7 +470,7 @@ class HotPath:
             self._stop_catch_up(term)
         if term.lost or term.detach_pressed or term.refused or term.keys_pending:
             self._flagged[fd] = term
-            self._tell_at = time.monotonic()
+            self._soon_locked(0.0)
 
     def _type(self, term: HandedTerminal, keys: bytes) -> None:
         """(Under the lock.)  Keys to the agent: straight into the PTY, unless earlier keys
@@ -487,28 +491,72 @@ class HotPath:
             self._tell_trio()
 
     def _soon_locked(self, delay: float) -> None:
+        """(Under the lock.)  Trio is to hear within ``delay``, whatever the output does."""
         at = time.monotonic() + delay
-        if self._tell_at is None or at < self._tell_at:
-            self._tell_at = at
+        if self._urgent_at is None or at < self._urgent_at:
+            self._urgent_at = at
+
+    def _output_logged(self, first: float, last: float) -> None:
+        """(Under the lock.)  Output was logged from ``first`` to ``last``
+        (time.monotonic()): trio hears of it once it has paused for the telling's
+        ``quiet``, and while it goes on, at the latest ``longest`` after the first of it
+        that trio has not heard of (:class:`Telling`)."""
+        telling = self._delay()
+        if self._untold_since is None:
+            self._untold_since = first
+        self._output_at = min(last + telling.quiet, self._untold_since + telling.longest)
+
+    def _due(self) -> float | None:
+        """When trio is to hear next (time.monotonic()); None: nothing to tell."""
+        urgent, output = self._urgent_at, self._output_at
+        if urgent is None or output is None:
+            return output if urgent is None else urgent
+        return min(urgent, output)
+
+    def _tell_if_due(self) -> None:
+        due = self._due()
+        if due is not None and due <= time.monotonic():
+            self._tell_trio()
 
     def _tell_trio(self) -> None:
         with self.lock:
+            # A telling pending takes all the news there is when it runs.
+            self._urgent_at = self._output_at = None
             if self._telling:
-                self._tell_at = None
                 return
             self._telling = True
-            self._tell_at = None
         assert self._token is not None
         with contextlib.suppress(trio.RunFinishedError):  # the worker is exiting
             self._token.run_sync_soon(self._tell)
 
 
-def tell_delay(socket_clients: bool, handed_terminals: bool) -> float:
+@attrs.frozen
+class Telling:
+    """How late trio may hear of output: ``quiet`` after it pauses, and while it goes on,
+    ``longest`` after the first of it trio has not heard of."""
+
+    quiet: float
+    longest: float
+
+    @property
+    def at_once(self) -> bool:
+        return self.longest <= 0
+
+
+AT_ONCE = Telling(0.0, 0.0)
+NO_CLIENT = Telling(QUERY_DELAY, QUERY_DELAY)
+HANDED_ONLY = Telling(TELL_QUIET, TELL_LONGEST)
+
+
+def tell_delay(socket_clients: bool, handed_terminals: bool) -> Telling:
     """How late trio may hear of output: at once when a socket client streams it (trio
-    sends it), :data:`QUERY_DELAY` with no client (trio answers the agent's terminal
-    queries), :data:`TELL_DELAY` when only handed terminals watch (the hot path writes
-    them; trio's own uses, the activity and the screen model, do not mind a quarter of a
-    second)."""
+    sends it), within :data:`QUERY_DELAY` with no client (trio answers the agent's terminal
+    queries), and when only handed terminals watch (the hot path writes them), once the
+    output pauses for :data:`TELL_QUIET` or :data:`TELL_LONGEST` after it began: trio's own
+    uses, the activity and the screen model, do not mind a second while output flows, and
+    hear of a pause (a prompt waiting) within a quarter of a second.  Each telling wakes
+    trio's reader, activity monitor and screen keeper: with a telling every quarter second
+    while typing, the bench's CPU per key was 1.44-1.46x screen's, 1.30-1.36x this way."""
     if socket_clients:
-        return 0.0
-    return TELL_DELAY if handed_terminals else QUERY_DELAY
+        return AT_ONCE
+    return HANDED_ONLY if handed_terminals else NO_CLIENT

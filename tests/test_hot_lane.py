@@ -14,11 +14,12 @@ from collections.abc import Iterator
 import pytest
 from attach_helpers import EPOLL_WAITS, PtyAttach, attached, lane_threads, worker_pid
 from conftest import SupervEnv, wait_until
+from test_cli import EventStream
 from worker_helpers import connect, log_bytes, log_size, read_all
 
 from agent_worker import hot_lane
 from agent_worker import protocol as p
-from agent_worker.hot_path import TELL_DELAY
+from agent_worker.hot_path import TELL_LONGEST, TELL_QUIET
 from agent_worker.log import LogReader
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,6 +32,12 @@ def test_the_native_lane_is_built_here() -> None:
     # a checkout whose install could not build the lane must not pass as one that did.
     assert hot_lane.built(), "agent_worker._hot_lane is not built: install gcc and python3-dev, " \
                              "then pip install -e . again"
+
+
+def start_cat(senv: SupervEnv, hot_path: str) -> None:
+    """The session ``cat``, its keys and output through the hot path ``hot_path``."""
+    senv.env["SUPERV_HOT_PATH"] = hot_path
+    senv.superv("start", "cat", "--", *CAT, check=True)
 
 
 @pytest.fixture
@@ -46,8 +53,7 @@ def typing(superv_env: SupervEnv, attaches: list[PtyAttach]) -> Iterator[tuple[P
 def test_a_live_attach_is_served_by_the_lane_unless_told_python(
     superv_env: SupervEnv, attaches: list[PtyAttach], setting: str
 ) -> None:
-    superv_env.env["SUPERV_HOT_PATH"] = setting
-    superv_env.superv("start", "cat", "--", *CAT, check=True)
+    start_cat(superv_env, setting)
     attach = attached(superv_env, "cat")
     attaches.append(attach)
     worker = worker_pid(superv_env, "cat")
@@ -72,7 +78,7 @@ def test_the_lane_serves_again_once_trio_has_heard_without_another_key(
     attach, worker = typing
     attach.type(b"<key>")
     attach.read_until(b"<key>")
-    told_by = time.monotonic() + 2 * TELL_DELAY  # trio has heard of the echo by then
+    told_by = time.monotonic() + 2 * TELL_QUIET  # trio has heard of the echo by then
     wait_until(lambda: time.monotonic() > told_by and lane_threads(worker) == 1, timeout=10,
                message="the lane serving again after trio heard of the echo")
 
@@ -137,3 +143,32 @@ def test_a_socket_client_joining_a_lane_gets_every_byte_in_order(
         conn.close()
     assert got.start == 0 and bytes(got.data) == log_bytes(superv_env, "cat")
     assert bytes(got.data).endswith(b"<0><1><2><3><4>")
+
+
+@pytest.mark.parametrize("setting", ["native", "python"])
+def test_typing_on_and_on_is_heard_of_by_the_activity_while_it_goes_on(
+    superv_env: SupervEnv, attaches: list[PtyAttach], setting: str
+) -> None:
+    # While only a handed terminal watches, trio hears of output once it pauses (a prompt
+    # waiting), or at the latest TELL_LONGEST after it began: keys typed faster than
+    # TELL_QUIET apart never pause, and the session (silent so far: starting) must count as
+    # working meanwhile.
+    start_cat(superv_env, setting)
+    events = EventStream(superv_env)
+    try:
+        events.subscribe("cat")
+        attach = attached(superv_env, "cat")
+        attaches.append(attach)
+        began = time.monotonic()
+        for i in range(60):  # 6 s of keys 0.1 s apart: no pause of TELL_QUIET
+            attach.type(b"%d " % i)
+            attach.read_until(b"%d " % i)
+            events._pull(max(0.0, 0.1 - (time.monotonic() - began) % 0.1))
+            working = events.find("activity", "cat")
+            if working is not None:
+                break
+        heard = time.monotonic() - began
+    finally:
+        events.close()
+    assert working is not None and working["activity"] == "working", events.seen
+    assert heard < TELL_LONGEST + 1.5, heard
