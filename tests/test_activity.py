@@ -349,9 +349,16 @@ def test_codex_users_own_notify_is_left_alone(tmp_path: Path) -> None:
     (tmp_path / ".codex").mkdir()
     (tmp_path / ".codex" / "config.toml").write_text('notify = ["notify-send-codex"]\n')
     argv = ["codex", "--full-auto"]
-    assert hooks.with_codex_notify(argv, 0, tmp_path / "s.hook", "s", str(tmp_path)) == argv
-    assert hooks.with_codex_notify(["codex", "-c", "notify=['x']"], 0, tmp_path / "s.hook", "s",
-                                   str(tmp_path / "nohome")) == ["codex", "-c", "notify=['x']"]
+    hook = tmp_path / "s.hook"
+    assert hooks.with_codex_notify(argv, 0, hook, "s", {"HOME": str(tmp_path)}) == argv
+    assert hooks.with_codex_notify(["codex", "-c", "notify=['x']"], 0, hook, "s",
+                                   {"HOME": str(tmp_path / "nohome")}) == ["codex", "-c", "notify=['x']"]
+    # The session's own CODEX_HOME (superv start --env CODEX_HOME=...) is where Codex looks.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.toml").write_text('notify = ["mine"]\n')
+    assert hooks.with_codex_notify(argv, 0, hook, "s", {"CODEX_HOME": str(tmp_path / "elsewhere"),
+                                                        "HOME": str(tmp_path / "nohome")}) == argv
+    assert hooks.with_codex_notify(argv, 0, hook, "s", {"HOME": str(tmp_path / "nohome")}) != argv
 
 
 # Approval prompts as these CLIs draw them.  None of them runs offline here, so none is a

@@ -60,4 +60,4 @@ def test_code_a_test_runs_in_process_reads_none_of_the_developers_config(
     assert rules.user_rules_path().is_relative_to(tmp_path)
     assert "CODEX_HOME" not in os.environ
     argv = ["codex"]
-    assert hooks.with_codex_notify(argv, 0, tmp_path / "s.hook", "s", str(tmp_path)) != argv
+    assert hooks.with_codex_notify(argv, 0, tmp_path / "s.hook", "s", {"HOME": str(tmp_path)}) != argv

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -246,16 +247,19 @@ def with_claude_hooks(argv: list[str], at: int, cwd: str, directory: Path,
     return [*head, "--settings", str(path), *rest]
 
 
-def _codex_has_notify(rest: list[str], env_home: str | None) -> bool:
-    """Whether the user configured their own Codex ``notify`` (``-c notify=...`` or
-    ``~/.codex/config.toml``): Codex runs one notify program, and theirs must keep working."""
+def _codex_has_notify(rest: list[str], session_env: Mapping[str, str]) -> bool:
+    """Whether the user configured their own Codex ``notify`` (``-c notify=...`` or the
+    ``config.toml`` in ``$CODEX_HOME``, ``~/.codex`` by default, as Codex will see them:
+    the session's ``--env`` over the worker's environment): Codex runs one notify
+    program, and theirs must keep working."""
     for i, word in enumerate(rest):
         value = rest[i + 1] if word in ("-c", "--config") and i + 1 < len(rest) else word
         if value.replace(" ", "").startswith("notify="):
             return True
     import tomllib
 
-    home = Path(os.environ.get("CODEX_HOME") or Path(env_home or "~").expanduser() / ".codex")
+    env = {**os.environ, **session_env}
+    home = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or "~").expanduser() / ".codex")
     try:
         config = tomllib.loads((home / "config.toml").read_text())
     except (OSError, ValueError):
@@ -264,10 +268,11 @@ def _codex_has_notify(rest: list[str], env_home: str | None) -> bool:
 
 
 def with_codex_notify(argv: list[str], at: int, socket_path: Path, session: str,
-                      env_home: str | None) -> list[str]:
-    """``argv`` (Codex at ``argv[at]``) with our notify program, unless the user has one."""
+                      session_env: Mapping[str, str]) -> list[str]:
+    """``argv`` (Codex at ``argv[at]``) with our notify program, unless the user has one;
+    ``session_env``: the session's own environment (``--env``)."""
     head, rest = list(argv[: at + 1]), list(argv[at + 1 :])
-    if _codex_has_notify(rest, env_home):
+    if _codex_has_notify(rest, session_env):
         return list(argv)
     program = [sys.executable, "-I", "-S", str(CLIENT), str(socket_path), session]
     # A TOML array of basic strings: JSON's string escapes are TOML's.

@@ -77,7 +77,7 @@ def prepare_launch(spec: SessionSpec, directory: Path) -> tuple[list[str], socke
         return list(spec.command), sock  # the socket only takes approve / deny (keystrokes)
     at = agent_kinds.program_index(spec.command)
     if spec.agent == "codex":
-        argv = hooks.with_codex_notify(spec.command, at, path, spec.name, spec.env.get("HOME"))
+        argv = hooks.with_codex_notify(spec.command, at, path, spec.name, spec.env)
     else:
         argv = hooks.with_claude_hooks(spec.command, at, spec.cwd, directory, path, spec.name)
     return argv, sock
