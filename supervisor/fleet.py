@@ -18,7 +18,13 @@ import attrs
 
 from agent_worker import json_input, settings
 from supervisor.host_names import split_host
-from supervisor.ssh_link import REMOTE_MISSING_STATUS, SshConfigError, SshLink, remote_superv
+from supervisor.ssh_link import (
+    REMOTE_MISSING_STATUS,
+    SshConfigError,
+    SshLink,
+    remote_superv,
+    superv_missing,
+)
 
 HOST_TIMEOUT = 5.0  # seconds per host, connection and answer together
 
@@ -64,12 +70,13 @@ async def _one(host: str, timeout: float) -> HostSessions:
 
 
 async def _ls(link: SshLink) -> list[dict[str, Any]]:
-    command = remote_superv(["ls", "--json"], settings.current().remote_command)
+    remote_command = settings.current().remote_command
+    command = remote_superv(["ls", "--json"], remote_command)
     options = await link.options()
     async with asyncssh.connect(link.host, options=options) as conn:
         result = await conn.run(command, stdin=asyncssh.DEVNULL)
-    if result.exit_status == REMOTE_MISSING_STATUS:
-        raise ValueError("superv is not installed there")
+    if result.exit_status == REMOTE_MISSING_STATUS:  # no superv there, or not where named
+        raise ValueError(superv_missing(link.shown, remote_command))
     if result.exit_status != 0:
         error = str(result.stderr or "").strip().splitlines()
         raise ValueError(error[-1] if error else f"superv ls exited {result.exit_status}")

@@ -110,6 +110,17 @@ def test_ls_all_lists_every_host_and_a_stuck_one_slows_no_other(fleet: Fleet,
     assert hosts[2]["host"] == "two" and "cannot" in hosts[2]["problem"], hosts
 
 
+def test_ls_all_says_which_remote_command_a_host_lacks(fleet: Fleet) -> None:
+    laptop = {**fleet.laptop, "SUPERV_REMOTE_COMMAND": "/nowhere/superv"}
+    listed = subprocess.run([SUPERV, "ls", "--all", "--json"], env=laptop, capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert listed.returncode == 0, listed.stderr
+    problems = {h["host"]: h["problem"] for h in json.loads(listed.stdout)["hosts"][1:]}
+    assert problems == {
+        host: f"remote command '/nowhere/superv' not found on {host}: check SUPERV_REMOTE_COMMAND"
+        for host in ("one", "two")}, problems
+
+
 def test_ls_all_without_hosts_lists_this_box(superv_env: SupervEnv, tmp_path: Path) -> None:
     superv_env.superv("start", "solo", "--", "sleep", "600", check=True)
     env = {**superv_env.env, "XDG_CONFIG_HOME": str(tmp_path)}  # no config file at all
