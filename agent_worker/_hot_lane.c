@@ -13,17 +13,23 @@
    did not take a whole batch or is gone, a log that refused bytes or wants an index
    record, the PTY's end, the wake-up descriptor (another thread wants the hot path's
    lock, which the caller holds while lane() runs), any other descriptor, and the time
-   trio is due to hear of the output.  The rules, their limits and the formats stay in
+   trio is due to hear of the output (agent_worker.hot_path's Telling, whose rule is kept
+   here too: typing on and on brought the loop back to Python each quiet interval just to
+   find trio not due yet).  The rules, their limits and the formats stay in
    agent_worker/hot_path.py and agent_worker/log.py; this file only keeps them, in the one
    case where the Python loop's own cost (a scheduler-free but interpreted pass per
    event, ~100 us of CPU a key on a small VM) was most of a keystroke's echo.
 
    lane(epoll_fd, pty_fd, log_fd, term_fd, detach_key, read_only,
-        timeout_ms, tell_ms, index_at, cap, batch_max, read_size, drained_below)
+        due_at, latest_at, untold, quiet, longest,
+        index_at, cap, batch_max, read_size, drained_below)
      -> (why, news, rest, unshown, last_at, first_mono, last_mono)
 
-   timeout_ms: when trio is due to hear (-1: not yet); with none, the first append makes
-   it tell_ms after.  news: every byte appended to the log by this call, in order.
+   Times are time.monotonic()'s, in seconds.  due_at: when trio is due to hear now (-1:
+   not yet); latest_at: the latest it may hear, whatever output comes (-1: none yet);
+   untold: trio has not heard of some output yet.  Each append makes trio due quiet
+   after it, but not after latest_at, nor after longest from the first output untold
+   (with none untold at the call, this call's first append).  news: every byte appended to the log by this call, in order.
    unshown: how many of its last bytes the terminal has not taken (its carry).  rest:
    bytes read and not dealt with (keys, or output not logged).  last_at: time.time() of
    the last append (0: none); first_mono, last_mono: time.monotonic() of the first and
@@ -91,7 +97,8 @@ typedef struct {
     int epoll_fd, pty_fd, log_fd, term_fd, read_only;
     const char *key;
     Py_ssize_t key_len;
-    int timeout_ms, tell_ms;
+    double due_at, latest_at, quiet, longest;
+    int untold;
     double index_at;
     Py_ssize_t cap, batch_max, read_size, drained_below;
     /* results */
@@ -157,11 +164,16 @@ static int on_output(Lane *l, double *deadline) {
     if (logged > 0) {
         l->news_len += logged;
         l->last_at = wall_now();
-        l->last_mono = mono_now();
+        double now = l->last_mono = mono_now();
         if (l->first_mono == 0)
-            l->first_mono = l->last_mono;
-        if (*deadline < 0)
-            *deadline = l->last_mono + l->tell_ms / 1000.0;
+            l->first_mono = now;
+        if (!l->untold) {
+            l->untold = 1;
+            if (l->latest_at < 0 || now + l->longest < l->latest_at)
+                l->latest_at = now + l->longest;
+        }
+        double quiet_due = now + l->quiet;
+        *deadline = l->latest_at >= 0 && l->latest_at < quiet_due ? l->latest_at : quiet_due;
     }
     if (logged < len) {
         l->unshown = logged; /* logged but not shown: the terminal catches up from the log */
@@ -188,7 +200,7 @@ static int on_output(Lane *l, double *deadline) {
 }
 
 static int run(Lane *l) {
-    double deadline = l->timeout_ms >= 0 ? mono_now() + l->timeout_ms / 1000.0 : -1;
+    double deadline = l->due_at;
     for (;;) {
         int wait_ms = -1;
         if (deadline >= 0) {
@@ -223,10 +235,10 @@ static PyObject *lane(PyObject *self, PyObject *args) {
     Lane l;
     memset(&l, 0, sizeof l);
     Py_buffer key;
-    if (!PyArg_ParseTuple(args, "iiiiy*piidnnnn", &l.epoll_fd, &l.pty_fd,
-                          &l.log_fd, &l.term_fd, &key, &l.read_only, &l.timeout_ms,
-                          &l.tell_ms, &l.index_at, &l.cap, &l.batch_max, &l.read_size,
-                          &l.drained_below))
+    if (!PyArg_ParseTuple(args, "iiiiy*pddpdddnnnn", &l.epoll_fd, &l.pty_fd,
+                          &l.log_fd, &l.term_fd, &key, &l.read_only, &l.due_at,
+                          &l.latest_at, &l.untold, &l.quiet, &l.longest, &l.index_at,
+                          &l.cap, &l.batch_max, &l.read_size, &l.drained_below))
         return NULL;
     if (l.cap < 0 || l.batch_max <= 0 || l.read_size <= 0 || l.cap > PY_SSIZE_T_MAX / 2 ||
         l.batch_max > PY_SSIZE_T_MAX / 2) {

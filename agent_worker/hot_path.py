@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import select
 import threading
@@ -236,10 +235,7 @@ class HotPath:
             if term is None or appends is None:
                 return False
             log_fd, index_at = appends
-            # Rounded up: rounded down, the last millisecond before trio was due went round
-            # the loop, in and out of the lane (15 times a telling in a trace of a test).
-            tell_at = self._due()
-            due = -1 if tell_at is None else max(0, math.ceil((tell_at - time.monotonic()) * 1000))
+            due, latest, telling = self._due(), self._latest(), self._delay()
             self.lock.in_lane = True
             try:
                 if self.lock.wanted():
@@ -247,7 +243,8 @@ class HotPath:
                     return False  # (looked at after in_lane is set: see LaneLock.acquire)
                 why, news, rest, unshown, last_at, first_mono, last_mono = self._lane(
                     self._epoll.fileno(), self.fd, log_fd, term.fd, term.detach_key,
-                    term.read_only, due, math.ceil(self._delay().quiet * 1000), index_at,
+                    term.read_only, -1 if due is None else due, -1 if latest is None else latest,
+                    self._untold_since is not None, telling.quiet, telling.longest, index_at,
                     LANE_NEWS, READ_BATCH, READ_SIZE, DRAINED_BELOW)
             finally:
                 self.lock.in_lane = False
@@ -505,6 +502,15 @@ class HotPath:
         if self._untold_since is None:
             self._untold_since = first
         self._output_at = min(last + telling.quiet, self._untold_since + telling.longest)
+
+    def _latest(self) -> float | None:
+        """(Under the lock.)  The latest trio may hear, whatever output comes (None: any
+        time after output comes): what the native lane's own telling rule is bound by."""
+        urgent = self._urgent_at
+        if self._untold_since is None:
+            return urgent
+        cap = self._untold_since + self._delay().longest
+        return cap if urgent is None else min(urgent, cap)
 
     def _due(self) -> float | None:
         """When trio is to hear next (time.monotonic()); None: nothing to tell."""
