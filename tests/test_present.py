@@ -38,9 +38,14 @@ FLOOD_LINES = 40_000  # 4 MB of numbered 100-byte lines
 
 # Prints 'ready', then on 'go' a flood and a marker, then echoes each line it reads until
 # 'finish' (keys typed during the flood are read after it), each time with a prompt on the
-# bottom row, where the client's status line goes; then 'finished' and idles.
+# bottom row, where the client's status line goes; then 'finished' and idles.  Its
+# terminal does not echo: the echo of keys typed during the flood would land among the
+# flood's lines wherever the line discipline got them (under load, inside the flood).
 FLOODER = PATTERN_FN + f"""
-import sys, time
+import sys, termios, time
+modes = termios.tcgetattr(0)
+modes[3] &= ~termios.ECHO
+termios.tcsetattr(0, termios.TCSANOW, modes)
 out = sys.stdout.buffer
 out.write(b'ready\\n'); out.flush()
 sys.stdin.readline()
