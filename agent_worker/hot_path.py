@@ -70,6 +70,10 @@ DISK_RETRY = 1.0  # a full disk gives no event when it has room again: try again
 # and while it goes on (typing, a stream) this long after it began at the latest.
 TELL_QUIET = 0.25
 TELL_LONGEST = 1.0
+# ... unless that much output is untold: a flood is told each TELL_QUIET as it goes, not
+# held for trio a second at a time (a `yes` drain at 6 MB/s passed NEWS_LIMIT in that
+# second, and trio heard of the range without the bytes).
+TELL_FLOOD = 64 * 1024
 QUERY_DELAY = 0.005  # ... and while no client is attached (the query answerer waits for it)
 NEWS_LIMIT = 4 * READ_BATCH  # bytes of untold output kept for trio (the query answerer)
 LANE_NEWS = READ_BATCH  # the native lane comes back to account for its output this often
@@ -245,7 +249,7 @@ class HotPath:
                     self._epoll.fileno(), self.fd, log_fd, term.fd, term.detach_key,
                     term.read_only, -1 if due is None else due, -1 if latest is None else latest,
                     self._untold_since is not None, telling.quiet, telling.longest, index_at,
-                    LANE_NEWS, READ_BATCH, READ_SIZE, DRAINED_BELOW)
+                    self._lane_news(), READ_BATCH, READ_SIZE, DRAINED_BELOW)
             finally:
                 self.lock.in_lane = False
             if news:
@@ -501,7 +505,15 @@ class HotPath:
         telling = self._delay()
         if self._untold_since is None:
             self._untold_since = first
-        self._output_at = min(last + telling.quiet, self._untold_since + telling.longest)
+        longest = telling.longest if self._untold_size < TELL_FLOOD else telling.quiet
+        self._output_at = min(last + telling.quiet, self._untold_since + longest)
+
+    def _lane_news(self) -> int:
+        """(Under the lock.)  How much output the lane may log before it comes back: a
+        flood's start (TELL_FLOOD untold) changes when trio is due."""
+        if self._untold_size < TELL_FLOOD:
+            return TELL_FLOOD - self._untold_size
+        return LANE_NEWS
 
     def _latest(self) -> float | None:
         """(Under the lock.)  The latest trio may hear, whatever output comes (None: any
@@ -509,7 +521,9 @@ class HotPath:
         urgent = self._urgent_at
         if self._untold_since is None:
             return urgent
-        cap = self._untold_since + self._delay().longest
+        telling = self._delay()
+        cap = self._untold_since + (telling.longest if self._untold_size < TELL_FLOOD
+                                    else telling.quiet)
         return cap if urgent is None else min(urgent, cap)
 
     def _due(self) -> float | None:
