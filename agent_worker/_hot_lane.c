@@ -29,11 +29,13 @@
    not yet); latest_at: the latest it may hear, whatever output comes (-1: none yet);
    untold: trio has not heard of some output yet.  Each append makes trio due quiet
    after it, but not after latest_at, nor after longest from the first output untold
-   (with none untold at the call, this call's first append).  news: every byte appended to the log by this call, in order.
-   unshown: how many of its last bytes the terminal has not taken (its carry).  rest:
-   bytes read and not dealt with (keys, or output not logged).  last_at: time.time() of
-   the last append (0: none); first_mono, last_mono: time.monotonic() of the first and
-   the last append (0: none), for the hot path's rule of when trio hears. */
+   (with none untold at the call, this call's first append).
+
+   news: every byte appended to the log by this call, in order.  unshown: how many of its
+   last bytes the terminal has not taken (its carry).  rest: bytes read and not dealt
+   with (keys, or output not logged).  last_at: time.time() of the last append (0: none);
+   first_mono, last_mono: time.monotonic() of the first and the last append (0: none),
+   for the hot path's rule of when trio hears. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

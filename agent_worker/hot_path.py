@@ -188,7 +188,7 @@ class HotPath:
         """How late trio hears of output now, after it pauses (:func:`tell_delay`): a
         telling this late has gathered the output of that long already, and while output
         flows the next one comes first (trio's tasks wait for it, not on timers of their
-        own: each wake-up of trio costs about ten keys' CPU)."""
+        own: each wake-up of trio costs CPU, see :func:`tell_delay`)."""
         return self._delay().quiet
 
     def take_news(self) -> News:
@@ -290,11 +290,8 @@ class HotPath:
         return term
 
     def _timeout(self) -> float:
-        retry, tell = self._retry_at, self._due()
-        if retry is None and tell is None:
-            return -1
-        at = tell if retry is None else retry if tell is None else min(retry, tell)
-        return max(0.0, at - time.monotonic())
+        at = _earliest(self._retry_at, self._due())
+        return -1 if at is None else max(0.0, at - time.monotonic())
 
     def _read_pty(self) -> None:
         if self._unlogged:
@@ -502,11 +499,19 @@ class HotPath:
         (time.monotonic()): trio hears of it once it has paused for the telling's
         ``quiet``, and while it goes on, at the latest ``longest`` after the first of it
         that trio has not heard of (:class:`Telling`)."""
-        telling = self._delay()
         if self._untold_since is None:
             self._untold_since = first
-        longest = telling.longest if self._untold_size < TELL_FLOOD else telling.quiet
-        self._output_at = min(last + telling.quiet, self._untold_since + longest)
+        self._output_at = _earliest(last + self._delay().quiet, self._untold_cap())
+
+    def _untold_cap(self) -> float | None:
+        """(Under the lock.)  The latest trio may hear of the output it has not heard of,
+        however that goes on: ``longest`` after the first of it, ``quiet`` once it is a
+        flood (TELL_FLOOD untold); None: there is none."""
+        if self._untold_since is None:
+            return None
+        telling = self._delay()
+        return self._untold_since + (telling.longest if self._untold_size < TELL_FLOOD
+                                     else telling.quiet)
 
     def _lane_news(self) -> int:
         """(Under the lock.)  How much output the lane may log before it comes back: a
@@ -518,20 +523,11 @@ class HotPath:
     def _latest(self) -> float | None:
         """(Under the lock.)  The latest trio may hear, whatever output comes (None: any
         time after output comes): what the native lane's own telling rule is bound by."""
-        urgent = self._urgent_at
-        if self._untold_since is None:
-            return urgent
-        telling = self._delay()
-        cap = self._untold_since + (telling.longest if self._untold_size < TELL_FLOOD
-                                    else telling.quiet)
-        return cap if urgent is None else min(urgent, cap)
+        return _earliest(self._urgent_at, self._untold_cap())
 
     def _due(self) -> float | None:
         """When trio is to hear next (time.monotonic()); None: nothing to tell."""
-        urgent, output = self._urgent_at, self._output_at
-        if urgent is None or output is None:
-            return output if urgent is None else urgent
-        return min(urgent, output)
+        return _earliest(self._urgent_at, self._output_at)
 
     def _tell_if_due(self) -> None:
         due = self._due()
@@ -548,6 +544,11 @@ class HotPath:
         assert self._token is not None
         with contextlib.suppress(trio.RunFinishedError):  # the worker is exiting
             self._token.run_sync_soon(self._tell)
+
+
+def _earliest(*times: float | None) -> float | None:
+    """The earliest of the times that are set; None if none is."""
+    return min((t for t in times if t is not None), default=None)
 
 
 @attrs.frozen
@@ -576,7 +577,8 @@ def tell_delay(socket_clients: bool, handed_terminals: bool) -> Telling:
     uses, the activity and the screen model, do not mind a second while output flows, and
     hear of a pause (a prompt waiting) within a quarter of a second.  Each telling wakes
     trio's reader, activity monitor and screen keeper: with a telling every quarter second
-    while typing, the bench's CPU per key was 1.44-1.46x screen's, 1.30-1.36x this way."""
+    while typing, the bench's CPU per key was 1.44-1.55x screen's, 1.24-1.28x with one a
+    second (README, Performance)."""
     if socket_clients:
         return AT_ONCE
     return HANDED_ONLY if handed_terminals else NO_CLIENT

@@ -55,9 +55,9 @@ PAUSE = 0.002  # between keys, so that no key is batched with the previous one's
 
 BLOCK = 20  # back-to-back keys a host gets in a row before the next host's turn
 # What a host does after the last key is the keys' cost too, not its idle baseline: superv
-# tells trio of output a quarter of a second late, its screen model and activity monitor
-# look once the output is quiet, and a quiet session counts as idle 2 s after its last
-# output.  With the idle phase straight after the keys, that was measured as idle and
+# tells trio of output a quarter of a second after it pauses, its screen model and
+# activity monitor look once the output is quiet, and a quiet session counts as idle 2 s
+# after its last output.  With the idle phase straight after the keys, that was measured as idle and
 # taken off the keys' CPU (superv's idle read 12-47 us a key, screen's 0).
 AFTERMATH = 3.0
 

@@ -222,7 +222,8 @@ class EventStream:
         for line in self.proc.stdout:
             self.lines.put(json.loads(line))
 
-    def _pull(self, timeout: float) -> None:
+    def pull(self, timeout: float) -> None:
+        """Take the next event into ``seen``, waiting up to ``timeout`` for it."""
         with contextlib.suppress(queue.Empty):
             self.seen.append(self.lines.get(timeout=timeout))
 
@@ -238,7 +239,7 @@ class EventStream:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"no {event} event for {session}; saw {self.seen}")
-            self._pull(min(left, 0.2))
+            self.pull(min(left, 0.2))
         return found
 
     def subscribe(self, probe: str) -> None:
@@ -252,7 +253,7 @@ class EventStream:
                 conn.send(p.Detach())
             pull_until = time.monotonic() + 0.3
             while self.find("attached", probe) is None and time.monotonic() < pull_until:
-                self._pull(0.05)
+                self.pull(0.05)
 
     def close(self) -> None:
         self.proc.terminate()

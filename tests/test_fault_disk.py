@@ -293,7 +293,7 @@ def test_an_agent_held_back_by_a_full_disk_is_not_called_idle(
             events.wait_for("log_write_failed", "steady", timeout=30)
             quiet_for = time.monotonic() + QUIET_AFTER + 2  # a negative: watched this long
             while time.monotonic() < quiet_for:
-                events._pull(0.2)
+                events.pull(0.2)
             said = [e["activity"] for e in events.seen
                     if e.get("event") == "activity" and e.get("session") == "steady"]
             assert "idle" not in said, said

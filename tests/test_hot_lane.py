@@ -42,7 +42,7 @@ def start_cat(senv: SupervEnv, hot_path: str) -> None:
 
 @pytest.fixture
 def typing(superv_env: SupervEnv, attaches: list[PtyAttach]) -> Iterator[tuple[PtyAttach, int]]:
-    superv_env.superv("start", "cat", "--", *CAT, check=True)
+    start_cat(superv_env, "native")
     attach = attached(superv_env, "cat")
     attaches.append(attach)
     yield attach, worker_pid(superv_env, "cat")
@@ -163,7 +163,7 @@ def test_typing_on_and_on_is_heard_of_by_the_activity_while_it_goes_on(
         for i in range(60):  # 6 s of keys 0.1 s apart: no pause of TELL_QUIET
             attach.type(b"%d " % i)
             attach.read_until(b"%d " % i)
-            events._pull(max(0.0, 0.1 - (time.monotonic() - began) % 0.1))
+            events.pull(max(0.0, 0.1 - (time.monotonic() - began) % 0.1))
             working = events.find("activity", "cat")
             if working is not None:
                 break

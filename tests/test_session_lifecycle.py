@@ -191,7 +191,7 @@ def test_a_stall_is_reported_once_per_stretch_without_output(superv_env: SupervE
         start(senv, "quiet", "sh", "-c", "echo one; sleep 2.5; echo two; exec sleep 100")
 
         def stalls() -> list[dict]:
-            events._pull(0.1)
+            events.pull(0.1)
             return [e for e in events.seen if e.get("event") == "stalled"]
 
         wait_until(lambda: len(stalls()) >= 2, timeout=20, message="two stalls of quiet")
