@@ -21,15 +21,24 @@
    event, ~100 us of CPU a key on a small VM) was most of a keystroke's echo.
 
    lane(epoll_fd, pty_fd, log_fd, term_fd, detach_key, read_only,
-        due_at, latest_at, untold, quiet, longest,
-        index_at, cap, batch_max, read_size, drained_below)
-     -> (why, news, rest, unshown, last_at, first_mono, last_mono)
+        due_at, latest_at, agent_untold, quiet, longest,
+        index_at, cap, batch_max, read_size, drained_below,
+        key_at, echo_left, echo_window, echo_budget)
+     -> (why, news, rest, unshown, last_at, first_mono, last_mono,
+         key_at, echo_left, agent_first, agent_last)
 
    Times are time.monotonic()'s, in seconds.  due_at: when trio is due to hear now (-1:
    not yet); latest_at: the latest it may hear, whatever output comes (-1: none yet);
-   untold: trio has not heard of some output yet.  Each append makes trio due quiet
-   after it, but not after latest_at, nor after longest from the first output untold
-   (with none untold at the call, this call's first append).
+   agent_untold: trio has not heard of some of the agent's own output yet.  Each append
+   makes trio due quiet after it, but not after latest_at, nor after longest from the
+   first of the agent's own output untold (with none untold at the call, this call's
+   first append that is not a keystroke's echo).
+
+   The echo rule (agent_worker.hot_path's ECHO_WINDOW): keys written to the PTY set key_at
+   (-1: never) and echo_left to echo_budget (0 if a CR or LF is among them); an append within echo_window of key_at and
+   within echo_left is their echo (echo_left shrinks by it), any other is the agent's own
+   and ends the echo (echo_left 0).  agent_first, agent_last: the first and the last of
+   this call's appends that were the agent's own (0: none).
 
    news: every byte appended to the log by this call, in order.  unshown: how many of its
    last bytes the terminal has not taken (its carry).  rest: bytes read and not dealt
@@ -100,15 +109,17 @@ typedef struct {
     const char *key;
     Py_ssize_t key_len;
     double due_at, latest_at, quiet, longest;
-    int untold;
+    int agent_untold;
     double index_at;
     Py_ssize_t cap, batch_max, read_size, drained_below;
+    double key_at, echo_window;
+    Py_ssize_t echo_left, echo_budget;
     /* results */
     char *news;           /* cap + batch_max bytes */
     Py_ssize_t news_len, unshown;
     char *rest;           /* KEY_BUF bytes (keys) or points into news (output) */
     Py_ssize_t rest_len;
-    double last_at, first_mono, last_mono;
+    double last_at, first_mono, last_mono, agent_first, agent_last;
 } Lane;
 
 /* A key event; returns a WHY or -1 to go on. */
@@ -126,6 +137,11 @@ static int on_keys(Lane *l) {
     do {
         w = write(l->pty_fd, l->rest, (size_t)r);
     } while (w < 0 && errno == EINTR);
+    if (w > 0) {
+        l->key_at = mono_now();
+        int enter = memchr(l->rest, '\r', (size_t)w) || memchr(l->rest, '\n', (size_t)w);
+        l->echo_left = enter ? 0 : l->echo_budget;
+    }
     if (w == r)
         return -1;
     if (w < 0)
@@ -169,10 +185,18 @@ static int on_output(Lane *l, double *deadline) {
         double now = l->last_mono = mono_now();
         if (l->first_mono == 0)
             l->first_mono = now;
-        if (!l->untold) {
-            l->untold = 1;
-            if (l->latest_at < 0 || now + l->longest < l->latest_at)
-                l->latest_at = now + l->longest;
+        if (l->key_at >= 0 && now - l->key_at <= l->echo_window && logged <= l->echo_left) {
+            l->echo_left -= logged; /* a keystroke's echo */
+        } else {
+            l->echo_left = 0;
+            l->agent_last = now;
+            if (l->agent_first == 0)
+                l->agent_first = now;
+            if (!l->agent_untold) {
+                l->agent_untold = 1;
+                if (l->latest_at < 0 || now + l->longest < l->latest_at)
+                    l->latest_at = now + l->longest;
+            }
         }
         double quiet_due = now + l->quiet;
         *deadline = l->latest_at >= 0 && l->latest_at < quiet_due ? l->latest_at : quiet_due;
@@ -237,13 +261,14 @@ static PyObject *lane(PyObject *self, PyObject *args) {
     Lane l;
     memset(&l, 0, sizeof l);
     Py_buffer key;
-    if (!PyArg_ParseTuple(args, "iiiiy*pddpdddnnnn", &l.epoll_fd, &l.pty_fd,
+    if (!PyArg_ParseTuple(args, "iiiiy*pddpdddnnnndndn", &l.epoll_fd, &l.pty_fd,
                           &l.log_fd, &l.term_fd, &key, &l.read_only, &l.due_at,
-                          &l.latest_at, &l.untold, &l.quiet, &l.longest, &l.index_at,
-                          &l.cap, &l.batch_max, &l.read_size, &l.drained_below))
+                          &l.latest_at, &l.agent_untold, &l.quiet, &l.longest, &l.index_at,
+                          &l.cap, &l.batch_max, &l.read_size, &l.drained_below,
+                          &l.key_at, &l.echo_left, &l.echo_window, &l.echo_budget))
         return NULL;
     if (l.cap < 0 || l.batch_max <= 0 || l.read_size <= 0 || l.cap > PY_SSIZE_T_MAX / 2 ||
-        l.batch_max > PY_SSIZE_T_MAX / 2) {
+        l.batch_max > PY_SSIZE_T_MAX / 2 || l.echo_left < 0 || l.echo_budget < 0) {
         PyBuffer_Release(&key);
         PyErr_SetString(PyExc_ValueError, "lane: bad sizes");
         return NULL;
@@ -271,8 +296,8 @@ static PyObject *lane(PyObject *self, PyObject *args) {
         Py_XDECREF(news);
         return NULL;
     }
-    return Py_BuildValue("(iNNnddd)", why, news, rest, l.unshown, l.last_at, l.first_mono,
-                         l.last_mono);
+    return Py_BuildValue("(iNNnddddndd)", why, news, rest, l.unshown, l.last_at, l.first_mono,
+                         l.last_mono, l.key_at, l.echo_left, l.agent_first, l.agent_last);
 }
 
 static PyMethodDef methods[] = {

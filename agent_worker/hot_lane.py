@@ -30,8 +30,9 @@ except ImportError:  # not built (no compiler at install): the Python loop does 
 # What ended a lane() call (the C source's WHY_* values).
 DUE, WOKEN, KEYS, TERM_END, UNLOGGED, PTY_END, SHORT, TERM_GONE = range(8)
 
-# lane(...) -> (why, news, rest, unshown, last_at, first_mono, last_mono): see the C source.
-Lane = Callable[..., tuple[int, bytes, bytes, int, float, float, float]]
+# lane(...) -> (why, news, rest, unshown, last_at, first_mono, last_mono, key_at, echo_left,
+# agent_first, agent_last): see the C source.
+Lane = Callable[..., tuple[int, bytes, bytes, int, float, float, float, float, int, float, float]]
 
 
 def built() -> bool:

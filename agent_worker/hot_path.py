@@ -11,10 +11,11 @@ output by :meth:`HotPath.take_news`, called through one pending
 late it may be told depends on who waits for it in trio (:func:`tell_delay`): a socket
 client streaming, at once; no client at all, :data:`QUERY_DELAY` (the worker answers the
 agent's terminal queries then); only handed terminals, which the hot path writes itself,
-once the output pauses for :data:`TELL_QUIET`, and while it goes on (typing),
-:data:`TELL_LONGEST` after it began, so typing into a handed terminal wakes trio about
-once a second, not once per key: each telling wakes several of trio's tasks (the reader,
-the activity monitor, the screen model's keeper).
+once the output pauses for :data:`TELL_QUIET`, and while the agent's own goes on,
+:data:`TELL_LONGEST` after it began.  A keystroke's echo (:data:`ECHO_WINDOW`) is not the
+agent's own: typing into a handed terminal wakes trio once it pauses, not once per key
+nor once a second: each telling wakes several of trio's tasks (the reader, the activity
+monitor, the screen model's keeper), and the activity would count the echo as work.
 
 The native lane (:mod:`agent_worker.hot_lane`, where it was built): while exactly one
 handed terminal is live and caught up and nothing else waits (:meth:`HotPath._lane_terminal`),
@@ -74,6 +75,15 @@ TELL_LONGEST = 1.0
 # held for trio a second at a time (a `yes` drain at 6 MB/s passed NEWS_LIMIT in that
 # second, and trio heard of the range without the bytes).
 TELL_FLOOD = 64 * 1024
+# Output this soon after keys were typed, up to this much of it a read of keys, is their
+# echo (a shell's line, a TUI redrawing its input box), not the agent at work: it does not
+# make the session ``working`` (the activity's quiet-time rule, which saw typing into a
+# quiet agent as work, and its pause as a turn finished), and trio hears of it once the
+# typing pauses, not each TELL_LONGEST while it goes on.  A TUI draws a key within a frame
+# or two (Ink: ~30 ms).  Keys with an Enter in them (CR or LF) have no echo: what follows
+# is the agent's answer (a shell's command, a prompt sent), however soon it comes.
+ECHO_WINDOW = 0.1
+ECHO_BUDGET = 16 * 1024
 QUERY_DELAY = 0.005  # ... and while no client is attached (the query answerer waits for it)
 NEWS_LIMIT = 4 * READ_BATCH  # bytes of untold output kept for trio (the query answerer)
 LANE_NEWS = READ_BATCH  # the native lane comes back to account for its output this often
@@ -91,6 +101,9 @@ class News:
     unlogged: int = 0  # bytes read from the PTY that the disk has not taken yet
     eof: bool = False  # the PTY reported its end and everything read is logged
     failure: BaseException | None = None  # the thread died of this (a bug): the worker ends
+    # time.time() of the agent's own output last logged in the range (not a keystroke's
+    # echo: ECHO_WINDOW); None: there was none.
+    agent_output_at: float | None = None
     terminals: list[HandedTerminal] = attrs.Factory(list)  # each with something for trio
 
 
@@ -125,6 +138,11 @@ class HotPath:
         self._urgent_at: float | None = None
         self._output_at: float | None = None
         self._untold_since: float | None = None  # when the output trio has not heard of began
+        # ... and the agent's own of it (not a keystroke's echo): its first and its last.
+        self._agent_untold_since: float | None = None
+        self._agent_output_at: float | None = None
+        self._key_at: float | None = None  # when keys were last typed into the PTY
+        self._echo_left = 0  # bytes of output still taken as their echo (ECHO_BUDGET)
         self._telling = False  # a run_sync_soon is pending
         self._thread = threading.Thread(target=self._run, name="hot-path", daemon=True)
 
@@ -191,19 +209,34 @@ class HotPath:
         own: each wake-up of trio costs CPU, see :func:`tell_delay`)."""
         return self._delay().quiet
 
+    def keys_typed(self, keys: bytes) -> None:
+        """(From trio.)  It writes ``keys`` into the PTY (a socket client's): what the
+        agent prints at once is their echo (ECHO_WINDOW)."""
+        with self.lock:
+            self._keys_typed_locked(keys)
+
+    def agent_output_untold(self) -> bool:
+        """(From trio.)  The agent has printed something trio has not heard of yet."""
+        with self.lock:
+            return self._agent_untold_since is not None
+
     def take_news(self) -> News:
         with self.lock:
             data = b"".join(self._untold) if self._untold_size <= NEWS_LIMIT else None
+            agent_at = None if self._agent_output_at is None else \
+                time.time() - (time.monotonic() - self._agent_output_at)
             news = News(start=self._told, end=self.output.end, data=data,
                         disk_error=self._disk_error, disk_resumed=self._disk_resumed,
                         unlogged=len(self._unlogged), eof=self._eof and not self._unlogged,
-                        failure=self._failure, terminals=list(self._flagged.values()))
+                        failure=self._failure, terminals=list(self._flagged.values()),
+                        agent_output_at=agent_at)
             self._told = self.output.end
             self._untold, self._untold_size = [], 0
             self._disk_error, self._disk_resumed = None, False
             self._flagged.clear()
             self._telling = False
             self._urgent_at = self._output_at = self._untold_since = None
+            self._agent_untold_since = self._agent_output_at = None
             return news
 
     # ---- the thread ----------------------------------------------------------------------
@@ -240,23 +273,28 @@ class HotPath:
                 return False
             log_fd, index_at = appends
             due, latest, telling = self._due(), self._latest(), self._delay()
+            key_at = -1.0 if self._key_at is None else self._key_at
             self.lock.in_lane = True
             try:
                 if self.lock.wanted():
                     self.lock.stood_aside = True  # woken when the waiter is done
                     return False  # (looked at after in_lane is set: see LaneLock.acquire)
-                why, news, rest, unshown, last_at, first_mono, last_mono = self._lane(
+                (why, news, rest, unshown, last_at, first_mono, last_mono, key_at,
+                 self._echo_left, agent_first, agent_last) = self._lane(
                     self._epoll.fileno(), self.fd, log_fd, term.fd, term.detach_key,
                     term.read_only, -1 if due is None else due, -1 if latest is None else latest,
-                    self._untold_since is not None, telling.quiet, telling.longest, index_at,
-                    self._lane_news(), READ_BATCH, READ_SIZE, DRAINED_BELOW)
+                    self._agent_untold_since is not None, telling.quiet, telling.longest,
+                    index_at, self._lane_news(), READ_BATCH, READ_SIZE, DRAINED_BELOW,
+                    key_at, self._echo_left, ECHO_WINDOW, ECHO_BUDGET)
             finally:
                 self.lock.in_lane = False
+            self._key_at = None if key_at < 0 else key_at
             if news:
                 self.output.appended_natively(len(news), last_at)
                 term.took(news, len(news) - unshown)  # written from its place, the log's end
                 self._keep_news(news)
-                self._output_logged(first_mono, last_mono)
+                self._output_logged(first_mono, last_mono,
+                                    (agent_first, agent_last) if agent_last else None)
                 if unshown:
                     self._serve_behind(term)
             if why in (hot_lane.KEYS, hot_lane.TERM_END):
@@ -342,7 +380,7 @@ class HotPath:
                 self._soon_locked(0.0)
             elif written:
                 now = time.monotonic()
-                self._output_logged(now, now)
+                self._output_logged(now, now, None if self._is_echo(now, written) else (now, now))
         self._tell_if_due()
 
     def _show(self, start: int, logged: bytes) -> None:
@@ -475,12 +513,31 @@ class HotPath:
         still wait for trio (a full PTY input buffer), then after them, in order."""
         if not term.keys_pending:
             try:
-                keys = keys[os.write(self.fd, keys):]
+                written = os.write(self.fd, keys)
             except BlockingIOError:
-                pass
+                written = 0
             except OSError:
                 return  # the agent has gone; its end is reported elsewhere
+            if written:
+                self._keys_typed_locked(keys[:written])
+                keys = keys[written:]
         term.keys_pending += keys
+
+    def _keys_typed_locked(self, keys: bytes) -> None:
+        """(Under the lock.)  ``keys`` went into the PTY: the output that follows at once
+        is their echo, unless an Enter is among them (ECHO_WINDOW, ECHO_BUDGET; the native
+        lane keeps the same rule)."""
+        self._key_at = time.monotonic()
+        self._echo_left = 0 if b"\r" in keys or b"\n" in keys else ECHO_BUDGET
+
+    def _is_echo(self, now: float, size: int) -> bool:
+        """(Under the lock.)  Whether ``size`` bytes logged at ``now`` are the echo of the
+        keys typed last; once the agent's own output comes, the rest is its own too."""
+        if self._key_at is None or now - self._key_at > ECHO_WINDOW or size > self._echo_left:
+            self._echo_left = 0
+            return False
+        self._echo_left -= size
+        return True
 
     def _soon(self, delay: float) -> None:
         with self.lock:
@@ -494,24 +551,34 @@ class HotPath:
         if self._urgent_at is None or at < self._urgent_at:
             self._urgent_at = at
 
-    def _output_logged(self, first: float, last: float) -> None:
+    def _output_logged(self, first: float, last: float, agent: tuple[float, float] | None
+                       ) -> None:
         """(Under the lock.)  Output was logged from ``first`` to ``last``
-        (time.monotonic()): trio hears of it once it has paused for the telling's
-        ``quiet``, and while it goes on, at the latest ``longest`` after the first of it
-        that trio has not heard of (:class:`Telling`)."""
+        (time.monotonic()), the agent's own of it (not a keystroke's echo) from
+        ``agent``'s first to its last: trio hears of it once it has paused for the
+        telling's ``quiet``, and while the agent's own goes on, at the latest ``longest``
+        after the first of it that trio has not heard of (:class:`Telling`)."""
         if self._untold_since is None:
             self._untold_since = first
+        if agent is not None:
+            if self._agent_untold_since is None:
+                self._agent_untold_since = agent[0]
+            self._agent_output_at = agent[1]
         self._output_at = _earliest(last + self._delay().quiet, self._untold_cap())
 
     def _untold_cap(self) -> float | None:
         """(Under the lock.)  The latest trio may hear of the output it has not heard of,
-        however that goes on: ``longest`` after the first of it, ``quiet`` once it is a
-        flood (TELL_FLOOD untold); None: there is none."""
+        however that goes on: ``longest`` after the first of the agent's own, ``quiet``
+        once it is a flood (TELL_FLOOD untold); None: there is none, or only a keystroke's
+        echo (told once the typing pauses)."""
         if self._untold_since is None:
             return None
         telling = self._delay()
-        return self._untold_since + (telling.longest if self._untold_size < TELL_FLOOD
-                                     else telling.quiet)
+        if self._untold_size >= TELL_FLOOD:
+            return self._untold_since + telling.quiet
+        if self._agent_untold_since is not None:
+            return self._agent_untold_since + telling.longest
+        return None
 
     def _lane_news(self) -> int:
         """(Under the lock.)  How much output the lane may log before it comes back: a
@@ -573,12 +640,12 @@ def tell_delay(socket_clients: bool, handed_terminals: bool) -> Telling:
     """How late trio may hear of output: at once when a socket client streams it (trio
     sends it), within :data:`QUERY_DELAY` with no client (trio answers the agent's terminal
     queries), and when only handed terminals watch (the hot path writes them), once the
-    output pauses for :data:`TELL_QUIET` or :data:`TELL_LONGEST` after it began: trio's own
-    uses, the activity and the screen model, do not mind a second while output flows, and
-    hear of a pause (a prompt waiting) within a quarter of a second.  Each telling wakes
-    trio's reader, activity monitor and screen keeper: with a telling every quarter second
-    while typing, the bench's CPU per key was 1.44-1.55x screen's, 1.24-1.28x with one a
-    second (README, Performance)."""
+    output pauses for :data:`TELL_QUIET` or :data:`TELL_LONGEST` after the agent's own
+    began (:meth:`HotPath._untold_cap`): trio's own uses, the activity and the screen
+    model, do not mind a second while output flows, and hear of a pause (a prompt waiting)
+    within a quarter of a second.  Each telling wakes trio's reader, activity monitor and
+    screen keeper: with a telling every quarter second while typing, the bench's CPU per
+    key was 1.44-1.55x screen's, 1.24-1.28x with one a second (README, Performance)."""
     if socket_clients:
         return AT_ONCE
     return HANDED_ONLY if handed_terminals else NO_CLIENT

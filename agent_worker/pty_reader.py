@@ -45,6 +45,9 @@ class PtyReader:
         self.all_logged = trio.Event()  # set while ``unlogged`` is 0
         self.all_logged.set()
         self.eof = trio.Event()  # the PTY reported its end (every slave fd closed)
+        # time.time() of the agent's own output last heard of (not a keystroke's echo:
+        # hot_path.ECHO_WINDOW), for the activity's quiet-time rule; None: none yet.
+        self.agent_output_at: float | None = None
         self._failure: BaseException | None = None
 
     async def run(self) -> None:
@@ -65,6 +68,8 @@ class PtyReader:
         if news.disk_resumed:
             log.info("log_write_resumed")
         self.fanout.told = news.end
+        if news.agent_output_at is not None:
+            self.agent_output_at = news.agent_output_at
         if news.end > news.start:
             if news.data is not None:
                 self.fanout.publish(news.start, news.data)

@@ -327,6 +327,9 @@ class Worker:
     async def write_input(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
+            # Before the write: the line discipline echoes within it, and the hot path
+            # may read the echo before this thread goes on.
+            self.pty.hot.keys_typed(bytes(view))  # what the agent prints at once: their echo
             try:
                 view = view[os.write(self.agent.master_fd, view) :]
             except BlockingIOError:

@@ -67,6 +67,25 @@ def test_quiet_time_bell_and_output() -> None:
     assert t.current.state == "working"
 
 
+def test_an_echo_answers_a_bell_but_is_not_work() -> None:
+    # The user's keys echoed (hot_path.ECHO_WINDOW): typing is not the agent at work, yet
+    # a key that answers a bell's question (y, in raw mode) answers it.
+    t = Tracker(quiet_after=2.0)
+    t.start(0.0)
+    t.output(1.0)
+    t.tick(3.5)
+    assert t.current.state == "idle"
+    assert t.echoed(4.0) is None and t.current.state == "idle"  # typing into a quiet agent
+    t.output(6.0)
+    t.report("terminal", "needs_input", 6.0, "bell")
+    assert t.echoed(6.05) is None  # the bell's own burst is still going
+    change = t.echoed(7.0)  # the answer's echo
+    assert change is not None and change.previous == "needs_input"
+    assert t.current.state == "working"  # the output's own opinion: 2 s of quiet not yet over
+    t.tick(8.5)
+    assert t.current.state == "idle"
+
+
 def test_ended_is_final() -> None:
     t = Tracker()
     t.start(0.0)

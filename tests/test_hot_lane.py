@@ -8,8 +8,9 @@ Real parts: a real worker, a local attach on a real PTY, ``cat`` as the agent.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from attach_helpers import EPOLL_WAITS, PtyAttach, attached, lane_threads, worker_pid
@@ -19,6 +20,7 @@ from worker_helpers import connect, log_bytes, log_size, read_all
 
 from agent_worker import hot_lane
 from agent_worker import protocol as p
+from agent_worker.activity.tracker import QUIET_AFTER
 from agent_worker.hot_path import TELL_LONGEST, TELL_QUIET
 from agent_worker.log import LogReader
 
@@ -145,30 +147,94 @@ def test_a_socket_client_joining_a_lane_gets_every_byte_in_order(
     assert bytes(got.data).endswith(b"<0><1><2><3><4>")
 
 
+# The agent of a quiet-time session (generic) that answers each line typed, after a pause
+# longer than a keystroke's echo (ECHO_WINDOW), and a trickle that never pauses for
+# TELL_QUIET once a line starts it.
+ANSWERS = ["sh", "-c", 'while read line; do sleep 0.5; echo "answer: $line"; done']
+TRICKLE = ["sh", "-c", "read go; i=0; while [ $i -lt 80 ]; do echo tick $i; sleep 0.1; i=$((i+1)); done"]
+
+
+def activities(events: EventStream, name: str) -> list[str]:
+    return [e["activity"] for e in events.seen if e.get("event") == "activity"
+            and e.get("session") == name]
+
+
+def type_and_find_no_work(senv: SupervEnv, events: EventStream, name: str,
+                          type_key: Callable[[bytes], object], text: bytes) -> None:
+    """Type ``text`` a key each 0.2 s, then wait out the quiet time: the session never
+    counted as working."""
+    for key in text:
+        type_key(bytes([key]))
+        events.pull(0.2)
+    wait_until(lambda: log_bytes(senv, name).endswith(text), timeout=10,
+               message="the keys typed and echoed")
+    quiet_until = time.monotonic() + QUIET_AFTER + 1.0
+    while time.monotonic() < quiet_until:
+        events.pull(0.2)
+    assert "working" not in activities(events, name), events.seen
+
+
+@contextlib.contextmanager
+def watched_attach(senv: SupervEnv, name: str, argv: list[str], setting: str,
+                   attaches: list[PtyAttach]) -> Iterator[tuple[PtyAttach, EventStream]]:
+    """The session ``name`` running ``argv`` through the hot path ``setting``, attached,
+    and the supervisor's events from before the attach on."""
+    senv.env["SUPERV_HOT_PATH"] = setting
+    senv.superv("start", name, "--", *argv, check=True)
+    events = EventStream(senv)
+    try:
+        events.subscribe(name)
+        attach = attached(senv, name)
+        attaches.append(attach)
+        yield attach, events
+    finally:
+        events.close()
+
+
 @pytest.mark.parametrize("setting", ["native", "python"])
-def test_typing_on_and_on_is_heard_of_by_the_activity_while_it_goes_on(
+def test_typing_is_not_the_agent_at_work_and_its_answer_is(
+    superv_env: SupervEnv, attaches: list[PtyAttach], setting: str
+) -> None:
+    # Output flowing means working, for an agent that says nothing else; but the echo of
+    # what the user types is the user at work: seen as the agent's, typing a prompt flipped
+    # the session to working and its pause to a finished turn (a notification).
+    with watched_attach(superv_env, "answers", ANSWERS, setting, attaches) as (attach, events):
+        type_and_find_no_work(superv_env, events, "answers", attach.type, b"hello there")
+        attach.type(b"\r")  # the agent answers half a second later: that is its work
+        attach.read_until(b"answer: ")
+        events.wait_for("activity", "answers")
+        events.pull(QUIET_AFTER + 2.0)
+        assert activities(events, "answers")[:2] == ["working", "idle"], events.seen
+
+
+def test_keys_from_a_socket_client_are_typing_too(superv_env: SupervEnv) -> None:
+    # Keys that come through trio (a remote attach, --stdio) count as typing like a
+    # handed terminal's: their echo does not make the agent working.
+    superv_env.superv("start", "answers", "--", *ANSWERS, check=True)
+    events = EventStream(superv_env)
+    conn, _ = connect(superv_env, "answers", p.Start.TAIL, 0)
+    try:
+        events.subscribe("answers")
+        type_and_find_no_work(superv_env, events, "answers",
+                              lambda key: conn.send(p.Input(key)), b"quiet please")
+    finally:
+        conn.close()
+        events.close()
+
+
+@pytest.mark.parametrize("setting", ["native", "python"])
+def test_an_agent_printing_on_and_on_is_heard_of_by_the_activity_while_it_goes_on(
     superv_env: SupervEnv, attaches: list[PtyAttach], setting: str
 ) -> None:
     # While only a handed terminal watches, trio hears of output once it pauses (a prompt
-    # waiting), or at the latest TELL_LONGEST after it began: keys typed faster than
-    # TELL_QUIET apart never pause, and the session (silent so far: starting) must count as
-    # working meanwhile.
-    start_cat(superv_env, setting)
-    events = EventStream(superv_env)
-    try:
-        events.subscribe("cat")
-        attach = attached(superv_env, "cat")
-        attaches.append(attach)
+    # waiting), or at the latest TELL_LONGEST after the agent's own began: a line every
+    # 0.1 s never pauses for TELL_QUIET, and the session must count as working meanwhile.
+    with watched_attach(superv_env, "trickle", TRICKLE, setting, attaches) as (attach, events):
+        attach.type(b"\r")
+        attach.read_until(b"tick 0")
         began = time.monotonic()
-        for i in range(60):  # 6 s of keys 0.1 s apart: no pause of TELL_QUIET
-            attach.type(b"%d " % i)
-            attach.read_until(b"%d " % i)
-            events.pull(max(0.0, 0.1 - (time.monotonic() - began) % 0.1))
-            working = events.find("activity", "cat")
-            if working is not None:
-                break
+        working = events.wait_for("activity", "trickle", timeout=TELL_LONGEST + 3.0)
         heard = time.monotonic() - began
-    finally:
-        events.close()
-    assert working is not None and working["activity"] == "working", events.seen
+        assert not attach.shown.endswith(b"tick 79\r\n"), "the trickle ended first"
+    assert working["activity"] == "working", events.seen
     assert heard < TELL_LONGEST + 1.5, heard

@@ -108,7 +108,7 @@ class ActivityMonitor:
         # names a new one (SessionStart).
         self.conversation_id: str | None = previous.get("conversation_id")
         self.transcript: str | None = previous.get("transcript")
-        self._last_output = 0.0
+        self._agent_output_seen: float | None = None  # the PtyReader's agent_output_at
         self._screen_checked = 0.0
         self._screen_due: float | None = None
         self.hook_sock: socket.socket | None = None  # from prepare_launch
@@ -303,10 +303,7 @@ class ActivityMonitor:
     async def _watch_output(self) -> None:
         worker = self.worker
         while True:
-            # A full disk holds the agent back (its writes block): that quiet is not a turn
-            # finished, so no idle from it until the disk takes the output again.
-            held = worker.pty.unlogged > 0
-            tick_at = None if held else self.tracker.next_tick()
+            tick_at = self._tick_at()
             wake_at = min((t for t in (tick_at, self._screen_due) if t is not None), default=None)
             if worker.fanout.told <= self.offset:  # (not output.end: see Fanout.told)
                 with trio.move_on_at(trio.current_time() + max(0.0, wake_at - time.time())
@@ -317,12 +314,24 @@ class ActivityMonitor:
             now = time.time()
             if worker.output.end > self.offset:
                 self._scan(now)
-            if not worker.pty.unlogged:
+            if self._tick_at() is not None:
                 self._changed(self.tracker.tick(now))
             if self._screen_due is not None and (now >= self._screen_due or (
                     now - self._screen_checked >= SCREEN_BUSY_EVERY and
                     worker.output.end - worker.screen.offset <= SCREEN_BUSY_BUDGET)):
                 self._check_screen(now)
+
+    def _tick_at(self) -> float | None:
+        """When the quiet-time rule may next find the agent idle (None: not until more is
+        told).  Not while a full disk holds the agent back (its writes block: that quiet is
+        not a turn finished), nor once the quiet is over but trio has not heard of the
+        agent's output that ended it yet (the hot path tells it soon)."""
+        if self.worker.pty.unlogged:
+            return None
+        at = self.tracker.next_tick()
+        if at is not None and at <= time.time() and self.worker.pty.hot.agent_output_untold():
+            return None
+        return at
 
     def _scan(self, now: float) -> None:
         end = self.worker.output.end
@@ -332,10 +341,19 @@ class ActivityMonitor:
             self.scanner = TerminalScanner()  # what it held belongs to the skipped bytes
         data = self.worker.output.reader.read(start, end - start)
         self.offset = start + len(data)
-        self._last_output = now
-        self._changed(self.tracker.output(now))
+        # The quiet-time rule hears of the agent's own output, at the time it came (what
+        # it signals too); a keystroke's echo is the user typing, not the agent at work
+        # (hot_path.ECHO_WINDOW).
+        agent_at = self.worker.pty.agent_output_at
+        if agent_at is not None and agent_at != self._agent_output_seen:
+            self._agent_output_seen = agent_at
+            at = min(agent_at, now)
+            self._changed(self.tracker.output(at))
+        else:
+            at = now
+            self._changed(self.tracker.echoed(now))
         for signal in self.scanner.feed(data):
-            self._changed(self._terminal(signal, now))
+            self._changed(self._terminal(signal, at))
         if self.rules.screen:
             self._screen_due = now + SCREEN_QUIET
 

@@ -92,16 +92,26 @@ class Tracker:
         previous = self._last_output
         was_quiet = previous is None or now - previous >= self.quiet_after
         self._last_output = now
-        bell = self._opinions["terminal"]
-        if bell.state == "needs_input" and previous is not None and \
-                bell.changed_at <= previous and now - previous >= BURST_GAP:
-            # Output again after a pause that followed the bell's burst: the question a
-            # bell or notification asked has been answered.
-            bell.state, bell.attention, bell.changed_at = None, None, now
+        if self._answered(now, previous):
             was_quiet = True  # resolve again
         if was_quiet or self._opinions["output"].state != "working":
             return self.report("output", "working", now)
         return None
+
+    def echoed(self, now: float) -> Change | None:
+        """The user's keys were echoed: the user at work, not the agent, so the quiet-time
+        rule does not hear of it; but like the agent's own output, it answers a bell."""
+        return self._resolve(now) if self._answered(now, self._last_output) else None
+
+    def _answered(self, now: float, previous: float | None) -> bool:
+        """Output again after a pause that followed the bell's burst: the question a bell
+        or notification asked has been answered (True: its opinion is dropped)."""
+        bell = self._opinions["terminal"]
+        if bell.state == "needs_input" and previous is not None and \
+                bell.changed_at <= previous and now - previous >= BURST_GAP:
+            bell.state, bell.attention, bell.changed_at = None, None, now
+            return True
+        return False
 
     def tick(self, now: float) -> Change | None:
         """Time passed: quiet for ``quiet_after`` means idle (as of when it went quiet)."""
