@@ -25,7 +25,7 @@
         index_at, cap, batch_max, read_size, drained_below,
         key_at, echo_left, echo_window, echo_budget)
      -> (why, news, rest, unshown, last_at, first_mono, last_mono,
-         key_at, echo_left, agent_first, agent_last)
+         key_at, echo_left, agent_first, agent_last, more)
 
    Times are time.monotonic()'s, in seconds.  due_at: when trio is due to hear now (-1:
    not yet); latest_at: the latest it may hear, whatever output comes (-1: none yet);
@@ -39,6 +39,11 @@
    within echo_left is their echo (echo_left shrinks by it), any other is the agent's own
    and ends the echo (echo_left 0).  agent_first, agent_last: the first and the last of
    this call's appends that were the agent's own (0: none).
+
+   The PTY and the terminal are in the epoll edge-triggered (agent_worker.hot_path's EDGE):
+   a read that fills its buffer may have left more that no event will announce, so lane()
+   returns WHY_MORE after dealing with it, more telling which (MORE_PTY, MORE_KEYS), and
+   Python reads them again before it waits.
 
    news: every byte appended to the log by this call, in order.  unshown: how many of its
    last bytes the terminal has not taken (its carry).  rest: bytes read and not dealt
@@ -64,7 +69,10 @@ enum {
     WHY_PTY_END = 5,    /* the PTY reported its end or an error: Python reads it again */
     WHY_SHORT = 6,      /* the terminal did not take all of the last batch (unshown) */
     WHY_TERM_GONE = 7,  /* writing to the terminal failed (unshown: the last batch) */
+    WHY_MORE = 8,       /* a read filled its buffer: more may wait (more says where) */
 };
+
+enum { MORE_PTY = 1, MORE_KEYS = 2 };
 
 #define KEY_BUF 65536
 
@@ -120,6 +128,7 @@ typedef struct {
     char *rest;           /* KEY_BUF bytes (keys) or points into news (output) */
     Py_ssize_t rest_len;
     double last_at, first_mono, last_mono, agent_first, agent_last;
+    int more;             /* MORE_*: descriptors a full read may have left more on */
 } Lane;
 
 /* A key event; returns a WHY or -1 to go on. */
@@ -129,6 +138,8 @@ static int on_keys(Lane *l) {
         return -1;
     if (r <= 0)
         return WHY_TERM_END;
+    if (r == KEY_BUF)
+        l->more |= MORE_KEYS;
     if (l->read_only || (l->key_len && memmem(l->rest, (size_t)r, l->key, (size_t)l->key_len))) {
         l->rest_len = r;
         return WHY_KEYS;
@@ -143,7 +154,7 @@ static int on_keys(Lane *l) {
         l->echo_left = enter ? 0 : l->echo_budget;
     }
     if (w == r)
-        return -1;
+        return l->more ? WHY_MORE : -1;
     if (w < 0)
         w = 0; /* EAGAIN (Python queues them), or the agent has gone (Python sees it) */
     memmove(l->rest, l->rest + w, (size_t)(r - w));
@@ -171,6 +182,8 @@ static int on_output(Lane *l, double *deadline) {
         if (r < l->drained_below)
             break; /* the agent wrote a little and stopped: no read to hear EAGAIN */
     }
+    if (len >= l->batch_max)
+        l->more |= MORE_PTY;
     if (len == 0)
         return ended ? WHY_PTY_END : -1;
     if (l->index_at > 0 && wall_now() >= l->index_at) {
@@ -222,7 +235,7 @@ static int on_output(Lane *l, double *deadline) {
         return WHY_PTY_END;
     if (l->news_len >= l->cap)
         return WHY_DUE;
-    return -1;
+    return l->more ? WHY_MORE : -1;
 }
 
 static int run(Lane *l) {
@@ -250,9 +263,17 @@ static int run(Lane *l) {
                 why = on_output(l, &deadline);
             else
                 why = WHY_WOKEN; /* the wake-up descriptor, or another: Python's loop */
-            if (why >= 0)
+            if (why >= 0) {
+                /* Edge-triggered: an event not reached in this round is not reported
+                   again; Python reads those descriptors before it waits. */
+                for (int j = i + 1; j < n; j++) {
+                    if (events[j].data.fd == l->pty_fd)
+                        l->more |= MORE_PTY;
+                    else if (events[j].data.fd == l->term_fd)
+                        l->more |= MORE_KEYS;
+                }
                 return why;
-            /* Level-triggered: an event not reached in this round is reported again. */
+            }
         }
     }
 }
@@ -296,8 +317,9 @@ static PyObject *lane(PyObject *self, PyObject *args) {
         Py_XDECREF(news);
         return NULL;
     }
-    return Py_BuildValue("(iNNnddddndd)", why, news, rest, l.unshown, l.last_at, l.first_mono,
-                         l.last_mono, l.key_at, l.echo_left, l.agent_first, l.agent_last);
+    return Py_BuildValue("(iNNnddddnddi)", why, news, rest, l.unshown, l.last_at, l.first_mono,
+                         l.last_mono, l.key_at, l.echo_left, l.agent_first, l.agent_last,
+                         l.more);
 }
 
 static PyMethodDef methods[] = {

@@ -28,11 +28,14 @@ except ImportError:  # not built (no compiler at install): the Python loop does 
     _native_lane = None
 
 # What ended a lane() call (the C source's WHY_* values).
-DUE, WOKEN, KEYS, TERM_END, UNLOGGED, PTY_END, SHORT, TERM_GONE = range(8)
+DUE, WOKEN, KEYS, TERM_END, UNLOGGED, PTY_END, SHORT, TERM_GONE, MORE = range(9)
+# Its ``more``: which descriptors a read filled its buffer from (MORE_* in the C source).
+MORE_PTY, MORE_KEYS = 1, 2
 
 # lane(...) -> (why, news, rest, unshown, last_at, first_mono, last_mono, key_at, echo_left,
-# agent_first, agent_last): see the C source.
-Lane = Callable[..., tuple[int, bytes, bytes, int, float, float, float, float, int, float, float]]
+# agent_first, agent_last, more): see the C source.
+Lane = Callable[..., tuple[int, bytes, bytes, int, float, float, float, float, int, float, float,
+                           int]]
 
 
 def built() -> bool:

@@ -102,10 +102,11 @@ def lane_threads(pid: int) -> int:
     return waiting
 
 
-def attached(senv: SupervEnv, name: str, *args: str) -> PtyAttach:
+def attached(senv: SupervEnv, name: str, *args: str, reading: bool = False) -> PtyAttach:
     """A local attach that types into the session: a key it typed reached the agent (an
-    echo alone may be the terminal's own, before the client made it raw)."""
-    attach = PtyAttach(senv, name, *args)
+    echo alone may be the terminal's own, before the client made it raw).  ``reading``: a
+    :class:`ReadingAttach` (no ``args``)."""
+    attach = ReadingAttach(senv, name) if reading else PtyAttach(senv, name, *args)
     log = senv.session_dir(name) / "output.log"
     wait_until(lambda: attach.type(b".") or log.read_bytes().endswith(b"."), timeout=20,
                interval=0.2, message="a key typed through the attach")

@@ -9,6 +9,7 @@ Real parts: a real worker, a local attach on a real PTY, ``cat`` as the agent.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -127,6 +128,26 @@ def test_the_detach_key_typed_with_other_keys_detaches_after_typing_them(
     assert attach.proc.wait(timeout=10) == 0
     wait_until(lambda: (superv_env.session_dir("cat") / "output.log").read_bytes().endswith(b"last"),
                timeout=10, message="the keys before the detach key typed")
+
+
+@pytest.mark.parametrize("setting", ["native", "python"])
+def test_a_paste_longer_than_a_read_reaches_the_agent_whole(
+    superv_env: SupervEnv, attaches: list[PtyAttach], setting: str
+) -> None:
+    # The terminal is watched edge-triggered (hot_path.EDGE): a read that takes a whole
+    # buffer of keys (64 KiB) is followed by another, or the rest would wait for the next
+    # key; and a paste the agent cannot take at once queues behind, in order.
+    start_cat(superv_env, setting)
+    attach = attached(superv_env, "cat", reading=True)
+    attaches.append(attach)
+    paste = b"".join(b"<%06d>" % i for i in range(40000))  # 320 kB
+    view = memoryview(paste)
+    while view:
+        view = view[os.write(attach.master, view[:4096]):]
+    wait_until(lambda: log_bytes(superv_env, "cat").endswith(paste[-64:]), timeout=30,
+               message="the paste's end echoed")
+    log = log_bytes(superv_env, "cat")
+    assert log[log.index(b"<000000>"):] == paste
 
 
 def test_a_socket_client_joining_a_lane_gets_every_byte_in_order(
