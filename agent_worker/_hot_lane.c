@@ -35,9 +35,9 @@
    first append that is not a keystroke's echo).
 
    The echo rule (agent_worker.hot_path's ECHO_WINDOW): keys written to the PTY set key_at
-   (-1: never) and echo_left to echo_budget (0 if a CR or LF is among them); an append within echo_window of key_at and
-   within echo_left is their echo (echo_left shrinks by it), any other is the agent's own
-   and ends the echo (echo_left 0).  agent_first, agent_last: the first and the last of
+   (-1: never) and echo_left to echo_budget (0 if a CR or LF is among them); an append
+   within echo_window of key_at and within echo_left is their echo (echo_left shrinks by
+   it), any other is the agent's own and ends the echo (echo_left 0).  agent_first, agent_last: the first and the last of
    this call's appends that were the agent's own (0: none).
 
    The PTY and the terminal are in the epoll edge-triggered (agent_worker.hot_path's EDGE):

@@ -329,7 +329,7 @@ class Worker:
         while view:
             # Before the write: the line discipline echoes within it, and the hot path
             # may read the echo before this thread goes on.
-            self.pty.hot.keys_typed(bytes(view))  # what the agent prints at once: their echo
+            self.pty.hot.keys_typed(data)  # what the agent prints at once: their echo
             try:
                 view = view[os.write(self.agent.master_fd, view) :]
             except BlockingIOError:
