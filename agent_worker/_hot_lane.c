@@ -43,7 +43,9 @@
    The PTY and the terminal are in the epoll edge-triggered (agent_worker.hot_path's EDGE):
    a read that fills its buffer may have left more that no event will announce, so lane()
    returns WHY_MORE after dealing with it, more telling which (MORE_PTY, MORE_KEYS), and
-   Python reads them again before it waits.
+   Python reads them again before it waits.  A hang-up may come in the same edge as the
+   last output or keys: one reported sets MORE_PTY_HUNG_UP or MORE_KEYS_HUNG_UP (with
+   MORE_PTY or MORE_KEYS), and Python reads that descriptor to its end.
 
    news: every byte appended to the log by this call, in order.  unshown: how many of its
    last bytes the terminal has not taken (its carry).  rest: bytes read and not dealt
@@ -72,7 +74,7 @@ enum {
     WHY_MORE = 8,       /* a read filled its buffer: more may wait (more says where) */
 };
 
-enum { MORE_PTY = 1, MORE_KEYS = 2 };
+enum { MORE_PTY = 1, MORE_KEYS = 2, MORE_PTY_HUNG_UP = 4, MORE_KEYS_HUNG_UP = 8 };
 
 #define KEY_BUF 65536
 
@@ -238,6 +240,16 @@ static int on_output(Lane *l, double *deadline) {
     return l->more ? WHY_MORE : -1;
 }
 
+/* A hang-up in an event: Python reads that descriptor to its end (see the top). */
+static void note_hang_up(Lane *l, const struct epoll_event *event) {
+    if (!(event->events & (EPOLLHUP | EPOLLERR)))
+        return;
+    if (event->data.fd == l->pty_fd)
+        l->more |= MORE_PTY | MORE_PTY_HUNG_UP;
+    else if (event->data.fd == l->term_fd)
+        l->more |= MORE_KEYS | MORE_KEYS_HUNG_UP;
+}
+
 static int run(Lane *l) {
     double deadline = l->due_at;
     for (;;) {
@@ -257,16 +269,20 @@ static int run(Lane *l) {
         }
         for (int i = 0; i < n; i++) {
             int fd = events[i].data.fd, why;
+            note_hang_up(l, &events[i]);
             if (fd == l->term_fd)
                 why = on_keys(l);
             else if (fd == l->pty_fd)
                 why = on_output(l, &deadline);
             else
                 why = WHY_WOKEN; /* the wake-up descriptor, or another: Python's loop */
+            if (why < 0 && l->more)
+                why = WHY_MORE; /* a hang-up: Python reads the rest */
             if (why >= 0) {
                 /* Edge-triggered: an event not reached in this round is not reported
                    again; Python reads those descriptors before it waits. */
                 for (int j = i + 1; j < n; j++) {
+                    note_hang_up(l, &events[j]);
                     if (events[j].data.fd == l->pty_fd)
                         l->more |= MORE_PTY;
                     else if (events[j].data.fd == l->term_fd)

@@ -63,6 +63,7 @@ class HandedTerminal:
         self.detach_pressed = False  # the hot path read the detach key
         self.refused = False  # keys typed on a read-only attach
         self.lost = False  # the terminal hung up
+        self.hung_up = False  # (the hot path's) epoll reported its hang-up: read to the end
         self.news_lot = trio.lowlevel.ParkingLot()  # its key handler sleeps here
         self.on_close: Callable[[], None] = lambda: None  # stop the hot path using it
 

@@ -29,8 +29,9 @@ except ImportError:  # not built (no compiler at install): the Python loop does 
 
 # What ended a lane() call (the C source's WHY_* values).
 DUE, WOKEN, KEYS, TERM_END, UNLOGGED, PTY_END, SHORT, TERM_GONE, MORE = range(9)
-# Its ``more``: which descriptors a read filled its buffer from (MORE_* in the C source).
-MORE_PTY, MORE_KEYS = 1, 2
+# Its ``more``: which descriptors a read filled its buffer from, or that reported a
+# hang-up (MORE_* in the C source).
+MORE_PTY, MORE_KEYS, MORE_PTY_HUNG_UP, MORE_KEYS_HUNG_UP = 1, 2, 4, 8
 
 # lane(...) -> (why, news, rest, unshown, last_at, first_mono, last_mono, key_at, echo_left,
 # agent_first, agent_last, more): see the C source.

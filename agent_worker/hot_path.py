@@ -91,8 +91,12 @@ LANE_NEWS = READ_BATCH  # the native lane comes back to account for its output t
 # descriptor it had reported once more at the next wait, and the TTY's poll then waited for
 # its flip-buffer work (a sleep and a wake-up: 0.7 more a key, ~5 us of CPU on this VM).
 # So a read that fills its buffer may have left more, which no edge will announce: its
-# descriptor is read again before the loop waits (HotPath._again).
+# descriptor is read again before the loop waits (HotPath._again).  And a hang-up that
+# comes with output or keys is one edge with them: once a descriptor has reported one, it
+# is read to its end (EIO), not left after a short read (the agent's end would be seen
+# only at EXIT_DRAIN, a handed terminal's never).
 EDGE = select.EPOLLIN | select.EPOLLET
+HANG_UP = select.EPOLLHUP | select.EPOLLERR
 
 
 @attrs.define
@@ -136,6 +140,7 @@ class HotPath:
         self._disk = Outage()  # the log's appends: its refusal is told to trio once
         self._disk_resumed = False
         self._eof = False
+        self._pty_hung_up = False  # the PTY reported a hang-up (HANG_UP): read it to its end
         self._failure: BaseException | None = None
         self._flagged: dict[int, HandedTerminal] = {}  # terminals with news for trio
         self._again: set[int] = set()  # descriptors a full read may have left more on (EDGE)
@@ -255,17 +260,19 @@ class HotPath:
             while True:
                 if self._lane is not None and self._in_lane():
                     continue
-                ready = [fd for fd, _events in self._epoll.poll(
-                    0 if self._again else self._timeout())]
-                ready += self._again.difference(ready)
+                ready = dict(self._epoll.poll(0 if self._again else self._timeout()))
+                for fd in self._again:
+                    ready.setdefault(fd, 0)
                 self._again.clear()
-                for fd in ready:
+                for fd, events in ready.items():
+                    hung_up = bool(events & HANG_UP)
                     if fd == self.fd:
+                        self._pty_hung_up |= hung_up
                         self._read_pty()
                     elif fd == self.lock.wake_fd:
                         self.lock.drain()
                     else:
-                        self._read_keys(fd)
+                        self._read_keys(fd, hung_up)
                 if self._retry_at is not None and time.monotonic() >= self._retry_at:
                     self._log(self._unlogged)
                 self._tell_if_due()
@@ -304,6 +311,10 @@ class HotPath:
                 self._again.add(self.fd)
             if more & hot_lane.MORE_KEYS:
                 self._again.add(term.fd)
+            if more & hot_lane.MORE_PTY_HUNG_UP:
+                self._pty_hung_up = True
+            if more & hot_lane.MORE_KEYS_HUNG_UP:
+                term.hung_up = True
             if news:
                 self.output.appended_natively(len(news), last_at)
                 term.took(news, len(news) - unshown)  # written from its place, the log's end
@@ -367,7 +378,7 @@ class HotPath:
                 break
             chunks.append(data)
             total += len(data)
-            if len(data) < DRAINED_BELOW:
+            if len(data) < DRAINED_BELOW and not self._pty_hung_up:
                 break  # the agent wrote a little and stopped: no second read to hear EAGAIN
         else:
             self._again.add(self.fd)  # a full batch: more may wait, and no edge will tell
@@ -488,19 +499,20 @@ class HotPath:
             if not self._eof:
                 self._epoll.register(self.fd, EDGE)
 
-    def _read_keys(self, fd: int) -> None:
+    def _read_keys(self, fd: int, hung_up: bool) -> None:
         with self.lock:
             term = self._terminals.get(fd)
             if term is None or term.closed:
                 return
+            term.hung_up |= hung_up
             try:
                 data = os.read(fd, READ_SIZE)
             except BlockingIOError:
                 return
             except OSError:
                 data = b""  # EIO: the terminal hung up
-            if len(data) == READ_SIZE:
-                self._again.add(fd)  # more may wait (EDGE)
+            if len(data) == READ_SIZE or (data and term.hung_up):
+                self._again.add(fd)  # more may wait, or its end (EDGE, HANG_UP)
             self._keys_read(fd, term, data)
         self._tell_if_due()
 

@@ -24,6 +24,8 @@ from agent_worker import protocol as p
 from agent_worker.activity.tracker import QUIET_AFTER
 from agent_worker.hot_path import TELL_LONGEST, TELL_QUIET
 from agent_worker.log import LogReader
+from agent_worker.snapshot import read_snapshot
+from agent_worker.worker import EXIT_DRAIN
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -260,3 +262,28 @@ def test_an_agent_printing_on_and_on_is_heard_of_by_the_activity_while_it_goes_o
         assert not attach.shown.endswith(b"tick 79\r\n"), "the trickle ended first"
     assert working["activity"] == "working", events.seen
     assert heard < TELL_LONGEST + 1.5, heard
+
+
+@pytest.mark.parametrize("setting", ["native", "python", "unattached"])
+def test_an_agent_that_prints_and_exits_is_seen_to_end_at_once(
+    superv_env: SupervEnv, attaches: list[PtyAttach], setting: str
+) -> None:
+    # Its last output and the PTY's hang-up come in one edge (EDGE): read only up to a
+    # short read, the hang-up went unheard, and every such session ended EXIT_DRAIN late.
+    senv = superv_env
+    senv.env["SUPERV_HOT_PATH"] = "python" if setting == "python" else "native"
+    if setting == "unattached":  # at once: both are there before the thread's first wait
+        senv.superv("start", "last", "--", "printf", "bye", check=True)
+    else:  # its first key is echoed (the attach types until one is), the next one ends it
+        senv.superv("start", "last", "--", "sh", "-c",
+                    "stty raw -echo; head -c 1; head -c 1 >/dev/null; printf bye", check=True)
+        attach = attached(senv, "last", reading=True)
+        attaches.append(attach)
+        attach.type(b".")
+    directory = senv.session_dir("last")
+    wait_until(lambda: read_snapshot(directory)[0].ended_at is not None, timeout=20,
+               message="the session's end")
+    snap = read_snapshot(directory)[0]
+    assert snap.ended_at is not None and snap.last_output_at is not None
+    assert log_bytes(senv, "last").endswith(b"bye")
+    assert snap.ended_at - snap.last_output_at < EXIT_DRAIN / 2
