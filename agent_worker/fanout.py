@@ -92,6 +92,10 @@ class Fanout:
         self.terminals: set[HandedTerminal] = set()
         self.hot: HotPath | None = None  # set by the PTY reader
         self.watchers: dict[int, trio.MemorySendChannel[Exited | Notice]] = {}
+        # Notices of a state that still holds (the disk refusing the log), by state: a
+        # watcher that comes meanwhile (a restarted supervisor) gets them first, marked
+        # ``ongoing`` (it is not news: notify has told of it already).
+        self.standing: dict[str, Notice] = {}
         self._unwatched = trio.lowlevel.ParkingLot()  # wakes watchers_gone
         self.woken = trio.lowlevel.ParkingLot()  # anyone else who wants to know of output
         # The log's end as trio last heard of it (agent_worker.pty_reader).  OutputLog.end
@@ -128,6 +132,8 @@ class Fanout:
 
     def watch(self, client_id: int) -> trio.MemoryReceiveChannel[Exited | Notice]:
         send, receive = trio.open_memory_channel[Exited | Notice](self.WATCH_QUEUE)
+        for notice in self.standing.values():
+            send.send_nowait(Notice(notice.event, {**notice.fields, "ongoing": True}))
         self.watchers[client_id] = send
         return receive
 
@@ -141,6 +147,15 @@ class Fanout:
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError,
                                      trio.ClosedResourceError):
                 channel.send_nowait(event)
+
+    def declare(self, state: str, notice: Notice, holds: bool) -> None:
+        """Broadcast ``notice``, which says that ``state`` begins to hold (``holds``) or
+        has ended; while it holds, each new watcher gets it too."""
+        if holds:
+            self.standing[state] = notice
+        else:
+            self.standing.pop(state, None)
+        self.broadcast(notice)
 
     def close_watchers(self) -> None:
         """The worker is going: each watcher's sender sends what is queued, then ends."""

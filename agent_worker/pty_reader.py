@@ -7,22 +7,27 @@ most one pending call at a time (batches coalesce).  This reader hands the news 
 :meth:`Fanout.publish` for the socket clients, ``on_logged`` for the terminal-query
 answerer, a wake-up for the handed terminals that fell behind or have keys for trio.  It
 owns the PTY's state as trio knows it: ``eof``, ``all_logged``, and the full disk's
-notice (said once per outage; the hot path keeps the refused batch and retries).
+notices (``log_write_failed`` once per outage, a standing one that a watcher coming
+meanwhile gets too, and ``log_write_resumed``; the hot path keeps the refused batch and
+retries).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import structlog
 import trio
 
-from agent_worker.conversation import Exited, Notice
+from agent_worker.conversation import Notice
 from agent_worker.fanout import Fanout
 from agent_worker.hot_path import HotPath, tell_delay
 from agent_worker.log import OutputLog
 
 log = structlog.get_logger("agent_worker")
+
+DISK_HOLD = "disk_hold"  # the fanout's standing state: the disk refuses the log
 
 
 class PtyReader:
@@ -31,13 +36,11 @@ class PtyReader:
         fd: int,
         output: OutputLog,
         fanout: Fanout,
-        report: Callable[[Exited | Notice], None],
         on_logged: Callable[[bytes], None],
     ) -> None:
         self.fd = fd
         self.output = output
         self.fanout = fanout
-        self._report = report
         self._on_logged = on_logged  # sees each logged batch (the terminal-query answerer)
         self.hot = HotPath(fd, output, lambda: tell_delay(bool(fanout.subscribers), bool(fanout.terminals)))
         fanout.hot = self.hot
@@ -62,11 +65,13 @@ class PtyReader:
         news = self.hot.take_news()
         if news.disk_error is not None:
             # Disk full or file too big: other sessions are untouched, and this one
-            # waits for room.
+            # waits for room (the agent blocked on its writes: ``superv ls`` says so).
             log.error("log_write_failed", error=news.disk_error)
-            self._report(Notice("log_write_failed", {"error": news.disk_error}))
+            self.fanout.declare(DISK_HOLD, Notice("log_write_failed", {
+                "error": news.disk_error, "since": round(time.time(), 3)}), holds=True)
         if news.disk_resumed:
             log.info("log_write_resumed")
+            self.fanout.declare(DISK_HOLD, Notice("log_write_resumed"), holds=False)
         self.fanout.told = news.end
         if news.agent_output_at is not None:
             self.agent_output_at = news.agent_output_at

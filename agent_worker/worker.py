@@ -136,8 +136,7 @@ class Worker:
         self.screen = ScreenKeeper(output.reader, output.end, self.rows, self.cols)
         self.queries = QueryAnswerer()
         self.clients = ClientService(self, self.fanout)
-        self.pty = PtyReader(agent.master_fd, output, self.fanout, self.fanout.broadcast,
-                             self._answer_queries)
+        self.pty = PtyReader(agent.master_fd, output, self.fanout, self._answer_queries)
         self.activity = ActivityMonitor(self)  # what the agent is doing, off the hot path
         self.screen_lot = self.fanout.woken  # what the activity monitor parks on
 

@@ -116,6 +116,9 @@ class Session:
     # The last ``activity`` event of the linked worker: ls shows it at once (the worker's
     # snapshot gets it within a second).
     activity: dict[str, Any] | None = None
+    # The linked worker's disk refuses its log (``log_write_failed``, till
+    # ``log_write_resumed``): its agent is held, blocked on its writes, and ls says so.
+    held: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -434,7 +437,7 @@ class Supervisor:
         """The worker's events: ``exited`` to the lifecycle, the rest to ``superv events``."""
         try:
             async with open_link(session.name) as link:
-                session.link, session.activity = link, None
+                session.link, session.activity, session.held = link, None, None
                 try:
                     if not link.info.running:
                         # Its agent ended before we connected: no ``exited`` event will
@@ -452,9 +455,11 @@ class Supervisor:
                                       if k not in ("session", "time")}
                             if event.event == "activity":
                                 session.activity = fields
+                            elif event.event in ("log_write_failed", "log_write_resumed"):
+                                session.held = fields if event.event == "log_write_failed" else None
                             self.emit(event.event, session.name, **fields)
                 finally:
-                    session.link, session.activity = None, None
+                    session.link, session.activity, session.held = None, None, None
         except LinkError:
             return
 
@@ -541,7 +546,7 @@ class Supervisor:
 
     def _sessions(self) -> list[dict[str, Any]]:
         """What ``ls`` lists."""
-        return [self._describe(s.entry, s.activity) for s in self.sessions.values()]
+        return [self._describe(s.entry, s.activity, s.held) for s in self.sessions.values()]
 
     def _sessions_event(self) -> dict[str, Any]:
         return {"event": "sessions", "time": time.time(), "sessions": self._sessions()}
@@ -719,9 +724,11 @@ class Supervisor:
     async def op_ls(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"sessions": self._sessions()}
 
-    def _describe(self, entry: Entry, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _describe(self, entry: Entry, live: dict[str, Any] | None = None,
+                  held: dict[str, Any] | None = None) -> dict[str, Any]:
         """One session for ``ls``: one read of its spec, one stat of its log; ``live``: its
-        worker's last activity event."""
+        worker's last activity event; ``held``: its ``log_write_failed``, while the disk
+        refuses its log."""
         directory = paths.session_dir(entry.name)
         clients = 0
         spec_argv: list[str] = []
@@ -733,6 +740,9 @@ class Supervisor:
             spec_argv, created, kind = spec.argv, spec.created_at, spec.agent
         except (OSError, ValueError) as exc:
             problem = str(exc).replace(f"{directory}/", "")
+        if problem is None and held is not None:
+            since = time.strftime("%H:%M:%S", time.localtime(float(held.get("since") or time.time())))
+            problem = f"output held since {since}, the disk refused its log: {held.get('error')}"
         try:
             log_stat = (directory / session_files.LOG).stat()
             last_output = log_stat.st_mtime if log_stat.st_size else None
@@ -759,6 +769,7 @@ class Supervisor:
             "restarts": fields["restarts"],
             "command": spec_argv,
             "problem": problem,
+            "held_since": held.get("since") if held is not None else None,
             **activity_fields(kind, snap, entry.running, fields["ended_at"], live),  # activity
         }
 

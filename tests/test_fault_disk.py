@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import queue
 import random
 import resource
 import signal
@@ -272,10 +274,12 @@ def test_start_resume_and_stop_on_a_full_disk(small_home: tuple[SupervEnv, str |
     senv.superv("resume", "ended", check=True)
 
 
-def test_an_agent_held_back_by_a_full_disk_is_not_called_idle(
+def test_an_agent_held_back_by_a_full_disk_is_not_called_idle_and_ls_says_why(
         small_home: tuple[SupervEnv, str | None]) -> None:
     """While the disk refuses its output the agent is blocked on its writes: quiet, but not
-    a turn finished (no ``idle``, no "finished its turn" notice)."""
+    a turn finished (no ``idle``, no "finished its turn" notice).  The user is told (a
+    notice, on every attach's status line and by the notify routes) and ``ls`` says why
+    the session is held, until the disk has room again."""
     senv, refused = small_home
     argv = script(senv, "steady", "import itertools, sys, time\n"
                                   "for i in itertools.count():\n"
@@ -297,8 +301,57 @@ def test_an_agent_held_back_by_a_full_disk_is_not_called_idle(
             said = [e["activity"] for e in events.seen
                     if e.get("event") == "activity" and e.get("session") == "steady"]
             assert "idle" not in said, said
-            assert sessions(senv)["steady"]["activity"] == "working"
+            listed = sessions(senv)["steady"]
+            assert listed["activity"] == "working"
+            assert listed["problem"].startswith("output held since "), listed
+            assert "the disk refused its log" in listed["problem"], listed
+            table = senv.superv("ls", check=True).stdout
+            assert "output held since" in table and "superv doctor" in table, table
+            told = events.wait_for("notice", "steady")
+            assert told["reason"] == "error", told
+            assert ":steady is held: the disk refused its log (" in told["message"], told
+            assert "nothing is lost" in told["message"], told
         finally:
             disk.empty()
+        events.wait_for("log_write_resumed", "steady", timeout=30)
+        wait_until(lambda: sessions(senv)["steady"]["problem"] is None, timeout=10,
+                   message="ls no longer saying the session is held")
+        assert sessions(senv)["steady"]["held_since"] is None
     finally:
         events.close()
+
+
+
+def test_a_supervisor_restarted_while_a_session_is_held_still_lists_it_held_and_tells_once(
+        superv_env: SupervEnv) -> None:
+    """The worker's disk refuses its log (a file-size limit on the worker alone, so that
+    the supervisor can restart); a new supervisor hears the hold from the worker (a
+    standing notice), lists it, and does not notify the user of it a second time."""
+    from notify_helpers import http_sink
+    from test_fault_files import restart_supervisor
+    from test_notify import write_config
+
+    senv = superv_env
+    argv = script(senv, "steady", "import itertools, sys, time\n"
+                                  "for i in itertools.count():\n"
+                                  "    print(f'{i:09d} ' + 'x' * 70, flush=True)\n"
+                                  "    time.sleep(0.01)\n")
+    with http_sink() as (base, got):
+        write_config(senv, f'[notify]\nwebhook = "{base}/hook"\non = ["error"]\n')
+        senv.superv("start", "steady", "--", *argv, check=True)
+        disk = RlimitDisk([sessions(senv)["steady"]["worker_pid"]])
+        disk.fill()
+        try:
+            told = json.loads(got.get(timeout=30).body)
+            assert told["reason"] == "error" and "is held" in told["message"], told
+            held_since = sessions(senv)["steady"]["held_since"]
+            assert held_since is not None
+            assert restart_supervisor(senv)
+            wait_until(lambda: sessions(senv)["steady"]["held_since"] == held_since, timeout=20,
+                       message="the new supervisor listing the session held")
+            with pytest.raises(queue.Empty):  # a negative: watched this long
+                print(got.get(timeout=1.0))
+        finally:
+            disk.empty()
+        wait_until(lambda: sessions(senv)["steady"]["held_since"] is None, timeout=20,
+                   message="the hold over")

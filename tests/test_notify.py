@@ -111,6 +111,13 @@ def test_changes_and_their_lines() -> None:
     assert message.line("box", "s", "error", gave_up) == "box:s keeps failing: not restarted after 5 restarts"
     failed = {"event": "launch_failed", "error": "no such program: clade"}
     assert message.line("box", "s", "error", failed) == "box:s failed to start: no such program: clade"
+    held = {"event": "log_write_failed", "error": "[Errno 28] No space left on device"}
+    assert message.change_of(held) == "error"
+    assert message.line("box", "s", "error", held) == (
+        "box:s is held: the disk refused its log ([Errno 28] No space left on device); "
+        "nothing is lost, it goes on once there is room")
+    assert message.change_of({**held, "ongoing": True}) is None  # told before a restart
+    assert message.change_of({"event": "log_write_resumed"}) is None
 
 
 def test_a_flicker_sends_nothing_and_a_lasting_change_once() -> None:

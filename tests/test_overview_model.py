@@ -129,3 +129,14 @@ def test_a_row_says_its_attention_else_its_last_line_else_its_command() -> None:
                     "previous": "needs_approval", "attention": None, "time": 2.0,
                     "last_line": "running rm"})
     assert a.detail() == "running rm"
+
+
+def test_a_held_session_says_why_before_anything_else_and_its_hold_asks_for_ls() -> None:
+    m = Overview()
+    held = "output held since 10:02:03, the disk refused its log: [Errno 28] No space left"
+    m.load(LOCAL, [ls_row("h", "working", attention="Bash: make", problem=held)])
+    assert m.rows[0].detail() == held
+    for kind in ("log_write_failed", "log_write_resumed"):
+        assert m.event(LOCAL, {"event": kind, "session": "h"})  # the list read again
+    m.load(LOCAL, [ls_row("h", "working", attention="Bash: make", problem=None)])
+    assert m.rows[0].detail() == "Bash: make"

@@ -40,6 +40,8 @@ def change_of(event: dict[str, Any]) -> str | None:
         return "stalled"
     if kind in ("launch_failed", "restart_limit"):
         return "error"  # superv's own errors about the session: it will not run by itself
+    if kind == "log_write_failed" and not event.get("ongoing"):
+        return "error"  # held till the disk has room (ongoing: told before a restart of ours)
     return None
 
 
@@ -59,6 +61,9 @@ def line(host: str, session: str, change: str, event: dict[str, Any]) -> str:
             return f"{who} failed to start: {event.get('error')}"
         case "error" if event.get("event") == "restart_limit":
             return f"{who} keeps failing: not restarted after {event.get('restarts')} restarts"
+        case "error" if event.get("event") == "log_write_failed":
+            return (f"{who} is held: the disk refused its log ({event.get('error')}); "
+                    f"nothing is lost, it goes on once there is room")
         case "error":
             return f"{who} {attention}"
         case "ended":

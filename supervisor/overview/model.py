@@ -15,7 +15,8 @@ RANK = {"needs_approval": 0, "needs_input": 1, "done": 2, "working": 3, "startin
         "idle": 5, "unknown": 6, "ended": 7}
 # Lifecycle events that change which sessions exist or their state: ls again, once.
 RELIST = {"started", "exited", "removed", "restarting", "launch_failed", "restart_limit",
-          "created", "stopped", "resumed", "restart_cancelled"}
+          "created", "stopped", "resumed", "restart_cancelled",
+          "log_write_failed", "log_write_resumed"}  # ls says why a session is held
 
 
 def last_error(stderr: str) -> str:
@@ -43,6 +44,7 @@ class Row:
     attention: str | None = None
     command: str = ""
     last_line: str | None = None  # the screen's last non-blank line (ls, activity events)
+    problem: str | None = None  # what ls says is wrong (a disk refusing its log, a bad file)
     # The activity came from ``working``: an ``idle`` now means the turn finished.
     finished: bool = False
 
@@ -61,9 +63,9 @@ class Row:
         return self.name if self.host == LOCAL else f"{self.host}:{self.name}"
 
     def detail(self) -> str:
-        """What the row says after the time: the attention line, else the last line the
-        session printed, else its command."""
-        return self.attention or self.last_line or self.command
+        """What the row says after the time: what is wrong with it, else the attention
+        line, else the last line the session printed, else its command."""
+        return self.problem or self.attention or self.last_line or self.command
 
 
 LOCAL = "local"
@@ -78,6 +80,7 @@ def row_from_ls(host: str, s: dict[str, Any]) -> Row:
                activity=str(s.get("activity") or "unknown"),
                since=s.get("activity_since"), attention=s.get("attention"),
                last_line=s.get("last_line") if isinstance(s.get("last_line"), str) else None,
+               problem=s.get("problem") if isinstance(s.get("problem"), str) else None,
                command=shlex.join(command) if isinstance(command, list) else "")
 
 
