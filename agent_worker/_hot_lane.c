@@ -6,12 +6,13 @@
 
      - keys on the terminal: written to the PTY;
      - output on the PTY: read as one batch (as the Python loop reads it), appended to the
-       log, then written to the terminal (log first, always).
+       log (after the index record the log wants each index_every seconds), then written
+       to the terminal (log first, always).
 
    Everything else goes back to Python at once, with what was read and not yet dealt with:
    the detach key, keys on a read-only attach, keys the PTY did not take, a terminal that
-   did not take a whole batch or is gone, a log that refused bytes or wants an index
-   record, the PTY's end, the wake-up descriptor (another thread wants the hot path's
+   did not take a whole batch or is gone, a log that refused bytes (or its index a record),
+   the PTY's end, the wake-up descriptor (another thread wants the hot path's
    lock, which the caller holds while lane() runs), any other descriptor, and the time
    trio is due to hear of the output (agent_worker.hot_path's Telling, whose rule is kept
    here too: typing on and on brought the loop back to Python each quiet interval just to
@@ -23,9 +24,10 @@
    lane(epoll_fd, pty_fd, log_fd, term_fd, detach_key, read_only,
         due_at, latest_at, agent_untold, quiet, longest,
         index_at, cap, batch_max, read_size, drained_below,
-        key_at, echo_left, echo_window, echo_budget)
+        key_at, echo_left, echo_window, echo_budget,
+        index_fd, log_end, last_indexed, index_every)
      -> (why, news, rest, unshown, last_at, first_mono, last_mono,
-         key_at, echo_left, agent_first, agent_last, more)
+         key_at, echo_left, agent_first, agent_last, more, indexed_at, last_indexed)
 
    Times are time.monotonic()'s, in seconds.  due_at: when trio is due to hear now (-1:
    not yet); latest_at: the latest it may hear, whatever output comes (-1: none yet);
@@ -47,6 +49,14 @@
    last output or keys: one reported sets MORE_PTY_HUNG_UP or MORE_KEYS_HUNG_UP (with
    MORE_PTY or MORE_KEYS), and Python reads that descriptor to its end.
 
+   The log's index (agent_worker.log's OutputLog.append keeps the same rule and owns the
+   record, "!Qd": the log offset a batch starts at and its time.time()): before a batch,
+   once time.time() reaches index_at (0: never), a record for the offset it starts at
+   (log_end, the log's end at the call, plus this call's news), unless that offset is
+   last_indexed; then index_at moves index_every on.  indexed_at: the time of this
+   call's last record (0: none), last_indexed its offset.  A record that cannot be written
+   returns the batch as WHY_UNLOGGED (Python's append tries again, and meets the error).
+
    news: every byte appended to the log by this call, in order.  unshown: how many of its
    last bytes the terminal has not taken (its carry).  rest: bytes read and not dealt
    with (keys, or output not logged).  last_at: time.time() of the last append (0: none);
@@ -56,7 +66,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <endian.h>
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
@@ -115,12 +127,13 @@ static ssize_t read_retrying(int fd, char *buf, size_t len) {
 }
 
 typedef struct {
-    int epoll_fd, pty_fd, log_fd, term_fd, read_only;
+    int epoll_fd, pty_fd, log_fd, term_fd, read_only, index_fd;
     const char *key;
     Py_ssize_t key_len;
     double due_at, latest_at, quiet, longest;
     int agent_untold;
-    double index_at;
+    double index_at, index_every, indexed_at;
+    long long log_end, last_indexed;
     Py_ssize_t cap, batch_max, read_size, drained_below;
     double key_at, echo_window;
     Py_ssize_t echo_left, echo_budget;
@@ -164,6 +177,21 @@ static int on_keys(Lane *l) {
     return WHY_KEYS;
 }
 
+/* The index record for log offset ``offset`` at ``at`` (see the top); 0 if not written. */
+static int write_index(int fd, long long offset, double at) {
+    unsigned char record[16];
+    uint64_t o = htobe64((uint64_t)offset), t;
+    memcpy(&t, &at, sizeof t);
+    t = htobe64(t);
+    memcpy(record, &o, 8);
+    memcpy(record + 8, &t, 8);
+    ssize_t w;
+    do {
+        w = write(fd, record, sizeof record);
+    } while (w < 0 && errno == EINTR);
+    return w >= 0;
+}
+
 /* An output event: one batch read, logged, shown; returns a WHY or -1 to go on. */
 static int on_output(Lane *l, double *deadline) {
     char *batch = l->news + l->news_len;
@@ -188,15 +216,21 @@ static int on_output(Lane *l, double *deadline) {
         l->more |= MORE_PTY;
     if (len == 0)
         return ended ? WHY_PTY_END : -1;
-    if (l->index_at > 0 && wall_now() >= l->index_at) {
-        l->rest = batch, l->rest_len = len;
-        return WHY_UNLOGGED; /* the log's index wants a record before this batch */
+    double wall = wall_now();
+    if (l->index_at > 0 && wall >= l->index_at && l->log_end + l->news_len != l->last_indexed) {
+        long long offset = l->log_end + l->news_len;
+        if (!write_index(l->index_fd, offset, wall)) {
+            l->rest = batch, l->rest_len = len;
+            return WHY_UNLOGGED;
+        }
+        l->indexed_at = wall, l->last_indexed = offset;
+        l->index_at = wall + l->index_every;
     }
     int err = 0;
     Py_ssize_t logged = write_all(l->log_fd, batch, len, &err);
     if (logged > 0) {
         l->news_len += logged;
-        l->last_at = wall_now();
+        l->last_at = wall;
         double now = l->last_mono = mono_now();
         if (l->first_mono == 0)
             l->first_mono = now;
@@ -298,11 +332,12 @@ static PyObject *lane(PyObject *self, PyObject *args) {
     Lane l;
     memset(&l, 0, sizeof l);
     Py_buffer key;
-    if (!PyArg_ParseTuple(args, "iiiiy*pddpdddnnnndndn", &l.epoll_fd, &l.pty_fd,
+    if (!PyArg_ParseTuple(args, "iiiiy*pddpdddnnnndndniLLd", &l.epoll_fd, &l.pty_fd,
                           &l.log_fd, &l.term_fd, &key, &l.read_only, &l.due_at,
                           &l.latest_at, &l.agent_untold, &l.quiet, &l.longest, &l.index_at,
                           &l.cap, &l.batch_max, &l.read_size, &l.drained_below,
-                          &l.key_at, &l.echo_left, &l.echo_window, &l.echo_budget))
+                          &l.key_at, &l.echo_left, &l.echo_window, &l.echo_budget,
+                          &l.index_fd, &l.log_end, &l.last_indexed, &l.index_every))
         return NULL;
     if (l.cap < 0 || l.batch_max <= 0 || l.read_size <= 0 || l.cap > PY_SSIZE_T_MAX / 2 ||
         l.batch_max > PY_SSIZE_T_MAX / 2 || l.echo_left < 0 || l.echo_budget < 0) {
@@ -333,9 +368,9 @@ static PyObject *lane(PyObject *self, PyObject *args) {
         Py_XDECREF(news);
         return NULL;
     }
-    return Py_BuildValue("(iNNnddddnddi)", why, news, rest, l.unshown, l.last_at, l.first_mono,
-                         l.last_mono, l.key_at, l.echo_left, l.agent_first, l.agent_last,
-                         l.more);
+    return Py_BuildValue("(iNNnddddnddidL)", why, news, rest, l.unshown, l.last_at,
+                         l.first_mono, l.last_mono, l.key_at, l.echo_left, l.agent_first,
+                         l.agent_last, l.more, l.indexed_at, l.last_indexed);
 }
 
 static PyMethodDef methods[] = {

@@ -34,9 +34,9 @@ DUE, WOKEN, KEYS, TERM_END, UNLOGGED, PTY_END, SHORT, TERM_GONE, MORE = range(9)
 MORE_PTY, MORE_KEYS, MORE_PTY_HUNG_UP, MORE_KEYS_HUNG_UP = 1, 2, 4, 8
 
 # lane(...) -> (why, news, rest, unshown, last_at, first_mono, last_mono, key_at, echo_left,
-# agent_first, agent_last, more): see the C source.
+# agent_first, agent_last, more, indexed_at, last_indexed): see the C source.
 Lane = Callable[..., tuple[int, bytes, bytes, int, float, float, float, float, int, float, float,
-                           int]]
+                           int, float, int]]
 
 
 def built() -> bool:

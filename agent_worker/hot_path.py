@@ -289,7 +289,6 @@ class HotPath:
             appends = self.output.native_appends()
             if term is None or appends is None:
                 return False
-            log_fd, index_at = appends
             due, latest, telling = self._due(), self._latest(), self._delay()
             key_at = -1.0 if self._key_at is None else self._key_at
             self.lock.in_lane = True
@@ -298,12 +297,14 @@ class HotPath:
                     self.lock.stood_aside = True  # woken when the waiter is done
                     return False  # (looked at after in_lane is set: see LaneLock.acquire)
                 (why, news, rest, unshown, last_at, first_mono, last_mono, key_at,
-                 self._echo_left, agent_first, agent_last, more) = self._lane(
-                    self._epoll.fileno(), self.fd, log_fd, term.fd, term.detach_key,
+                 self._echo_left, agent_first, agent_last, more, indexed_at,
+                 last_indexed) = self._lane(
+                    self._epoll.fileno(), self.fd, appends.log_fd, term.fd, term.detach_key,
                     term.read_only, -1 if due is None else due, -1 if latest is None else latest,
                     self._agent_untold_since is not None, telling.quiet, telling.longest,
-                    index_at, self._lane_news(), READ_BATCH, READ_SIZE, DRAINED_BELOW,
-                    key_at, self._echo_left, ECHO_WINDOW, ECHO_BUDGET)
+                    appends.index_at, self._lane_news(), READ_BATCH, READ_SIZE, DRAINED_BELOW,
+                    key_at, self._echo_left, ECHO_WINDOW, ECHO_BUDGET,
+                    appends.index_fd, appends.end, appends.last_indexed, appends.index_every)
             finally:
                 self.lock.in_lane = False
             self._key_at = None if key_at < 0 else key_at
@@ -315,8 +316,10 @@ class HotPath:
                 self._pty_hung_up = True
             if more & hot_lane.MORE_KEYS_HUNG_UP:
                 term.hung_up = True
+            if news or indexed_at:
+                self.output.appended_natively(len(news), last_at,
+                                              (last_indexed, indexed_at) if indexed_at else None)
             if news:
-                self.output.appended_natively(len(news), last_at)
                 term.took(news, len(news) - unshown)  # written from its place, the log's end
                 self._keep_news(news)
                 self._output_logged(first_mono, last_mono,

@@ -31,12 +31,26 @@ import struct
 import time
 from pathlib import Path
 
+import attrs
+
 from agent_worker import settings
 from agent_worker.session_files import INDEX, LOG
 
 FSYNC_POLICIES = ("snapshot", "always", "never")
 _INDEX_RECORD = struct.Struct("!Qd")
 _INDEX_EVERY = 1.0  # seconds between index records
+
+
+@attrs.frozen
+class NativeAppends:
+    """What the native lane appends with (:meth:`OutputLog.native_appends`)."""
+
+    log_fd: int
+    index_fd: int
+    index_at: float  # time.time() from which the next batch wants an index record first
+    index_every: float
+    end: int  # the log's end
+    last_indexed: int  # the offset of the last index record (-1: none)
 
 
 def fsync_policy() -> str:
@@ -87,19 +101,25 @@ class OutputLog:
             os.fdatasync(self._fd)
         return written
 
-    def native_appends(self) -> tuple[int, float] | None:
+    def native_appends(self) -> NativeAppends | None:
         """For the hot path's native lane (:mod:`agent_worker.hot_lane`), which appends
-        through this log's descriptor while nothing else does: the descriptor, and the
-        ``time.time()`` from which a batch must come through :meth:`append` instead (the
-        index wants a record first).  None while the policy fsyncs every batch."""
+        through this log's descriptors while nothing else does, by :meth:`append`'s rule
+        (the C source keeps it and the index record's layout, ``_INDEX_RECORD``).  None
+        while the policy fsyncs every batch."""
         if self.policy == "always":
             return None
-        return self._fd, self._last_index + _INDEX_EVERY
+        return NativeAppends(self._fd, self._index_fd, self._last_index + _INDEX_EVERY,
+                             _INDEX_EVERY, self.end, self._last_indexed)
 
-    def appended_natively(self, written: int, at: float) -> None:
-        """The native lane appended ``written`` bytes, the last at ``at`` (time.time())."""
+    def appended_natively(self, written: int, at: float, indexed: tuple[int, float] | None
+                          ) -> None:
+        """The native lane appended ``written`` bytes, the last at ``at`` (time.time()),
+        and the last index record it wrote was ``indexed`` (offset, time), if it wrote one."""
         self.end += written
-        self.last_output_at = at
+        if written:
+            self.last_output_at = at
+        if indexed is not None:
+            self._last_indexed, self._last_index = indexed
 
     def sync(self) -> None:
         """Make everything appended so far durable (unless the policy is ``never``)."""

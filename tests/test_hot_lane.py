@@ -91,17 +91,26 @@ def test_the_lane_serves_again_once_trio_has_heard_without_another_key(
 def test_the_index_keeps_its_records_while_the_lane_serves(
     superv_env: SupervEnv, typing: tuple[PtyAttach, int]
 ) -> None:
+    # The lane writes them itself (log.py's record, kept in the C source): each names the
+    # offset of the batch it came before, and when.
     attach, _ = typing
     directory = superv_env.session_dir("cat")
     before = len(LogReader(directory).index())
+    began = time.time()
     for i in range(12):  # 3 s of typing: an index record each second of output
         attach.type(b"%d," % i)
         attach.read_until(b"%d," % i)
         time.sleep(0.25)  # the typist's pace is what this is about
+    ended = time.time()
     records = LogReader(directory).index()
     assert len(records) - before >= 2, records
     offsets = [o for o, _ in records]
-    assert offsets == sorted(offsets) and offsets[-1] <= (directory / "output.log").stat().st_size
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets), records
+    log = (directory / "output.log").read_bytes()
+    for offset, at in records[before:]:
+        assert began <= at <= ended, (records, began, ended)
+        assert log[offset:offset + 1].isdigit(), (offset, log)  # a batch's start: "N,"
+        assert log[offset - 1:offset] in (b",", b"."), (offset, log)
 
 
 def test_a_read_only_attach_through_the_lane_types_nothing(
