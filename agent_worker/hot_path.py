@@ -108,6 +108,7 @@ class News:
     data: bytes | None  # the bytes between (None: more than NEWS_LIMIT, not kept)
     disk_error: str | None = None  # the disk refused output (first refusal of an outage)
     disk_resumed: bool = False
+    disk_failing: bool = False  # the disk refuses the log now (the last of the two above)
     unlogged: int = 0  # bytes read from the PTY that the disk has not taken yet
     eof: bool = False  # the PTY reported its end and everything read is logged
     failure: BaseException | None = None  # the thread died of this (a bug): the worker ends
@@ -239,6 +240,7 @@ class HotPath:
                 time.time() - (time.monotonic() - self._agent_output_at)
             news = News(start=self._told, end=self.output.end, data=data,
                         disk_error=self._disk_error, disk_resumed=self._disk_resumed,
+                        disk_failing=self._disk.failing,
                         unlogged=len(self._unlogged), eof=self._eof and not self._unlogged,
                         failure=self._failure, terminals=list(self._flagged.values()),
                         agent_output_at=agent_at)

@@ -60,18 +60,25 @@ class PtyReader:
             raise self._failure  # a bug on the hot path: the worker ends, as it would here
         self.fanout.wake_all()
 
+    def _disk_resumed(self) -> None:
+        log.info("log_write_resumed")
+        self.fanout.declare(DISK_HOLD, Notice("log_write_resumed"), holds=False)
+
     def _hear(self) -> None:
         """(In trio.)  What the hot path did since we last heard: hand it on."""
         news = self.hot.take_news()
+        # An outage's end and a new one can both come in one telling: the last is the
+        # one that holds now.
+        if news.disk_resumed and news.disk_failing:
+            self._disk_resumed()
         if news.disk_error is not None:
             # Disk full or file too big: other sessions are untouched, and this one
             # waits for room (the agent blocked on its writes: ``superv ls`` says so).
             log.error("log_write_failed", error=news.disk_error)
             self.fanout.declare(DISK_HOLD, Notice("log_write_failed", {
                 "error": news.disk_error, "since": round(time.time(), 3)}), holds=True)
-        if news.disk_resumed:
-            log.info("log_write_resumed")
-            self.fanout.declare(DISK_HOLD, Notice("log_write_resumed"), holds=False)
+        if news.disk_resumed and not news.disk_failing:
+            self._disk_resumed()
         self.fanout.told = news.end
         if news.agent_output_at is not None:
             self.agent_output_at = news.agent_output_at
