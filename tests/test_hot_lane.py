@@ -283,12 +283,13 @@ def test_an_agent_that_prints_and_exits_is_seen_to_end_at_once(
     senv.env["SUPERV_HOT_PATH"] = "python" if setting == "python" else "native"
     if setting == "unattached":  # at once: both are there before the thread's first wait
         senv.superv("start", "last", "--", "printf", "bye", check=True)
-    else:  # its first key is echoed (the attach types until one is), the next one ends it
+    else:  # its first key is echoed (the attach types until one is), an x ends it
         senv.superv("start", "last", "--", "sh", "-c",
-                    "stty raw -echo; head -c 1; head -c 1 >/dev/null; printf bye", check=True)
+                    "stty raw -echo; head -c 1; until [ \"$(head -c 1)\" = x ]; do :; done; "
+                    "printf bye", check=True)
         attach = attached(senv, "last", reading=True)
         attaches.append(attach)
-        attach.type(b".")
+        attach.type(b"x")
     directory = senv.session_dir("last")
     wait_until(lambda: read_snapshot(directory)[0].ended_at is not None, timeout=20,
                message="the session's end")
