@@ -109,6 +109,7 @@ class SessionInfo:
     dir: str = ""
     ended: bool = False  # served from the session's files: its worker is gone
     takes_terminal: bool = False  # the worker offers to take this client's terminal
+    held: str | None = None  # the disk refuses the session's log now: its error
 
     @property
     def running(self) -> bool:
@@ -139,6 +140,7 @@ class SessionInfo:
             dir=str(info.get("dir", "")),
             ended=info.get("ended") is True,
             takes_terminal=info.get("takes_terminal") is True,
+            held=info["held"] if isinstance(info.get("held"), str) else None,
         )
 
 

@@ -60,6 +60,11 @@ class PtyReader:
             raise self._failure  # a bug on the hot path: the worker ends, as it would here
         self.fanout.wake_all()
 
+    def disk_hold(self) -> str | None:
+        """The error with which the disk refuses the log now (None: it takes it)."""
+        notice = self.fanout.standing.get(DISK_HOLD)
+        return None if notice is None else str(notice.fields.get("error"))
+
     def _disk_resumed(self) -> None:
         log.info("log_write_resumed")
         self.fanout.declare(DISK_HOLD, Notice("log_write_resumed"), holds=False)

@@ -182,6 +182,7 @@ class Worker:
             cols=self.cols,
             started_at=self.started_at,
             dir=str(self.directory),
+            held=self.pty.disk_hold(),
         )
 
     def exit_event(self, log_end: int) -> Exited:

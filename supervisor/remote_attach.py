@@ -88,7 +88,7 @@ from agent_worker.protocol import Detach, Input, Repaint, Resize, Start
 from supervisor import status_line, terminal
 from supervisor.host_names import split_host
 from supervisor.network_watch import NetworkChange, NetworkWatch
-from supervisor.notify import attach_notices
+from supervisor.notify import attach_notices, message
 from supervisor.present import skip_words
 from supervisor.reconnect_policy import ReconnectPolicy
 from supervisor.remote_attempt import (
@@ -458,7 +458,7 @@ class RemoteAttach:
             # but keepalives would take seconds to say so; a reconnect loses nothing.
             attempt.drop()
 
-    def welcomed(self, attempt: Attempt) -> None:
+    def welcomed(self, attempt: Attempt, info: conversation.SessionInfo) -> None:
         assert attempt.setup_time is not None
         held = self.held
         if held is not None and held is not attempt:
@@ -470,6 +470,9 @@ class RemoteAttach:
         self.policy.connected(attempt.setup_time, attempt.answered_after)
         self.position.established = True
         self._online()
+        if info.held is not None and self.tty_out:  # told when it began, to those attached
+            self._say(message.held(f"{self.target.shown}:{self.target.name}", info.held),
+                      Kind.NOTICE)
 
     def _online(self) -> None:
         """A connection streams again: the status line goes (asking for the screen it

@@ -362,7 +362,7 @@ class Attempt:
                 self.welcomed_at = now
                 if self._setup is not None:
                     self._setup.reschedule(None)  # streaming: no deadline any more
-                client.welcomed(self)
+                client.welcomed(self, event)
             case conversation.Exited():
                 message = _exit_message(client.target.name, event)
                 raise Ended(Ending(Outcome.EXITED, message, 0))

@@ -33,6 +33,8 @@ import fault_report
 import pytest
 from attach_helpers import EPOLL_WAITS, ReadingAttach, lane_threads
 from conftest import SupervEnv, wait_until
+from ssh_fixtures import sshd, sshd_factory, superv_installed  # noqa: F401
+from sshd import SshServer
 from test_cli import EventStream, alive, lock_holder, script, sessions
 from worker_helpers import PATTERN_FN, cooked, log_size, pattern, session_socket
 
@@ -355,3 +357,66 @@ def test_a_supervisor_restarted_while_a_session_is_held_still_lists_it_held_and_
             disk.empty()
         wait_until(lambda: sessions(senv)["steady"]["held_since"] is None, timeout=20,
                    message="the hold over")
+
+
+def start_held(senv: SupervEnv) -> RlimitDisk:
+    """The session ``steady``, printing, its worker's log refused (a file-size limit)."""
+    argv = script(senv, "steady", "import itertools, sys, time\n"
+                                  "for i in itertools.count():\n"
+                                  "    print(f'{i:09d} tick', flush=True)\n"
+                                  "    time.sleep(0.01)\n")
+    senv.superv("start", "steady", "--", *argv, check=True)
+    disk = RlimitDisk([sessions(senv)["steady"]["worker_pid"]])
+    disk.fill()
+    wait_until(lambda: sessions(senv)["steady"]["held_since"] is not None, timeout=30,
+               message="the session held")
+    return disk
+
+
+@pytest.mark.timeout(120)
+def test_an_attach_that_comes_while_the_session_is_held_is_told_why(
+        superv_env: SupervEnv, tmp_path: Path) -> None:
+    """The notification went to the clients attached when the disk filled; one that
+    attaches afterwards finds a frozen agent, and its status line says why (the worker's
+    Welcome has the hold)."""
+    from tmux_helpers import HEIGHT, Tmux
+
+    senv = superv_env
+    tmux = Tmux(senv.env, tmp_path)
+    disk = start_held(senv)
+    try:
+        tmux.new_session("t")
+        tmux.type("t", "$SUPERV attach steady")
+        screen = tmux.wait_for("t", lambda s: s.split("\n")[HEIGHT - 1].startswith(
+            " steady is held: the disk refused its log"), timeout=20)
+        assert "tick" in screen  # over the agent's last screen
+    finally:
+        disk.empty()
+    try:
+        wait_until(lambda: sessions(senv)["steady"]["held_since"] is None, timeout=20,
+                   message="the hold over")
+        tmux.wait_for("t", lambda s: "is held" not in s, timeout=15)  # shown for a moment
+        tmux.keys("t", "C-\\")
+        tmux.wait_for("t", "[detached from steady]")
+    finally:
+        tmux.kill_server()
+
+
+@pytest.mark.timeout(120)
+def test_a_remote_attach_that_comes_while_the_session_is_held_is_told_why(
+        superv_env: SupervEnv, sshd: SshServer) -> None:  # noqa: F811
+    from test_remote_attach import SUPERV as REMOTE_SUPERV
+    from test_remote_attach import Tmux as RemoteTmux
+    from test_remote_attach import client_env
+
+    senv = superv_env
+    disk = start_held(senv)
+    tmux = RemoteTmux(senv.root, client_env(senv, sshd))
+    try:
+        tmux.type(f"{REMOTE_SUPERV} attach box:steady")
+        tmux.wait(r"(?m)^ box:steady is held: the disk refused its log", timeout=30)
+        tmux.key("C-\\")
+        tmux.wait(r"detached from")
+    finally:
+        tmux.kill()
+        disk.empty()

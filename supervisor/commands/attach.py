@@ -31,7 +31,7 @@ from agent_worker.conversation import (
 )
 from supervisor import status_line, terminal
 from supervisor.errors import CliError
-from supervisor.notify import attach_notices
+from supervisor.notify import attach_notices, message
 from supervisor.notify.attach_notices import Notices
 from supervisor.present import skip_words
 from supervisor.sessions import NotRunning, checked_name, open_worker
@@ -142,7 +142,7 @@ def _attach_once(
         flags |= p.FEED_TERMINAL  # a worker that can take it says so in its Welcome
     hello = p.Hello(start, value, rows, cols, read_only, flags=flags)
     try:
-        conn, _ = open_worker(name, hello)
+        conn, welcome = open_worker(name, hello)
     except NotRunning:
         return show_ended(name, hello)
     wake_r, wake_w = os.pipe()
@@ -179,6 +179,8 @@ def _attach_once(
     try:
         with conn, terminal.raw_mode(0):
             handed = conn.conversation.may_hand_terminal and _hand_over(conn, name, detach_key)
+            if welcome.held is not None:  # told when it began, to those attached then
+                line.show(message.held(name, welcome.held), Kind.NOTICE, time.monotonic())
             if handed:
                 outcome = _watch(conn, name, wake_r, read_only, line, notices) or outcome
             else:

@@ -62,8 +62,7 @@ def line(host: str, session: str, change: str, event: dict[str, Any]) -> str:
         case "error" if event.get("event") == "restart_limit":
             return f"{who} keeps failing: not restarted after {event.get('restarts')} restarts"
         case "error" if event.get("event") == "log_write_failed":
-            return (f"{who} is held: the disk refused its log ({event.get('error')}); "
-                    f"nothing is lost, it goes on once there is room")
+            return held(who, event.get("error"))
         case "error":
             return f"{who} {attention}"
         case "ended":
@@ -73,6 +72,13 @@ def line(host: str, session: str, change: str, event: dict[str, Any]) -> str:
         case "test":
             return f"{who} test notification from superv"
     return f"{who} is {change}{tail}"
+
+
+def held(who: str, error: object) -> str:
+    """The words for a session whose disk refuses its log: the notification's, and what an
+    attach that comes meanwhile shows."""
+    return (f"{who} is held: the disk refused its log ({error}); "
+            f"nothing is lost, it goes on once there is room")
 
 
 def notice(host: str, event: dict[str, Any], change: str, agent: str | None) -> dict[str, Any]:
