@@ -390,6 +390,9 @@ def test_an_attach_that_comes_while_the_session_is_held_is_told_why(
         screen = tmux.wait_for("t", lambda s: s.split("\n")[HEIGHT - 1].startswith(
             " steady is held: the disk refused its log"), timeout=20)
         assert "tick" in screen  # over the agent's last screen
+        peeked = senv.superv("peek", "steady", check=True)
+        assert "tick" in peeked.stdout and "is held" not in peeked.stdout, peeked
+        assert peeked.stderr.startswith("superv: steady is held: the disk refused its log ("), peeked
     finally:
         disk.empty()
     try:

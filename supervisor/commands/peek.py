@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from typing import TYPE_CHECKING
 
 from agent_worker import paths
@@ -55,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError, LocalProtocolError):
             conn.send(p.Detach())
     print(model.text())
+    if info.held is not None:  # a frozen screen: say why, beside it (stdout stays the screen)
+        from supervisor.notify import message
+
+        print(f"superv: {message.held(name, info.held)}", file=sys.stderr)
     return 0
 
 
