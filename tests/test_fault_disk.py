@@ -334,25 +334,18 @@ def test_a_supervisor_restarted_while_a_session_is_held_still_lists_it_held_and_
     from test_notify import write_config
 
     senv = superv_env
-    argv = script(senv, "steady", "import itertools, sys, time\n"
-                                  "for i in itertools.count():\n"
-                                  "    print(f'{i:09d} ' + 'x' * 70, flush=True)\n"
-                                  "    time.sleep(0.01)\n")
     with http_sink() as (base, got):
         write_config(senv, f'[notify]\nwebhook = "{base}/hook"\non = ["error"]\n')
-        senv.superv("start", "steady", "--", *argv, check=True)
-        disk = RlimitDisk([sessions(senv)["steady"]["worker_pid"]])
-        disk.fill()
+        disk = start_held(senv)
         try:
             told = json.loads(got.get(timeout=30).body)
             assert told["reason"] == "error" and "is held" in told["message"], told
             held_since = sessions(senv)["steady"]["held_since"]
-            assert held_since is not None
             assert restart_supervisor(senv)
             wait_until(lambda: sessions(senv)["steady"]["held_since"] == held_since, timeout=20,
                        message="the new supervisor listing the session held")
             with pytest.raises(queue.Empty):  # a negative: watched this long
-                print(got.get(timeout=1.0))
+                got.get(timeout=1.0)
         finally:
             disk.empty()
         wait_until(lambda: sessions(senv)["steady"]["held_since"] is None, timeout=20,
